@@ -1,0 +1,358 @@
+//! Broker configuration: one [`Config`] with embedded defaults, and the
+//! [`Overrides`] that flags, `BROKER_*` environment variables and an optional
+//! TOML file layer on top of it.
+//!
+//! Precedence, highest first: command-line flag, environment variable, TOML
+//! file (`--config FILE`), embedded default. Every key has one flag, one
+//! variable and one TOML key of the same name (`--ping-interval-ms`,
+//! `BROKER_PING_INTERVAL_MS`, `ping_interval_ms`); durations are milliseconds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// The HS256 secret used when none is configured. Never use it in production.
+pub const DEV_JWT_SECRET: &str = "dev-secret-do-not-use-in-production";
+
+/// JWT signature algorithm accepted by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[value(rename_all = "UPPERCASE")]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256, verified with a PEM public key.
+    RS256,
+    /// ECDSA P-256 with SHA-256, verified with a PEM public key.
+    ES256,
+}
+
+/// Everything the broker needs to run. Build it with [`Config::default`] and
+/// struct update syntax, or from the command line with [`Overrides`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Defaults to `127.0.0.1:3000`.
+    pub listen: SocketAddr,
+    /// HTTP path of the Engine.IO endpoint. Defaults to `/socket.io/`.
+    pub path: String,
+    /// Socket.IO namespaces served by the chat gateway, each isolated.
+    /// Defaults to `["/api/v1/chat"]`.
+    pub namespaces: Vec<String>,
+    /// JWT algorithm. Defaults to HS256.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// HS256 shared secret. Defaults to none, which means [`DEV_JWT_SECRET`]
+    /// and a loud warning at start-up.
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for RS256/ES256. Defaults to none.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim. Defaults to none (not checked).
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim. Defaults to none (not checked).
+    pub jwt_audience: Option<String>,
+    /// Leeway for `exp` and `nbf`. Defaults to 5 s.
+    pub jwt_leeway: Duration,
+    /// Origins allowed to open a connection (credentials allowed). Defaults to
+    /// empty: any origin.
+    pub cors_origins: Vec<String>,
+    /// Interval between server pings. Defaults to 25 000 ms.
+    pub ping_interval: Duration,
+    /// How long a client has to answer a ping. Defaults to 20 000 ms.
+    pub ping_timeout: Duration,
+    /// Largest inbound WebSocket message, in bytes. Defaults to 1 000 000.
+    pub max_payload: usize,
+    /// Largest `content` of `send_message`, in bytes. Defaults to 4096.
+    pub max_message_length: usize,
+    /// Largest `roomId`, in bytes. Defaults to 128.
+    pub max_room_id_length: usize,
+    /// Bytes a connection's outbound queue may hold before the connection is
+    /// cut off as a slow consumer. Defaults to 1 MiB.
+    pub outbox_bytes: usize,
+    /// Sustained events per second one connection may send; 0 turns the limit
+    /// off. Defaults to 100.
+    pub rate_limit_per_sec: u32,
+    /// Events one connection may send in a burst above the sustained rate.
+    /// Defaults to 200.
+    pub rate_limit_burst: u32,
+    /// File of revoked tokens: one `jti` or whole token per line, `#` starts a
+    /// comment. Defaults to none.
+    pub revocation_file: Option<PathBuf>,
+    /// How often the revocation file is checked for changes. Defaults to 2000 ms.
+    pub revocation_reload: Duration,
+    /// How long a graceful shutdown may take. Defaults to 5000 ms.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            path: "/socket.io/".to_owned(),
+            namespaces: vec!["/api/v1/chat".to_owned()],
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(5),
+            cors_origins: Vec::new(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            max_message_length: 4096,
+            max_room_id_length: 128,
+            outbox_bytes: 1 << 20,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 200,
+            revocation_file: None,
+            revocation_reload: Duration::from_millis(2000),
+            shutdown_timeout: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// Errors of loading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid or has an unknown key.
+    #[error("parsing config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its range or the combination makes no sense.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Optional values for every [`Config`] key, as given by flags, `BROKER_*`
+/// variables or a TOML file. Unset keys fall through to the next layer.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Address to listen on [default: 127.0.0.1:3000]
+    #[arg(long, env = "BROKER_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// HTTP path of the Engine.IO endpoint [default: /socket.io/]
+    #[arg(long, env = "BROKER_PATH", global = true)]
+    pub path: Option<String>,
+    /// Comma-separated chat namespaces [default: /api/v1/chat]
+    #[arg(long, env = "BROKER_NAMESPACES", value_delimiter = ',', global = true)]
+    pub namespaces: Option<Vec<String>>,
+    /// JWT algorithm [default: HS256]
+    #[arg(long, env = "BROKER_JWT_ALGORITHM", global = true)]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// HS256 shared secret [default: a development secret, with a warning]
+    #[arg(long, env = "BROKER_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for RS256/ES256
+    #[arg(long, env = "BROKER_JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim [default: not checked]
+    #[arg(long, env = "BROKER_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim [default: not checked]
+    #[arg(long, env = "BROKER_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Leeway for `exp`/`nbf` in ms [default: 5000]
+    #[arg(long, env = "BROKER_JWT_LEEWAY_MS", global = true)]
+    pub jwt_leeway_ms: Option<u64>,
+    /// Comma-separated allowed origins, credentials allowed [default: any]
+    #[arg(long, env = "BROKER_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Option<Vec<String>>,
+    /// Server ping interval in ms [default: 25000]
+    #[arg(long, env = "BROKER_PING_INTERVAL_MS", global = true)]
+    pub ping_interval_ms: Option<u64>,
+    /// Time a client has to answer a ping, in ms [default: 20000]
+    #[arg(long, env = "BROKER_PING_TIMEOUT_MS", global = true)]
+    pub ping_timeout_ms: Option<u64>,
+    /// Largest inbound WebSocket message in bytes [default: 1000000]
+    #[arg(long, env = "BROKER_MAX_PAYLOAD", global = true)]
+    pub max_payload: Option<usize>,
+    /// Largest message `content` in bytes [default: 4096]
+    #[arg(long, env = "BROKER_MAX_MESSAGE_LENGTH", global = true)]
+    pub max_message_length: Option<usize>,
+    /// Largest `roomId` in bytes [default: 128]
+    #[arg(long, env = "BROKER_MAX_ROOM_ID_LENGTH", global = true)]
+    pub max_room_id_length: Option<usize>,
+    /// Outbound queue bound per connection in bytes; over it the client is cut off [default: 1048576]
+    #[arg(long, env = "BROKER_OUTBOX_BYTES", global = true)]
+    pub outbox_bytes: Option<usize>,
+    /// Sustained events per second per connection, 0 = unlimited [default: 100]
+    #[arg(long, env = "BROKER_RATE_LIMIT_PER_SEC", global = true)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Burst of events above the sustained rate [default: 200]
+    #[arg(long, env = "BROKER_RATE_LIMIT_BURST", global = true)]
+    pub rate_limit_burst: Option<u32>,
+    /// File of revoked tokens: one `jti` or whole token per line
+    #[arg(long, env = "BROKER_REVOCATION_FILE", global = true)]
+    pub revocation_file: Option<PathBuf>,
+    /// How often the revocation file is re-read when it changed, in ms [default: 2000]
+    #[arg(long, env = "BROKER_REVOCATION_RELOAD_MS", global = true)]
+    pub revocation_reload_ms: Option<u64>,
+    /// Longest graceful shutdown in ms [default: 5000]
+    #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS", global = true)]
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+impl Overrides {
+    /// Reads a TOML file whose keys are the flag names with underscores.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`], unknown keys included.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+
+    /// Keeps every key set here and takes the others from `lower`.
+    #[must_use]
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            listen: self.listen.or(lower.listen),
+            path: self.path.or(lower.path),
+            namespaces: self.namespaces.or(lower.namespaces),
+            jwt_algorithm: self.jwt_algorithm.or(lower.jwt_algorithm),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            jwt_public_key_file: self.jwt_public_key_file.or(lower.jwt_public_key_file),
+            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
+            jwt_leeway_ms: self.jwt_leeway_ms.or(lower.jwt_leeway_ms),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            ping_interval_ms: self.ping_interval_ms.or(lower.ping_interval_ms),
+            ping_timeout_ms: self.ping_timeout_ms.or(lower.ping_timeout_ms),
+            max_payload: self.max_payload.or(lower.max_payload),
+            max_message_length: self.max_message_length.or(lower.max_message_length),
+            max_room_id_length: self.max_room_id_length.or(lower.max_room_id_length),
+            outbox_bytes: self.outbox_bytes.or(lower.outbox_bytes),
+            rate_limit_per_sec: self.rate_limit_per_sec.or(lower.rate_limit_per_sec),
+            rate_limit_burst: self.rate_limit_burst.or(lower.rate_limit_burst),
+            revocation_file: self.revocation_file.or(lower.revocation_file),
+            revocation_reload_ms: self.revocation_reload_ms.or(lower.revocation_reload_ms),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+        }
+    }
+
+    /// Applies the set keys to `base` and checks the result.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when a value is out of range.
+    pub fn apply(self, base: Config) -> Result<Config, ConfigError> {
+        let ms = Duration::from_millis;
+        let config = Config {
+            listen: self.listen.unwrap_or(base.listen),
+            path: self.path.unwrap_or(base.path),
+            namespaces: self.namespaces.unwrap_or(base.namespaces),
+            jwt_algorithm: self.jwt_algorithm.unwrap_or(base.jwt_algorithm),
+            jwt_secret: self.jwt_secret.or(base.jwt_secret),
+            jwt_public_key_file: self.jwt_public_key_file.or(base.jwt_public_key_file),
+            jwt_issuer: self.jwt_issuer.or(base.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(base.jwt_audience),
+            jwt_leeway: self.jwt_leeway_ms.map_or(base.jwt_leeway, ms),
+            cors_origins: self.cors_origins.unwrap_or(base.cors_origins),
+            ping_interval: self.ping_interval_ms.map_or(base.ping_interval, ms),
+            ping_timeout: self.ping_timeout_ms.map_or(base.ping_timeout, ms),
+            max_payload: self.max_payload.unwrap_or(base.max_payload),
+            max_message_length: self.max_message_length.unwrap_or(base.max_message_length),
+            max_room_id_length: self.max_room_id_length.unwrap_or(base.max_room_id_length),
+            outbox_bytes: self.outbox_bytes.unwrap_or(base.outbox_bytes),
+            rate_limit_per_sec: self.rate_limit_per_sec.unwrap_or(base.rate_limit_per_sec),
+            rate_limit_burst: self.rate_limit_burst.unwrap_or(base.rate_limit_burst),
+            revocation_file: self.revocation_file.or(base.revocation_file),
+            revocation_reload: self.revocation_reload_ms.map_or(base.revocation_reload, ms),
+            shutdown_timeout: self.shutdown_timeout_ms.map_or(base.shutdown_timeout, ms),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Checks ranges and combinations.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if !self.path.starts_with('/') {
+            return invalid("path must start with '/'");
+        }
+        if self.namespaces.is_empty() {
+            return invalid("at least one namespace is needed");
+        }
+        if let Some(bad) = self.namespaces.iter().find(|ns| !ns.starts_with('/') || ns.contains(',')) {
+            return invalid(&format!("namespace {bad:?} must start with '/' and hold no ','"));
+        }
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            return invalid("ping_interval_ms and ping_timeout_ms must be above 0");
+        }
+        if self.max_payload < 64 {
+            return invalid("max_payload must be at least 64 bytes");
+        }
+        if self.max_message_length == 0 || self.max_room_id_length == 0 {
+            return invalid("max_message_length and max_room_id_length must be above 0");
+        }
+        if self.outbox_bytes < 1024 {
+            return invalid("outbox_bytes must be at least 1024");
+        }
+        if self.revocation_reload.is_zero() {
+            return invalid("revocation_reload_ms must be above 0");
+        }
+        match self.jwt_algorithm {
+            JwtAlgorithm::HS256 if self.jwt_public_key_file.is_some() => {
+                invalid("jwt_public_key_file needs jwt_algorithm RS256 or ES256")
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 if self.jwt_public_key_file.is_none() => {
+                invalid("RS256 and ES256 need jwt_public_key_file")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The HS256 secret in force: the configured one or [`DEV_JWT_SECRET`].
+    #[must_use]
+    pub fn effective_secret(&self) -> &str {
+        self.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let file: Overrides =
+            toml::from_str("listen = \"127.0.0.1:4000\"\nping_interval_ms = 100\n").expect("valid toml");
+        let flags = Overrides { ping_interval_ms: Some(7), ..Overrides::default() };
+        let config = flags.or(file).apply(Config::default()).expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:4000".parse().expect("addr"));
+        assert_eq!(config.ping_interval, Duration::from_millis(7));
+        assert_eq!(config.ping_timeout, Duration::from_millis(20_000));
+    }
+
+    #[test]
+    fn unknown_toml_key_is_refused() {
+        assert!(toml::from_str::<Overrides>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn public_key_algorithms_need_a_key() {
+        let config = Config { jwt_algorithm: JwtAlgorithm::RS256, ..Config::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+    }
+}
