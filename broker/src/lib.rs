@@ -1,13 +1,47 @@
-//! A Socket.IO v5 chat broker over Engine.IO v4 WebSocket transport.
+//! A Socket.IO v5 chat broker over the Engine.IO v4 WebSocket transport.
 //!
-//! Entry point: [`run`] serves a [`Config`] on a bound listener until the
-//! shutdown token is cancelled.
+//! [`run`] serves a [`Config`] on a bound listener until a shutdown token is
+//! cancelled. The layers, bottom up (dependencies point down only):
+//!
+//! - [`protocol`]: the pure codec — Engine.IO and Socket.IO packets, and
+//!   [`protocol::Frame`], a complete WebSocket frame built once.
+//! - [`auth`]: JWT to [`auth::Claims`], and the revocation list.
+//! - [`rooms`]: the sharded [`rooms::RoomTable`]; a broadcast queues one
+//!   frame into every member's outbox.
+//! - [`conn`]: Engine.IO sessions — heartbeat, bounded outbox, one writer
+//!   per connection doing vectored writes.
+//! - [`socketio`]: namespaces, sockets, acks, the four ways to emit.
+//! - [`gateway`]: the chat application, the only module that knows chat.
+//! - [`http`]: hyper — handshake, upgrade, `/health`, `/metrics`.
+//! - [`metrics`], [`config`], [`ids`].
+
+pub mod auth;
 pub mod config;
+pub mod conn;
+pub mod gateway;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+pub mod rooms;
+pub mod socketio;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::Config;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::Authenticator;
+use crate::config::JwtAlgorithm;
+use crate::conn::{Engine, EngineSettings};
+use crate::gateway::ChatGateway;
+use crate::metrics::Metrics;
+use crate::socketio::{Handler, SocketIo};
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -15,20 +49,110 @@ pub enum StartError {
     /// The configuration is not usable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A key or revocation file could not be used.
+    #[error(transparent)]
+    Auth(#[from] auth::SetupError),
 }
 
-/// Serves `config` on `listener` until `shutdown` is cancelled, then closes
-/// every connection gracefully and returns.
+/// After an `accept` error (such as running out of file descriptors), wait
+/// this long before trying again rather than spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `config` on `listener` until `shutdown` is cancelled, then stops
+/// accepting, sends every client a Socket.IO DISCONNECT and a close frame,
+/// and waits for the connections to flush, at most `config.shutdown_timeout`.
 ///
 /// # Errors
-/// [`StartError`] when the configuration cannot be used (bad key file,
-/// unreadable revocation file, invalid values).
+/// [`StartError`] when the configuration cannot be used (invalid values, an
+/// unreadable key or revocation file).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     config.validate()?;
-    let _ = (listener, shutdown);
-    todo!("broker under construction")
+    let auth = Arc::new(Authenticator::from_config(&config)?);
+    log_start(&config, &listener);
+
+    let metrics = Arc::new(Metrics::default());
+    let gateway = Arc::new(ChatGateway::new(Arc::clone(&auth), &config));
+    let namespaces = config
+        .namespaces
+        .iter()
+        .map(|name| (name.clone(), Arc::clone(&gateway) as Arc<dyn Handler>))
+        .collect();
+    let io = SocketIo::new(namespaces, Arc::clone(&metrics));
+    let tracker = TaskTracker::new();
+    if let Some(path) = &config.revocation_file {
+        tracker.spawn(gateway::watch_revocations(
+            Arc::clone(&gateway),
+            io.clone(),
+            path.clone(),
+            config.revocation_reload,
+            shutdown.clone(),
+        ));
+    }
+    let engine = Engine {
+        settings: Arc::new(EngineSettings {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            max_payload: config.max_payload,
+            outbox_bytes: config.outbox_bytes,
+        }),
+        app: Arc::new(io.clone()),
+        metrics,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let state = Arc::new(http::HttpState {
+        path: config.path.clone(),
+        cors_origins: config.cors_origins.clone(),
+        engine,
+        io,
+    });
+
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    // Writers batch frames themselves; Nagle would only add latency.
+                    let _ = stream.set_nodelay(true);
+                    tracker.spawn(http::serve(stream, remote, Arc::clone(&state)));
+                }
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    info!(connections = tracker.len(), "shutting down: stopped accepting, closing connections");
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+        warn!(left = tracker.len(), "shutdown timeout reached, dropping the remaining connections");
+    } else {
+        info!("shutdown complete");
+    }
+    Ok(())
+}
+
+fn log_start(config: &Config, listener: &TcpListener) {
+    let address = listener.local_addr().map_or_else(|_| "?".to_owned(), |addr| addr.to_string());
+    let auth = match config.jwt_algorithm {
+        JwtAlgorithm::HS256 if config.jwt_secret.is_none() => "HS256 with the DEVELOPMENT secret",
+        JwtAlgorithm::HS256 => "HS256 shared secret",
+        JwtAlgorithm::RS256 => "RS256 public key",
+        JwtAlgorithm::ES256 => "ES256 public key",
+    };
+    info!(%address, path = %config.path, namespaces = ?config.namespaces, auth, "broker listening");
+    if config.jwt_secret.is_none() && config.jwt_algorithm == JwtAlgorithm::HS256 {
+        warn!(
+            "NO JWT SECRET CONFIGURED: tokens are checked against the built-in development secret, \
+             which anyone can read in the source. Set BROKER_JWT_SECRET (or --jwt-secret) before \
+             exposing this broker."
+        );
+    }
 }

@@ -1,0 +1,239 @@
+//! The Engine.IO v4 WebSocket transport: one session per connection, its
+//! heartbeat, its bounded [`Outbox`] and the single writer that drains it.
+//!
+//! This layer knows nothing of Socket.IO. It hands the data of every
+//! `message` packet to a [`SessionHandler`] made by the [`Application`] (the
+//! Socket.IO layer), and closes the session when the handler, the heartbeat,
+//! the outbox or the server says so.
+//!
+//! Per connection there are two tasks: the reader (this module's [`serve`],
+//! which parses with tungstenite and runs the handler) and the writer, which
+//! owns the socket's write half and writes pre-built frames with `writev`.
+
+mod outbox;
+mod reader;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+pub use outbox::{Drained, Outbox, PushError};
+
+use crate::ids::Sid;
+use crate::metrics::Metrics;
+use crate::protocol::Frame;
+use crate::protocol::engineio::{self, OpenParams};
+
+/// Why a session ended. Each reason has a documented WebSocket close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent Engine.IO `1` or a WebSocket close. Code 1000.
+    ClientClosed,
+    /// The socket failed or reached end of file. No close frame.
+    TransportError,
+    /// The client did not answer a ping within pingTimeout. Code 1000.
+    PingTimeout,
+    /// The client joined no namespace in time. Code 1000.
+    ConnectTimeout,
+    /// The application ended the session. Code 1000.
+    ServerDisconnect,
+    /// The server is shutting down. Code 1001.
+    ServerShutdown,
+    /// A frame or packet did not parse. Code 1002.
+    ProtocolError,
+    /// A text frame was not UTF-8. Code 1007.
+    InvalidData,
+    /// The client broke a policy (rate far over the limit, token expired or
+    /// revoked). Code 1008.
+    PolicyViolation,
+    /// The outbox overflowed: the client does not read fast enough. Code 1008.
+    SlowConsumer,
+    /// A message was larger than maxPayload. Code 1009.
+    MessageTooBig,
+}
+
+impl CloseReason {
+    /// The WebSocket close code sent for this reason, if a frame is sent.
+    #[must_use]
+    pub const fn close_code(self) -> Option<u16> {
+        match self {
+            Self::TransportError => None,
+            Self::ClientClosed | Self::PingTimeout | Self::ConnectTimeout | Self::ServerDisconnect => {
+                Some(1000)
+            }
+            Self::ServerShutdown => Some(1001),
+            Self::ProtocolError => Some(1002),
+            Self::InvalidData => Some(1007),
+            Self::PolicyViolation | Self::SlowConsumer => Some(1008),
+            Self::MessageTooBig => Some(1009),
+        }
+    }
+
+    /// A short text for the close frame and the logs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client closed",
+            Self::TransportError => "transport error",
+            Self::PingTimeout => "ping timeout",
+            Self::ConnectTimeout => "connect timeout",
+            Self::ServerDisconnect => "server disconnect",
+            Self::ServerShutdown => "server shutting down",
+            Self::ProtocolError => "protocol error",
+            Self::InvalidData => "invalid data",
+            Self::PolicyViolation => "policy violation",
+            Self::SlowConsumer => "slow consumer",
+            Self::MessageTooBig => "message too big",
+        }
+    }
+}
+
+/// What the HTTP upgrade request said, kept for the layers above.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    /// The decoded query string pairs.
+    pub query: Vec<(String, String)>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+}
+
+impl Handshake {
+    /// The first value of query parameter `name`.
+    #[must_use]
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header.
+    #[must_use]
+    pub fn bearer_token(&self) -> Option<&str> {
+        let value = self.authorization.as_deref()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
+    }
+}
+
+/// One Engine.IO session as the layer above sees it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The Engine.IO session id.
+    pub sid: Sid,
+    /// The upgrade request.
+    pub handshake: Arc<Handshake>,
+    /// The session's outbound queue.
+    pub outbox: Outbox,
+}
+
+/// The layer above Engine.IO: makes a handler for each new session.
+pub trait Application: Send + Sync + 'static {
+    /// Called once per session, after the open packet is queued.
+    fn open(&self, session: &Session) -> Box<dyn SessionHandler>;
+}
+
+/// Per-session callbacks, all run on the session's reader task, one at a time.
+pub trait SessionHandler: Send {
+    /// The data of a `message` text packet (after the `4`).
+    ///
+    /// # Errors
+    /// A [`CloseReason`] closes the session.
+    fn on_text(&mut self, text: &str) -> Result<(), CloseReason>;
+
+    /// A binary message.
+    ///
+    /// # Errors
+    /// A [`CloseReason`] closes the session.
+    fn on_binary(&mut self, data: Bytes) -> Result<(), CloseReason>;
+
+    /// The next instant [`on_deadline`](Self::on_deadline) wants to run.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// Runs at [`deadline`](Self::deadline).
+    ///
+    /// # Errors
+    /// A [`CloseReason`] closes the session.
+    fn on_deadline(&mut self) -> Result<(), CloseReason>;
+
+    /// The server is shutting down: queue any goodbye frames now.
+    fn on_shutdown(&mut self);
+
+    /// The session is over; the outbox takes no more frames after this.
+    fn on_close(&mut self, reason: CloseReason);
+}
+
+/// Engine.IO settings for every session.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// Time the client has to answer a ping.
+    pub ping_timeout: Duration,
+    /// Largest inbound message, in bytes.
+    pub max_payload: usize,
+    /// Outbox byte budget per session.
+    pub outbox_bytes: usize,
+}
+
+/// What a session task needs from the server.
+#[derive(Clone)]
+pub struct Engine {
+    /// Session settings.
+    pub settings: Arc<EngineSettings>,
+    /// The layer above.
+    pub app: Arc<dyn Application>,
+    /// The server's counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks every session task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Runs one WebSocket session on an upgraded connection until it closes.
+/// `read_buf` holds bytes the HTTP layer read past the upgrade request.
+pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake: Handshake) {
+    let settings = &engine.settings;
+    let session = Session {
+        sid: Sid::random(),
+        handshake: Arc::new(handshake),
+        outbox: Outbox::new(settings.outbox_bytes, &engine.shutdown),
+    };
+    let (read_half, write_half) = stream.into_split();
+    engine.tracker.spawn(writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics)));
+
+    let open = engineio::encode_open(&OpenParams {
+        sid: &session.sid.to_string(),
+        ping_interval_ms: millis(settings.ping_interval),
+        ping_timeout_ms: millis(settings.ping_timeout),
+        max_payload: settings.max_payload,
+    });
+    // A fresh outbox is empty and open: this push cannot fail.
+    let _ = session.outbox.try_push(&Frame::text(&open));
+    Metrics::add(&engine.metrics.connections_total, 1);
+    Metrics::add(&engine.metrics.connections_open, 1);
+    debug!(sid = %session.sid, remote = ?session.handshake.remote, "session opened");
+
+    let handler = engine.app.open(&session);
+    let reason = reader::run(&session, read_half, read_buf, handler, settings).await;
+
+    engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if reason == CloseReason::SlowConsumer {
+        Metrics::add(&engine.metrics.slow_consumers, 1);
+    }
+    debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,218 @@
+//! [`Outbox`]: a connection's bounded queue of outbound frames.
+//!
+//! Anyone may push (broadcasts from other connections' tasks, timers); only
+//! the connection's writer drains. The bound is in bytes. A push that would
+//! go over it does not wait: it drops what is queued, marks the connection
+//! closed as a slow consumer and returns [`PushError::Full`], so a slow reader
+//! never slows anyone else down.
+//!
+//! Lock order: a room shard lock may be held while pushing; the outbox lock is
+//! innermost and nothing is called while holding it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use super::CloseReason;
+use crate::protocol::Frame;
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The byte budget is exhausted; the connection is now being closed.
+    #[error("outbox full")]
+    Full,
+    /// The connection is closing; nothing more is accepted.
+    #[error("outbox closed")]
+    Closed,
+}
+
+/// A cheap handle to a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    ready: Notify,
+    /// Cancelled when the connection is to close, for any reason.
+    closed: CancellationToken,
+    limit_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    pending_bytes: usize,
+    close: Option<CloseReason>,
+}
+
+/// What the writer took from the outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Frames to write (possibly none), the connection stays open.
+    Open,
+    /// Write the frames taken (if any), then close for this reason.
+    Closing(CloseReason),
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit_bytes`, closed when `parent` is
+    /// cancelled.
+    #[must_use]
+    pub fn new(limit_bytes: usize, parent: &CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                ready: Notify::new(),
+                closed: parent.child_token(),
+                limit_bytes,
+            }),
+        }
+    }
+
+    /// Queues `frame` without waiting.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] when the byte budget is exceeded: the queue is
+    /// dropped and the connection closes with [`CloseReason::SlowConsumer`].
+    /// [`PushError::Closed`] once the connection is closing.
+    pub fn try_push(&self, frame: &Frame) -> Result<(), PushError> {
+        let bytes = frame.as_bytes();
+        let mut state = self.inner.state.lock();
+        if state.close.is_some() {
+            return Err(PushError::Closed);
+        }
+        if state.pending_bytes + bytes.len() > self.inner.limit_bytes {
+            state.queue = VecDeque::new();
+            state.pending_bytes = 0;
+            state.close = Some(CloseReason::SlowConsumer);
+            drop(state);
+            self.inner.closed.cancel();
+            self.inner.ready.notify_one();
+            return Err(PushError::Full);
+        }
+        let was_empty = state.queue.is_empty();
+        state.pending_bytes += bytes.len();
+        state.queue.push_back(bytes.clone());
+        drop(state);
+        if was_empty {
+            self.inner.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Stops accepting frames; the writer sends what is queued, then a close
+    /// frame for `reason`. The first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut state = self.inner.state.lock();
+        if state.close.is_none() {
+            state.close = Some(reason);
+        }
+        drop(state);
+        self.inner.closed.cancel();
+        self.inner.ready.notify_one();
+    }
+
+    /// The reason the outbox was closed with, if it was.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.state.lock().close
+    }
+
+    /// Resolves once the connection is to close: a slow consumer, a
+    /// [`close`](Self::close) or the server shutting down.
+    pub fn closed(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.closed.cancelled()
+    }
+
+    /// Whether [`closed`](Self::closed) has resolved.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Moves every queued frame into `into` (swapping buffers, so both keep
+    /// their capacity) and says whether to close after writing them.
+    pub fn drain(&self, into: &mut VecDeque<Bytes>) -> Drained {
+        debug_assert!(into.is_empty());
+        let mut state = self.inner.state.lock();
+        std::mem::swap(&mut state.queue, into);
+        state.pending_bytes = 0;
+        match state.close {
+            Some(reason) => Drained::Closing(reason),
+            None => Drained::Open,
+        }
+    }
+
+    /// Waits until a push or a close happened since the last wait.
+    pub async fn ready(&self) {
+        self.inner.ready.notified().await;
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    #[must_use]
+    pub fn pending_bytes(&self) -> usize {
+        self.inner.state.lock().pending_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> Frame {
+        Frame::text(&"x".repeat(len))
+    }
+
+    #[test]
+    fn drains_in_order_and_keeps_the_budget() {
+        let outbox = Outbox::new(1024, &CancellationToken::new());
+        outbox.try_push(&frame(10)).expect("room");
+        outbox.try_push(&frame(20)).expect("room");
+        assert_eq!(outbox.pending_bytes(), 12 + 22);
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.drain(&mut batch), Drained::Open);
+        assert_eq!(batch.iter().map(Bytes::len).collect::<Vec<_>>(), [12, 22]);
+        assert_eq!(outbox.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn overflow_drops_the_queue_and_closes_as_slow_consumer() {
+        let outbox = Outbox::new(100, &CancellationToken::new());
+        outbox.try_push(&frame(50)).expect("room");
+        assert_eq!(outbox.try_push(&frame(60)), Err(PushError::Full));
+        assert!(outbox.is_closed());
+        assert_eq!(outbox.try_push(&frame(1)), Err(PushError::Closed));
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.drain(&mut batch), Drained::Closing(CloseReason::SlowConsumer));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn close_keeps_queued_frames_and_the_first_reason() {
+        let parent = CancellationToken::new();
+        let outbox = Outbox::new(100, &parent);
+        outbox.try_push(&frame(5)).expect("room");
+        outbox.close(CloseReason::ServerShutdown);
+        outbox.close(CloseReason::ClientClosed);
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.drain(&mut batch), Drained::Closing(CloseReason::ServerShutdown));
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn parent_cancellation_closes_without_a_reason() {
+        let parent = CancellationToken::new();
+        let outbox = Outbox::new(100, &parent);
+        parent.cancel();
+        assert!(outbox.is_closed());
+        assert_eq!(outbox.close_reason(), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! The connection reader: parses inbound WebSocket frames with tungstenite,
+//! decodes Engine.IO packets, runs the heartbeat and hands messages to the
+//! session handler.
+//!
+//! tungstenite reads from the socket's read half only. Whatever it would
+//! write (automatic pongs, close replies) goes to a sink: every outbound byte
+//! is a pre-built frame that the writer puts on the socket itself.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+
+use super::{CloseReason, EngineSettings, Session, SessionHandler};
+use crate::protocol::Frame;
+use crate::protocol::engineio::{self, Packet};
+
+/// tungstenite's read buffer per connection. Chat frames are small; a larger
+/// message grows the buffer only while it is being read.
+const READ_BUFFER_BYTES: usize = 4096;
+
+/// A deadline far enough away to mean "never".
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
+
+/// Reads the session until it closes and returns why.
+pub async fn run(
+    session: &Session,
+    read_half: OwnedReadHalf,
+    read_buf: Bytes,
+    mut handler: Box<dyn SessionHandler>,
+    settings: &EngineSettings,
+) -> CloseReason {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(settings.max_payload))
+        .max_frame_size(Some(settings.max_payload));
+    let mut ws = WebSocketStream::from_partially_read(
+        ReadOnly(read_half),
+        read_buf.to_vec(),
+        Role::Server,
+        Some(config),
+    )
+    .await;
+    let outbox = &session.outbox;
+
+    let mut heartbeat = Heartbeat::new(settings);
+    let ping_timer = sleep_until(heartbeat.next);
+    tokio::pin!(ping_timer);
+    let mut deadline = handler.deadline();
+    let deadline_timer = sleep_until(deadline.unwrap_or_else(far_future));
+    tokio::pin!(deadline_timer);
+
+    let reason = loop {
+        let step = tokio::select! {
+            biased;
+            () = outbox.closed() => Err(outbox.close_reason().unwrap_or_else(|| {
+                handler.on_shutdown();
+                CloseReason::ServerShutdown
+            })),
+            message = ws.next() => on_message(message, session, handler.as_mut(), &mut heartbeat),
+            () = &mut ping_timer => heartbeat.tick(session),
+            () = &mut deadline_timer => handler.on_deadline(),
+        };
+        if let Err(reason) = step {
+            break reason;
+        }
+        if ping_timer.deadline() != heartbeat.next {
+            ping_timer.as_mut().reset(heartbeat.next);
+        }
+        let next = handler.deadline();
+        if next != deadline {
+            deadline = next;
+            deadline_timer.as_mut().reset(next.unwrap_or_else(far_future));
+        }
+    };
+    handler.on_close(reason);
+    outbox.close(reason);
+    reason
+}
+
+fn far_future() -> Instant {
+    Instant::now() + FAR_FUTURE
+}
+
+fn on_message(
+    message: Option<Result<Message, WsError>>,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+) -> Result<(), CloseReason> {
+    let message = match message {
+        None => return Err(CloseReason::TransportError),
+        Some(Err(error)) => return Err(close_reason_of(&error)),
+        Some(Ok(message)) => message,
+    };
+    match message {
+        Message::Text(text) => match engineio::decode(text.as_str()) {
+            Ok(Packet::Message(data)) => handler.on_text(data),
+            Ok(Packet::Pong(_)) => {
+                heartbeat.pong();
+                Ok(())
+            }
+            Ok(Packet::Ping(data)) => {
+                let _ = session.outbox.try_push(&Frame::text(&format!("{}{data}", engineio::PONG)));
+                Ok(())
+            }
+            Ok(Packet::Close) => Err(CloseReason::ClientClosed),
+            Ok(Packet::Noop) => Ok(()),
+            Ok(Packet::Open | Packet::Upgrade) | Err(_) => Err(CloseReason::ProtocolError),
+        },
+        Message::Binary(data) => handler.on_binary(data),
+        Message::Ping(data) => {
+            let _ = session.outbox.try_push(&Frame::pong(&data));
+            Ok(())
+        }
+        Message::Close(_) => Err(CloseReason::ClientClosed),
+        Message::Pong(_) | Message::Frame(_) => Ok(()),
+    }
+}
+
+fn close_reason_of(error: &WsError) -> CloseReason {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseReason::MessageTooBig,
+        WsError::Capacity(_) | WsError::Protocol(_) => CloseReason::ProtocolError,
+        WsError::Utf8(_) => CloseReason::InvalidData,
+        _ => CloseReason::TransportError,
+    }
+}
+
+/// Server-driven Engine.IO heartbeat: ping every interval, and give up on a
+/// client that has not answered within the timeout.
+struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    /// When the timer fires next: the next ping, or the end of the wait.
+    next: Instant,
+    /// When the unanswered ping was sent, if one is outstanding.
+    awaiting_since: Option<Instant>,
+}
+
+impl Heartbeat {
+    fn new(settings: &EngineSettings) -> Self {
+        Self {
+            interval: settings.ping_interval,
+            timeout: settings.ping_timeout,
+            next: Instant::now() + settings.ping_interval,
+            awaiting_since: None,
+        }
+    }
+
+    fn tick(&mut self, session: &Session) -> Result<(), CloseReason> {
+        if self.awaiting_since.is_some() {
+            return Err(CloseReason::PingTimeout);
+        }
+        let now = Instant::now();
+        let _ = session.outbox.try_push(&ping_frame());
+        self.awaiting_since = Some(now);
+        self.next = now + self.timeout;
+        Ok(())
+    }
+
+    fn pong(&mut self) {
+        if let Some(sent) = self.awaiting_since.take() {
+            self.next = sent + self.interval;
+        }
+    }
+}
+
+fn ping_frame() -> Frame {
+    // Every session pings with the same two bytes; build them once.
+    static PING: std::sync::OnceLock<Frame> = std::sync::OnceLock::new();
+    PING.get_or_init(|| Frame::text(engineio::PING)).clone()
+}
+
+/// The read half, presented to tungstenite as a full duplex stream whose
+/// writes go nowhere (see the module doc).
+struct ReadOnly(OwnedReadHalf);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,531 @@
+//! The chat gateway: the one module that knows chat semantics.
+//!
+//! It is a [`Handler`] for every chat namespace: the JWT middleware
+//! (`authorize`), the events `join_room`, `leave_room` and `send_message`,
+//! the notices `user_joined`, `user_left`, `status`, `message` and `error`,
+//! the per-connection rate limit, and the revocation watcher that cuts off
+//! sockets whose token is revoked while they are connected. Wire shapes and
+//! error codes are those of `shared/PROTOCOL.md`.
+
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use simd_json::BorrowedValue;
+use simd_json::prelude::*;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::auth::{AuthError, Authenticator, Claims, UserId};
+use crate::config::Config;
+use crate::conn::{CloseReason, Handshake};
+use crate::ids::RoomId;
+use crate::metrics::Metrics;
+use crate::socketio::{
+    Accepted, ConnectError, DisconnectReason, Event, Handler, Socket, SocketIo, event_frame,
+};
+
+/// Limits the gateway enforces on client input.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_message_length: usize,
+    max_room_id_length: usize,
+    rate_per_sec: u32,
+    burst: u32,
+}
+
+/// The chat application, shared by every chat namespace.
+pub struct ChatGateway {
+    auth: Arc<Authenticator>,
+    limits: Limits,
+    /// Message ids: unique and increasing for the whole process, so
+    /// increasing within every room. Seeded with the start time in
+    /// microseconds so ids also increase across restarts.
+    next_message_id: AtomicU64,
+}
+
+impl std::fmt::Debug for ChatGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatGateway").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// Per-socket chat state.
+struct ChatUser {
+    claims: Claims,
+    /// Kept to check whole-token revocation while connected.
+    token: Box<str>,
+    limiter: Option<Mutex<RateLimiter>>,
+}
+
+/// An error answered to the sender: `error` event, and the ack if any.
+#[derive(Debug, Clone)]
+struct ChatError {
+    code: u16,
+    message: Cow<'static, str>,
+}
+
+impl ChatError {
+    fn new(code: u16, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: u16,
+    message: &'a str,
+    timestamp: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserNotice<'a> {
+    user_id: &'a UserId,
+    room_id: &'a str,
+    timestamp: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    room_id: &'a str,
+    members: usize,
+    joined: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomAck<'a> {
+    room_id: &'a str,
+    members: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageOut<'a> {
+    id: &'a str,
+    room_id: &'a str,
+    content: &'a str,
+    sender_id: &'a UserId,
+    timestamp: u64,
+}
+
+#[derive(Serialize)]
+struct MessageAck<'a> {
+    id: &'a str,
+    timestamp: u64,
+}
+
+type Reply = Result<serde_json::Value, ChatError>;
+
+impl ChatGateway {
+    /// A gateway verifying tokens with `auth` and enforcing `config`'s limits.
+    #[must_use]
+    pub fn new(auth: Arc<Authenticator>, config: &Config) -> Self {
+        let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+        Self {
+            auth,
+            limits: Limits {
+                max_message_length: config.max_message_length,
+                max_room_id_length: config.max_room_id_length,
+                rate_per_sec: config.rate_limit_per_sec,
+                burst: config.rate_limit_burst,
+            },
+            next_message_id: AtomicU64::new(u64::try_from(micros).unwrap_or(0)),
+        }
+    }
+
+    fn dispatch(&self, socket: &Arc<Socket>, user: &ChatUser, event: &Event<'_>) {
+        if let Some(limiter) = &user.limiter {
+            match limiter.lock().check(std::time::Instant::now()) {
+                Verdict::Allowed => {}
+                Verdict::Limited => {
+                    return self.reply(socket, event.ack_id, Err(ChatError::new(429, "Too many requests")));
+                }
+                Verdict::Abusive => {
+                    self.reply(socket, event.ack_id, Err(ChatError::new(429, "Too many requests")));
+                    warn!(sid = %socket.sid(), user = user.claims.user_id.as_json(), "far over the rate limit, disconnecting");
+                    socket.disconnect(CloseReason::PolicyViolation);
+                    return;
+                }
+            }
+        }
+        let reply = if event.attachments.is_empty() {
+            match event.name {
+                "join_room" => room_arg(event.args, self.limits).map(|room| self.join(socket, user, &room)),
+                "leave_room" => {
+                    room_arg(event.args, self.limits).and_then(|room| self.leave(socket, user, &room))
+                }
+                "send_message" => self.send_message(socket, user, event.args),
+                other => Err(ChatError::new(404, format!("Unknown event: {}", truncate(other, 64)))),
+            }
+        } else {
+            Err(ChatError::new(400, "Binary payloads are not accepted"))
+        };
+        self.reply(socket, event.ack_id, reply);
+    }
+
+    fn reply(&self, socket: &Socket, ack_id: Option<u64>, reply: Reply) {
+        match reply {
+            Ok(body) => {
+                if let Some(id) = ack_id {
+                    let _ = socket.ack(id, &body);
+                }
+            }
+            Err(error) => {
+                let _ = socket.emit(
+                    "error",
+                    &ErrorBody { code: error.code, message: &error.message, timestamp: now_ms() },
+                );
+                if let Some(id) = ack_id {
+                    let body =
+                        serde_json::json!({ "error": { "code": error.code, "message": error.message } });
+                    let _ = socket.ack(id, &body);
+                }
+            }
+        }
+    }
+
+    fn join(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> serde_json::Value {
+        let namespace = socket.namespace().name();
+        let notice =
+            UserNotice { user_id: &user.claims.user_id, room_id: room.as_str(), timestamp: now_ms() };
+        let joined = socket.join(room, |_| Some(event_frame(namespace, None, "user_joined", &notice)));
+        let _ =
+            socket.emit("status", &Status { room_id: room.as_str(), members: joined.members, joined: true });
+        json(&RoomAck { room_id: room.as_str(), members: joined.members })
+    }
+
+    fn leave(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Reply {
+        let left = self
+            .leave_quietly(socket, user, room.as_str())
+            .ok_or_else(|| ChatError::new(404, "Not a member of this room"))?;
+        let _ = socket.emit("status", &Status { room_id: room.as_str(), members: left, joined: false });
+        Ok(json(&RoomAck { room_id: room.as_str(), members: left }))
+    }
+
+    /// Leaves `room` and tells the members left; `None` if not a member.
+    fn leave_quietly(&self, socket: &Socket, user: &ChatUser, room: &str) -> Option<usize> {
+        let namespace = socket.namespace().name();
+        let notice = UserNotice { user_id: &user.claims.user_id, room_id: room, timestamp: now_ms() };
+        socket.leave(room, |_| Some(event_frame(namespace, None, "user_left", &notice)))
+    }
+
+    fn send_message(&self, socket: &Socket, user: &ChatUser, args: &[BorrowedValue<'_>]) -> Reply {
+        let payload = args
+            .first()
+            .and_then(ValueAsObject::as_object)
+            .ok_or_else(|| ChatError::new(400, "send_message takes an object {content, roomId?}"))?;
+        let content = payload
+            .get("content")
+            .and_then(ValueAsScalar::as_str)
+            .ok_or_else(|| ChatError::new(400, "content must be a string"))?;
+        if content.trim().is_empty() {
+            return Err(ChatError::new(400, "content is empty"));
+        }
+        if content.len() > self.limits.max_message_length {
+            return Err(ChatError::new(
+                413,
+                format!("content is longer than {} bytes", self.limits.max_message_length),
+            ));
+        }
+        let room = match payload.get("roomId") {
+            None => socket.last_room().ok_or_else(|| ChatError::new(400, "No room joined: give a roomId"))?,
+            Some(value) => room_id(value, self.limits)?,
+        };
+        if !socket.is_in(room.as_str()) {
+            return Err(ChatError::new(403, "Not a member of this room"));
+        }
+
+        let namespace = socket.namespace();
+        let timestamp = now_ms();
+        let mut id = itoa::Buffer::new();
+        let mut id_text = "";
+        // The id is taken under the room's shard lock, so ids increase in the
+        // order every member receives the messages.
+        let delivered = namespace.rooms().broadcast(room.as_str(), None, |_| {
+            id_text = id.format(self.next_message_id.fetch_add(1, Ordering::Relaxed));
+            let message = MessageOut {
+                id: id_text,
+                room_id: room.as_str(),
+                content,
+                sender_id: &user.claims.user_id,
+                timestamp,
+            };
+            event_frame(namespace.name(), None, "message", &message)
+        });
+        let delivered = delivered.ok_or_else(|| ChatError::new(403, "Not a member of this room"))?;
+        Metrics::add(&namespace.metrics().messages, 1);
+        Metrics::add(&namespace.metrics().deliveries, delivered as u64);
+        Ok(json(&MessageAck { id: id_text, timestamp }))
+    }
+
+    fn authenticate(
+        &self,
+        handshake: &Handshake,
+        auth: Option<&BorrowedValue<'_>>,
+    ) -> Result<(Claims, Box<str>), AuthError> {
+        let payload_token = auth.and_then(|value| value.get("token")).and_then(ValueAsScalar::as_str);
+        let token = handshake
+            .query("token")
+            .filter(|token| !token.is_empty())
+            .or_else(|| handshake.bearer_token())
+            .or(payload_token)
+            .ok_or(AuthError::Missing)?;
+        let claims = self.auth.authenticate(token)?;
+        Ok((claims, Box::from(token)))
+    }
+
+    /// Re-checks every connected socket against the revocation list and cuts
+    /// off those whose token is now revoked.
+    pub fn enforce_revocations(&self, io: &SocketIo) {
+        let revocations = self.auth.revocations();
+        for namespace in io.namespaces() {
+            for socket in namespace.sockets() {
+                let Some(user) = socket.data::<ChatUser>() else { continue };
+                if revocations.is_revoked(&user.token, user.claims.jti.as_deref()) {
+                    info!(sid = %socket.sid(), user = user.claims.user_id.as_json(), "token revoked while connected");
+                    self.reply(&socket, None, Err(ChatError::new(401, "Token revoked")));
+                    socket.disconnect(CloseReason::PolicyViolation);
+                }
+            }
+        }
+    }
+}
+
+impl Handler for ChatGateway {
+    fn authorize(
+        &self,
+        handshake: &Handshake,
+        auth: Option<&BorrowedValue<'_>>,
+    ) -> Result<Accepted, ConnectError> {
+        match self.authenticate(handshake, auth) {
+            Ok((claims, token)) => {
+                let expires_at = claims.expires_at.map(|at| {
+                    let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                    tokio::time::Instant::now() + left
+                });
+                let limiter = (self.limits.rate_per_sec > 0)
+                    .then(|| Mutex::new(RateLimiter::new(self.limits.rate_per_sec, self.limits.burst)));
+                Ok(Accepted { data: Box::new(ChatUser { claims, token, limiter }), expires_at })
+            }
+            Err(error) => {
+                info!(remote = ?handshake.remote, reason = %error, "authentication refused");
+                let message =
+                    if matches!(error, AuthError::Revoked) { "Token revoked" } else { "Unauthorized" };
+                Err(ConnectError {
+                    message: message.to_owned(),
+                    data: Some(serde_json::json!({ "code": 401 })),
+                })
+            }
+        }
+    }
+
+    fn on_connect(&self, socket: &Arc<Socket>) {
+        let Some(user) = socket.data::<ChatUser>() else { return };
+        info!(
+            sid = %socket.sid(),
+            namespace = socket.namespace().name(),
+            user = user.claims.user_id.as_json(),
+            name = user.claims.name.as_deref().unwrap_or(""),
+            "connected"
+        );
+        if let Some(room) = socket.handshake().query("roomId") {
+            let reply = room_id_str(room, self.limits).map(|room| self.join(socket, user, &room));
+            if let Err(error) = reply {
+                self.reply(socket, None, Err(error));
+            }
+        }
+    }
+
+    fn on_event(&self, socket: &Arc<Socket>, event: Event<'_>) {
+        let Some(user) = socket.data::<ChatUser>() else { return };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.dispatch(socket, user, &event)));
+        if outcome.is_err() {
+            error!(sid = %socket.sid(), event = truncate(event.name, 64), "event handler panicked");
+            self.reply(socket, event.ack_id, Err(ChatError::new(500, "Internal error")));
+        }
+    }
+
+    fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        let Some(user) = socket.data::<ChatUser>() else { return };
+        for room in socket.rooms() {
+            self.leave_quietly(socket, user, room.as_str());
+        }
+        let reason = match reason {
+            DisconnectReason::ClientDisconnect => "client disconnect",
+            DisconnectReason::SessionClosed(reason) => reason.as_str(),
+        };
+        info!(sid = %socket.sid(), user = user.claims.user_id.as_json(), reason, "disconnected");
+    }
+
+    fn on_expired(&self, socket: &Arc<Socket>) {
+        if let Some(user) = socket.data::<ChatUser>() {
+            info!(sid = %socket.sid(), user = user.claims.user_id.as_json(), "token expired while connected");
+        }
+        self.reply(socket, None, Err(ChatError::new(401, "Token expired")));
+    }
+}
+
+/// Polls the revocation file every `interval`; when it changed, reloads it
+/// and cuts off connected sockets whose token it now revokes.
+pub async fn watch_revocations(
+    gateway: Arc<ChatGateway>,
+    io: SocketIo,
+    path: PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let stamp = |path: &PathBuf| std::fs::metadata(path).ok().map(|meta| (meta.modified().ok(), meta.len()));
+    let mut seen = stamp(&path);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match crate::auth::RevocationList::read(&path) {
+            Ok(entries) => {
+                info!(path = %path.display(), entries = entries.len(), "revocation list reloaded");
+                gateway.auth.revocations().replace(entries);
+                gateway.enforce_revocations(&io);
+            }
+            Err(error) => {
+                warn!(path = %path.display(), %error, "revocation file unreadable, keeping the old list")
+            }
+        }
+    }
+}
+
+fn room_arg(args: &[BorrowedValue<'_>], limits: Limits) -> Result<RoomId, ChatError> {
+    let room = args
+        .first()
+        .and_then(|payload| payload.get("roomId"))
+        .ok_or_else(|| ChatError::new(400, "payload must be an object {roomId}"))?;
+    room_id(room, limits)
+}
+
+fn room_id(value: &BorrowedValue<'_>, limits: Limits) -> Result<RoomId, ChatError> {
+    room_id_str(value.as_str().ok_or_else(|| ChatError::new(400, "roomId must be a string"))?, limits)
+}
+
+fn room_id_str(room: &str, limits: Limits) -> Result<RoomId, ChatError> {
+    if room.trim().is_empty() {
+        return Err(ChatError::new(400, "roomId is empty"));
+    }
+    if room.len() > limits.max_room_id_length {
+        return Err(ChatError::new(
+            400,
+            format!("roomId is longer than {} bytes", limits.max_room_id_length),
+        ));
+    }
+    Ok(RoomId::from(room))
+}
+
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("ack bodies serialize")
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(0)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The answer of the rate limiter to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    /// Over the rate: refuse with 429.
+    Limited,
+    /// More than a burst of events refused in a row: disconnect.
+    Abusive,
+}
+
+/// A token bucket: `rate` events per second sustained, `burst` above it.
+#[derive(Debug)]
+struct RateLimiter {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: std::time::Instant,
+    refused_in_a_row: u32,
+    burst_events: u32,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> Self {
+        let burst_events = burst.max(1);
+        Self {
+            tokens: f64::from(burst_events),
+            rate: f64::from(rate),
+            burst: f64::from(burst_events),
+            last: std::time::Instant::now(),
+            refused_in_a_row: 0,
+            burst_events,
+        }
+    }
+
+    fn check(&mut self, now: std::time::Instant) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            return Verdict::Allowed;
+        }
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row > self.burst_events { Verdict::Abusive } else { Verdict::Limited }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_limits_then_cuts_off() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(10, 5);
+        let verdicts: Vec<Verdict> = (0..12).map(|_| limiter.check(start)).collect();
+        assert!(verdicts[..5].iter().all(|v| *v == Verdict::Allowed));
+        assert!(verdicts[5..10].iter().all(|v| *v == Verdict::Limited));
+        assert_eq!(verdicts[10], Verdict::Abusive);
+    }
+
+    #[test]
+    fn rate_limiter_refills_at_the_sustained_rate() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(10, 1);
+        assert_eq!(limiter.check(start), Verdict::Allowed);
+        assert_eq!(limiter.check(start), Verdict::Limited);
+        assert_eq!(limiter.check(start + Duration::from_millis(100)), Verdict::Allowed);
+    }
+
+    #[test]
+    fn room_ids_are_checked() {
+        let limits = Limits { max_message_length: 10, max_room_id_length: 4, rate_per_sec: 0, burst: 0 };
+        assert!(room_id_str("abcd", limits).is_ok());
+        assert_eq!(room_id_str("abcde", limits).map_err(|e| e.code).err(), Some(400));
+        assert_eq!(room_id_str("  ", limits).map_err(|e| e.code).err(), Some(400));
+    }
+}

@@ -1,0 +1,257 @@
+//! The Socket.IO side of one Engine.IO session: decodes packets, runs the
+//! namespace middleware on CONNECT, dispatches events and acks to the
+//! namespace handlers, and gathers binary attachments.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use simd_json::BorrowedValue;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{ConnectError, DisconnectReason, Event, Socket, SocketIo, disconnect_frame, packet_frame};
+use crate::conn::{CloseReason, Session, SessionHandler};
+use crate::metrics::Metrics;
+use crate::protocol::socketio::{self, Packet, PacketType, check_placeholders, split_event};
+
+/// How long a session may stay without any namespace (socket.io's
+/// `connectTimeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A scratch buffer larger than this is given back after use, so one big
+/// message does not pin memory on an idle connection.
+const SCRATCH_KEEP_BYTES: usize = 16 * 1024;
+
+pub(super) struct Connection {
+    server: SocketIo,
+    session: Session,
+    /// Connected namespaces; almost always one.
+    sockets: Vec<Arc<Socket>>,
+    /// simd-json parses in place, so payloads are copied here first.
+    scratch: Vec<u8>,
+    /// A binary packet waiting for its attachments.
+    pending: Option<PendingBinary>,
+    /// When the session was last without any namespace.
+    lonely_since: Instant,
+}
+
+struct PendingBinary {
+    packet_text: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
+}
+
+impl Connection {
+    pub(super) fn new(server: SocketIo, session: Session) -> Self {
+        Self {
+            server,
+            session,
+            sockets: Vec::new(),
+            scratch: Vec::new(),
+            pending: None,
+            lonely_since: Instant::now(),
+        }
+    }
+
+    fn handle(&mut self, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
+        Metrics::add(&self.server.metrics.packets_in, 1);
+        match packet.kind {
+            PacketType::Connect => {
+                self.connect(packet);
+                Ok(())
+            }
+            PacketType::Disconnect => {
+                if let Some(index) = self.socket_index(packet.namespace) {
+                    self.remove_socket(index, DisconnectReason::ClientDisconnect);
+                }
+                Ok(())
+            }
+            PacketType::Event | PacketType::BinaryEvent => self.event(packet, attachments),
+            PacketType::Ack | PacketType::BinaryAck => {
+                let socket = self.socket_index(packet.namespace).map(|index| &self.sockets[index]);
+                if let (Some(socket), Some(id)) = (socket, packet.ack_id) {
+                    let answer: serde_json::Value =
+                        serde_json::from_str(packet.payload).map_err(|_| CloseReason::ProtocolError)?;
+                    let first = match answer {
+                        serde_json::Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+                        _ => serde_json::Value::Null,
+                    };
+                    socket.resolve_ack(id, first);
+                }
+                Ok(())
+            }
+            PacketType::ConnectError => Err(CloseReason::ProtocolError),
+        }
+    }
+
+    fn socket_index(&self, namespace: &str) -> Option<usize> {
+        self.sockets.iter().position(|socket| socket.namespace().name() == namespace)
+    }
+
+    fn connect(&mut self, packet: &Packet<'_>) {
+        let outbox = &self.session.outbox;
+        let Some(namespace) = self.server.namespace(packet.namespace).cloned() else {
+            let refusal = ConnectError { message: "Invalid namespace".to_owned(), data: None };
+            let _ =
+                outbox.try_push(&packet_frame(PacketType::ConnectError, packet.namespace, None, &refusal));
+            return;
+        };
+        if self.socket_index(packet.namespace).is_some() {
+            debug!(sid = %self.session.sid, namespace = packet.namespace, "duplicate CONNECT ignored");
+            return;
+        }
+        // A CONNECT payload that is not JSON counts as no payload: the
+        // middleware then decides on the other token sources.
+        let auth =
+            if packet.payload.is_empty() { None } else { parse(&mut self.scratch, packet.payload).ok() };
+        let accepted = namespace.handler().authorize(&self.session.handshake, auth.as_ref());
+        drop(auth);
+        match accepted {
+            Err(refusal) => {
+                Metrics::add(&self.server.metrics.auth_refusals, 1);
+                let _ = outbox.try_push(&packet_frame(
+                    PacketType::ConnectError,
+                    namespace.name(),
+                    None,
+                    &refusal,
+                ));
+            }
+            Ok(accepted) => {
+                let socket = Arc::new(Socket::new(
+                    Arc::clone(&namespace),
+                    outbox.clone(),
+                    Arc::clone(&self.session.handshake),
+                    accepted.data,
+                    accepted.expires_at,
+                ));
+                namespace.insert(Arc::clone(&socket));
+                let sid = socket.sid().to_string();
+                let _ = outbox.try_push(&packet_frame(
+                    PacketType::Connect,
+                    namespace.name(),
+                    None,
+                    &serde_json::json!({ "sid": sid }),
+                ));
+                self.sockets.push(Arc::clone(&socket));
+                namespace.handler().on_connect(&socket);
+            }
+        }
+        self.release_scratch();
+    }
+
+    fn event(&mut self, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
+        let Some(index) = self.socket_index(packet.namespace) else {
+            debug!(sid = %self.session.sid, namespace = packet.namespace, "event for a namespace not joined");
+            return Ok(());
+        };
+        let socket = Arc::clone(&self.sockets[index]);
+        let value = parse(&mut self.scratch, packet.payload).map_err(|()| CloseReason::ProtocolError)?;
+        let (name, args) = split_event(&value).map_err(|_| CloseReason::ProtocolError)?;
+        if packet.kind == PacketType::BinaryEvent {
+            check_placeholders(&value, attachments.len()).map_err(|_| CloseReason::ProtocolError)?;
+        }
+        let event = Event { name, args, ack_id: packet.ack_id, attachments };
+        socket.namespace().handler().on_event(&socket, event);
+        drop(value);
+        self.release_scratch();
+        Ok(())
+    }
+
+    fn remove_socket(&mut self, index: usize, reason: DisconnectReason) {
+        let socket = self.sockets.swap_remove(index);
+        socket.namespace().handler().on_disconnect(&socket, reason);
+        socket.leave_all_silently();
+        socket.namespace().remove(socket.sid());
+        if self.sockets.is_empty() {
+            self.lonely_since = Instant::now();
+        }
+    }
+
+    fn release_scratch(&mut self) {
+        if self.scratch.capacity() > SCRATCH_KEEP_BYTES {
+            self.scratch = Vec::new();
+        }
+    }
+
+    fn finish_binary(&mut self) -> Result<(), CloseReason> {
+        let Some(pending) = self.pending.take_if(|pending| pending.attachments.len() == pending.expected)
+        else {
+            return Ok(());
+        };
+        let packet = socketio::decode(&pending.packet_text).map_err(|_| CloseReason::ProtocolError)?;
+        self.handle(&packet, &pending.attachments)
+    }
+}
+
+/// Parses `json` with simd-json into `scratch`.
+fn parse<'s>(scratch: &'s mut Vec<u8>, json: &str) -> Result<BorrowedValue<'s>, ()> {
+    scratch.clear();
+    scratch.extend_from_slice(json.as_bytes());
+    simd_json::to_borrowed_value(scratch).map_err(|_| ())
+}
+
+impl SessionHandler for Connection {
+    fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
+        if self.pending.is_some() {
+            // Attachments must follow their packet before anything else.
+            return Err(CloseReason::ProtocolError);
+        }
+        let packet = socketio::decode(text).map_err(|error| {
+            debug!(sid = %self.session.sid, %error, "undecodable Socket.IO packet");
+            CloseReason::ProtocolError
+        })?;
+        if packet.kind.is_binary() {
+            self.pending = Some(PendingBinary {
+                packet_text: text.to_owned(),
+                expected: packet.attachments,
+                attachments: Vec::with_capacity(packet.attachments),
+            });
+            return self.finish_binary();
+        }
+        self.handle(&packet, &[])
+    }
+
+    fn on_binary(&mut self, data: Bytes) -> Result<(), CloseReason> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(CloseReason::ProtocolError);
+        };
+        pending.attachments.push(data);
+        self.finish_binary()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.sockets.is_empty() {
+            return Some(self.lonely_since + CONNECT_TIMEOUT);
+        }
+        self.sockets.iter().filter_map(|socket| socket.expires_at()).min()
+    }
+
+    fn on_deadline(&mut self) -> Result<(), CloseReason> {
+        if self.sockets.is_empty() {
+            return Err(CloseReason::ConnectTimeout);
+        }
+        let now = Instant::now();
+        let mut expired = false;
+        for socket in &self.sockets {
+            if socket.expires_at().is_some_and(|at| at <= now) {
+                socket.namespace().handler().on_expired(socket);
+                let _ = socket.send_frame(&disconnect_frame(socket.namespace().name()));
+                expired = true;
+            }
+        }
+        if expired { Err(CloseReason::PolicyViolation) } else { Ok(()) }
+    }
+
+    fn on_shutdown(&mut self) {
+        for socket in &self.sockets {
+            let _ = socket.send_frame(&disconnect_frame(socket.namespace().name()));
+        }
+    }
+
+    fn on_close(&mut self, reason: CloseReason) {
+        while !self.sockets.is_empty() {
+            self.remove_socket(self.sockets.len() - 1, DisconnectReason::SessionClosed(reason));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The Socket.IO v5 layer: namespaces, sockets, packets, acks and rooms, on
+//! top of the Engine.IO sessions of [`crate::conn`].
+//!
+//! Knows nothing of chat. An application registers a [`Handler`] per
+//! namespace; the handler's `authorize` is the middleware that runs before the
+//! namespace accepts a client, and its callbacks see [`Socket`]s and
+//! [`Event`]s. Everything a handler does is synchronous: it runs on the
+//! session's reader task and emits by queueing pre-built frames.
+//!
+//! The four ways to emit: [`Socket::emit`] (one client),
+//! [`Namespace::to_room`] with and without an excepted socket (a room, sender
+//! included or excluded), and [`Namespace::broadcast`] (every client of the
+//! namespace). Each encodes its frame once.
+
+mod connection;
+mod namespace;
+mod socket;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+use serde::Serialize;
+use simd_json::BorrowedValue;
+use tokio::time::Instant;
+
+pub use namespace::Namespace;
+pub use socket::Socket;
+
+use crate::conn::{Application, CloseReason, Handshake, Session, SessionHandler};
+use crate::metrics::Metrics;
+use crate::protocol::Frame;
+use crate::protocol::socketio::{PacketType, write_header};
+
+/// A namespace's application: middleware and event callbacks.
+pub trait Handler: Send + Sync + 'static {
+    /// Middleware: decides whether the client may join the namespace, before
+    /// it is accepted. `auth` is the CONNECT packet's payload, if any.
+    ///
+    /// # Errors
+    /// A [`ConnectError`], sent to the client as CONNECT_ERROR.
+    fn authorize(
+        &self,
+        handshake: &Handshake,
+        auth: Option<&BorrowedValue<'_>>,
+    ) -> Result<Accepted, ConnectError>;
+
+    /// The client is now in the namespace (its CONNECT answer is queued).
+    fn on_connect(&self, socket: &Arc<Socket>);
+
+    /// The client emitted an event.
+    fn on_event(&self, socket: &Arc<Socket>, event: Event<'_>);
+
+    /// The socket is leaving: it is still in its rooms, which the layer
+    /// empties silently right after this returns.
+    fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason);
+
+    /// The socket reached the `expires_at` its [`Accepted`] gave. The layer
+    /// then disconnects it and closes the session.
+    fn on_expired(&self, socket: &Arc<Socket>) {
+        let _ = socket;
+    }
+}
+
+/// A client accepted by [`Handler::authorize`].
+pub struct Accepted {
+    /// Per-socket application state, reachable through [`Socket::data`].
+    pub data: Box<dyn Any + Send + Sync>,
+    /// When the socket must be disconnected (e.g. token expiry).
+    pub expires_at: Option<Instant>,
+}
+
+/// A refusal of CONNECT: `{"message": …, "data": …}` on the wire.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectError {
+    /// Shown to the client as the `connect_error` message.
+    pub message: String,
+    /// Optional details (`err.data` on the client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// An event from a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// The event name.
+    pub name: &'a str,
+    /// The arguments after the name.
+    pub args: &'a [BorrowedValue<'a>],
+    /// The ack id the client waits on, if any.
+    pub ack_id: Option<u64>,
+    /// Binary attachments of a BINARY_EVENT, in placeholder order.
+    pub attachments: &'a [Bytes],
+}
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT for this namespace.
+    ClientDisconnect,
+    /// The session closed, for this reason.
+    SessionClosed(CloseReason),
+}
+
+/// The Socket.IO server: its namespaces, each with its handler and rooms.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SocketIo {
+    namespaces: Arc<HashMap<Box<str>, Arc<Namespace>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl SocketIo {
+    /// A server with the given namespaces.
+    #[must_use]
+    pub fn new(namespaces: Vec<(String, Arc<dyn Handler>)>, metrics: Arc<Metrics>) -> Self {
+        let namespaces = namespaces
+            .into_iter()
+            .map(|(name, handler)| {
+                let namespace = Arc::new(Namespace::new(&name, handler, Arc::clone(&metrics)));
+                (Box::from(name), namespace)
+            })
+            .collect();
+        Self { namespaces: Arc::new(namespaces), metrics }
+    }
+
+    /// The namespace called `name`.
+    #[must_use]
+    pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
+        self.namespaces.get(name)
+    }
+
+    /// Every namespace.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Arc<Namespace>> {
+        self.namespaces.values()
+    }
+}
+
+impl Application for SocketIo {
+    fn open(&self, session: &Session) -> Box<dyn SessionHandler> {
+        Box::new(connection::Connection::new(self.clone(), session.clone()))
+    }
+}
+
+/// Encodes an EVENT `[event, data]` for `namespace` into a frame.
+pub fn event_frame<T: Serialize + ?Sized>(
+    namespace: &str,
+    ack_id: Option<u64>,
+    event: &str,
+    data: &T,
+) -> Frame {
+    packet_frame(PacketType::Event, namespace, ack_id, &(event, data))
+}
+
+/// Encodes an ACK `[data]` answering `ack_id` into a frame.
+pub fn ack_frame<T: Serialize + ?Sized>(namespace: &str, ack_id: u64, data: &T) -> Frame {
+    packet_frame(PacketType::Ack, namespace, Some(ack_id), &[data])
+}
+
+/// Encodes a DISCONNECT for `namespace` into a frame.
+#[must_use]
+pub fn disconnect_frame(namespace: &str) -> Frame {
+    Frame::build_text(|buf| {
+        buf.put_u8(crate::protocol::engineio::MESSAGE);
+        write_header(buf, PacketType::Disconnect, namespace, None);
+    })
+}
+
+/// Encodes any packet with a JSON payload into a frame.
+pub fn packet_frame<T: Serialize + ?Sized>(
+    kind: PacketType,
+    namespace: &str,
+    ack_id: Option<u64>,
+    payload: &T,
+) -> Frame {
+    Frame::build_text(|buf| {
+        buf.put_u8(crate::protocol::engineio::MESSAGE);
+        write_header(buf, kind, namespace, ack_id);
+        // Payloads are the server's own types, which always serialize: a
+        // failure here is a bug, not something a client can cause.
+        serde_json::to_writer(buf.writer(), payload).expect("server payloads serialize to JSON");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(frame: &Frame) -> &str {
+        std::str::from_utf8(frame.payload()).expect("utf-8")
+    }
+
+    #[test]
+    fn frames_match_the_wire_strings() {
+        let frame = event_frame("/api/v1/chat", None, "message", &serde_json::json!({"a": 1}));
+        assert_eq!(text(&frame), r#"42/api/v1/chat,["message",{"a":1}]"#);
+        let frame = ack_frame("/api/v1/chat", 17, &serde_json::json!({"roomId": "a"}));
+        assert_eq!(text(&frame), r#"43/api/v1/chat,17[{"roomId":"a"}]"#);
+        assert_eq!(text(&disconnect_frame("/api/v1/chat")), "41/api/v1/chat,");
+        assert_eq!(text(&event_frame("/", Some(3), "x", &1)), r#"423["x",1]"#);
+    }
+}

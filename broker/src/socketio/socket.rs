@@ -1,0 +1,201 @@
+//! [`Socket`]: one client in one namespace — its id, its rooms, its
+//! application data and the outbox its frames go to.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Namespace, ack_frame, disconnect_frame, event_frame};
+use crate::conn::{CloseReason, Handshake, Outbox, PushError};
+use crate::ids::{RoomId, Sid};
+use crate::protocol::Frame;
+use crate::rooms::{Joined, Member};
+
+/// A connected client in one namespace.
+pub struct Socket {
+    sid: Sid,
+    namespace: Arc<Namespace>,
+    outbox: Outbox,
+    handshake: Arc<Handshake>,
+    /// The rooms joined, oldest first. Only the socket's own reader task
+    /// changes it; others may read it.
+    rooms: Mutex<Vec<RoomId>>,
+    data: Box<dyn Any + Send + Sync>,
+    expires_at: Option<Instant>,
+    acks: Mutex<PendingAcks>,
+}
+
+#[derive(Default)]
+struct PendingAcks {
+    next_id: u64,
+    waiting: Vec<(u64, oneshot::Sender<serde_json::Value>)>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("sid", &self.sid).field("namespace", &self.namespace.name()).finish()
+    }
+}
+
+impl Socket {
+    pub(super) fn new(
+        namespace: Arc<Namespace>,
+        outbox: Outbox,
+        handshake: Arc<Handshake>,
+        data: Box<dyn Any + Send + Sync>,
+        expires_at: Option<Instant>,
+    ) -> Self {
+        Self {
+            sid: Sid::random(),
+            namespace,
+            outbox,
+            handshake,
+            rooms: Mutex::default(),
+            data,
+            expires_at,
+            acks: Mutex::default(),
+        }
+    }
+
+    /// The socket id.
+    #[must_use]
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    /// The socket's namespace.
+    #[must_use]
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.namespace
+    }
+
+    /// The upgrade request of the socket's session.
+    #[must_use]
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// The application data given by [`super::Accepted`], if it is a `T`.
+    #[must_use]
+    pub fn data<T: 'static>(&self) -> Option<&T> {
+        self.data.downcast_ref()
+    }
+
+    /// When the socket expires, if it does.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+
+    /// Queues a pre-built frame for this client.
+    ///
+    /// # Errors
+    /// [`PushError`] when the outbox is full (the session is then closing) or closed.
+    pub fn send_frame(&self, frame: &Frame) -> Result<(), PushError> {
+        self.outbox.try_push(frame)
+    }
+
+    /// Emits `event` with `data` to this client.
+    ///
+    /// # Errors
+    /// As [`send_frame`](Self::send_frame).
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), PushError> {
+        self.send_frame(&event_frame(self.namespace.name(), None, event, data))
+    }
+
+    /// Emits `event` with `data` and an ack id; the receiver resolves with the
+    /// client's answer (its first argument) and fails if the socket goes away.
+    ///
+    /// # Errors
+    /// As [`send_frame`](Self::send_frame).
+    pub fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<oneshot::Receiver<serde_json::Value>, PushError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut acks = self.acks.lock();
+            let id = acks.next_id;
+            acks.next_id += 1;
+            acks.waiting.push((id, tx));
+            id
+        };
+        self.send_frame(&event_frame(self.namespace.name(), Some(id), event, data))?;
+        Ok(rx)
+    }
+
+    /// Resolves a server ack the client answered. Unknown ids are ignored.
+    pub(super) fn resolve_ack(&self, id: u64, answer: serde_json::Value) {
+        let mut acks = self.acks.lock();
+        if let Some(position) = acks.waiting.iter().position(|(waiting, _)| *waiting == id) {
+            let (_, tx) = acks.waiting.swap_remove(position);
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Answers the client's ack `ack_id` with `data`.
+    ///
+    /// # Errors
+    /// As [`send_frame`](Self::send_frame).
+    pub fn ack<T: Serialize + ?Sized>(&self, ack_id: u64, data: &T) -> Result<(), PushError> {
+        self.send_frame(&ack_frame(self.namespace.name(), ack_id, data))
+    }
+
+    /// Joins `room`. When new there, `notice` builds a frame for the other
+    /// members (called with the shard lock held, given the member count).
+    pub fn join(&self, room: &RoomId, notice: impl FnOnce(usize) -> Option<Frame>) -> Joined {
+        let member = Member { sid: self.sid, outbox: self.outbox.clone() };
+        let joined = self.namespace.rooms().join(room, member, notice);
+        if joined.is_new {
+            self.rooms.lock().push(room.clone());
+        }
+        joined
+    }
+
+    /// Leaves `room`; `notice` builds a frame for the members left. Returns
+    /// how many are left, or `None` when the socket was not a member.
+    pub fn leave(&self, room: &str, notice: impl FnOnce(usize) -> Option<Frame>) -> Option<usize> {
+        let left = self.namespace.rooms().leave(room, self.sid, notice)?;
+        self.rooms.lock().retain(|joined| joined.as_str() != room);
+        Some(left)
+    }
+
+    /// Whether the socket is in `room`.
+    #[must_use]
+    pub fn is_in(&self, room: &str) -> bool {
+        self.rooms.lock().iter().any(|joined| joined.as_str() == room)
+    }
+
+    /// The rooms joined, oldest first.
+    #[must_use]
+    pub fn rooms(&self) -> Vec<RoomId> {
+        self.rooms.lock().clone()
+    }
+
+    /// The room joined most recently and not left.
+    #[must_use]
+    pub fn last_room(&self) -> Option<RoomId> {
+        self.rooms.lock().last().cloned()
+    }
+
+    /// Leaves every room without telling anyone.
+    pub(super) fn leave_all_silently(&self) {
+        let rooms = std::mem::take(&mut *self.rooms.lock());
+        for room in rooms {
+            self.namespace.rooms().leave(room.as_str(), self.sid, |_| None);
+        }
+    }
+
+    /// Ends the session from the server side: queues DISCONNECT for this
+    /// namespace, then closes the session for `reason`. Every socket of the
+    /// session then gets [`super::Handler::on_disconnect`].
+    pub fn disconnect(&self, reason: CloseReason) {
+        let _ = self.send_frame(&disconnect_frame(self.namespace.name()));
+        self.outbox.close(reason);
+    }
+}
