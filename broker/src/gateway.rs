@@ -150,7 +150,7 @@ impl ChatGateway {
                 }
                 Verdict::Abusive => {
                     self.reply(socket, event.ack_id, Err(ChatError::new(429, "Too many requests")));
-                    warn!(sid = %socket.sid(), user = user.claims.user_id.as_json(), "far over the rate limit, disconnecting");
+                    warn!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), "far over the rate limit, disconnecting");
                     socket.disconnect(CloseReason::PolicyViolation);
                     return;
                 }
@@ -290,7 +290,7 @@ impl ChatGateway {
             for socket in namespace.sockets() {
                 let Some(user) = socket.data::<ChatUser>() else { continue };
                 if revocations.is_revoked(&user.token, user.claims.jti.as_deref()) {
-                    info!(sid = %socket.sid(), user = user.claims.user_id.as_json(), "token revoked while connected");
+                    info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), "token revoked while connected");
                     self.reply(&socket, None, Err(ChatError::new(401, "Token revoked")));
                     socket.disconnect(CloseReason::PolicyViolation);
                 }
@@ -332,7 +332,7 @@ impl Handler for ChatGateway {
         info!(
             sid = %socket.sid(),
             namespace = socket.namespace().name(),
-            user = user.claims.user_id.as_json(),
+            user = %user.claims.user_id.as_json(),
             name = user.claims.name.as_deref().unwrap_or(""),
             "connected"
         );
@@ -362,12 +362,12 @@ impl Handler for ChatGateway {
             DisconnectReason::ClientDisconnect => "client disconnect",
             DisconnectReason::SessionClosed(reason) => reason.as_str(),
         };
-        info!(sid = %socket.sid(), user = user.claims.user_id.as_json(), reason, "disconnected");
+        info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), reason, "disconnected");
     }
 
     fn on_expired(&self, socket: &Arc<Socket>) {
         if let Some(user) = socket.data::<ChatUser>() {
-            info!(sid = %socket.sid(), user = user.claims.user_id.as_json(), "token expired while connected");
+            info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), "token expired while connected");
         }
         self.reply(socket, None, Err(ChatError::new(401, "Token expired")));
     }

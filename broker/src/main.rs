@@ -2,7 +2,7 @@
 //! optional TOML file; logs through `tracing`; runs until SIGINT or SIGTERM.
 //! `broker token` prints a token signed with the configured secret.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     raise_open_file_limit();
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh checkout: installs what the tests need
+# (the npm packages of the real-client suite), builds, and runs the Rust unit
+# and integration tests, then the socket.io-client suite against the broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== installing npm packages for the real-client suite (tests/js)"
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+echo "== cargo test (unit and integration tests)"
+cargo build -p broker
+cargo test --workspace
+
+echo "== socket.io-client suite against target/debug/broker"
+(cd tests/js && npm test)
