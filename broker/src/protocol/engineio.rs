@@ -38,7 +38,9 @@ pub enum Packet<'a> {
 /// [`DecodeError::Empty`] or [`DecodeError::UnknownPacketType`].
 pub fn decode(text: &str) -> Result<Packet<'_>, DecodeError> {
     let first = *text.as_bytes().first().ok_or(DecodeError::Empty)?;
-    let data = &text[1..];
+    // `get` rather than indexing: a multi-byte first character must be an
+    // error, not a panic.
+    let data = text.get(1..).unwrap_or("");
     Ok(match first {
         b'0' => Packet::Open,
         b'1' => Packet::Close,
@@ -93,6 +95,7 @@ mod tests {
         assert_eq!(decode(""), Err(DecodeError::Empty));
         assert_eq!(decode("x"), Err(DecodeError::UnknownPacketType('x')));
         assert_eq!(decode("9"), Err(DecodeError::UnknownPacketType('9')));
+        assert!(decode("é").is_err());
     }
 
     #[test]

@@ -201,3 +201,6 @@ mod tests {
         assert_eq!(text(&event_frame("/", Some(3), "x", &1)), r#"423["x",1]"#);
     }
 }
+
+#[cfg(test)]
+mod layer_tests;

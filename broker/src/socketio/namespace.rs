@@ -17,12 +17,15 @@ use crate::rooms::RoomTable;
 /// stripes never contend.
 const REGISTRY_STRIPES: usize = 64;
 
+/// One stripe of the socket registry.
+type RegistryStripe = Mutex<HashMap<Sid, Arc<Socket>, RandomState>>;
+
 /// A namespace: handler, rooms and connected sockets.
 pub struct Namespace {
     name: Box<str>,
     handler: Arc<dyn Handler>,
     rooms: RoomTable,
-    sockets: Box<[Mutex<HashMap<Sid, Arc<Socket>, RandomState>>]>,
+    sockets: Box<[RegistryStripe]>,
     hasher: RandomState,
     metrics: Arc<Metrics>,
 }
@@ -101,7 +104,7 @@ impl Namespace {
         self.sockets.iter().map(|stripe| stripe.lock().len()).sum()
     }
 
-    fn stripe(&self, sid: Sid) -> &Mutex<HashMap<Sid, Arc<Socket>, RandomState>> {
+    fn stripe(&self, sid: Sid) -> &RegistryStripe {
         &self.sockets[(self.hasher.hash_one(sid) as usize) % REGISTRY_STRIPES]
     }
 
