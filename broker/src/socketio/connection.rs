@@ -54,34 +54,40 @@ impl Connection {
         }
     }
 
+    /// Dispatches one packet. As in socket.io 4.x, a CONNECT for a
+    /// namespace already joined, or any other packet for one not joined, is
+    /// an invalid state that closes the session.
     fn handle(&mut self, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
         Metrics::add(&self.server.metrics.packets_in, 1);
-        match packet.kind {
-            PacketType::Connect => {
+        let index = self.socket_index(packet.namespace);
+        match (packet.kind, index) {
+            (PacketType::Connect, None) => {
                 self.connect(packet);
                 Ok(())
             }
-            PacketType::Disconnect => {
-                if let Some(index) = self.socket_index(packet.namespace) {
-                    self.remove_socket(index, DisconnectReason::ClientDisconnect);
+            (PacketType::Disconnect, Some(index)) => {
+                self.remove_socket(index, DisconnectReason::ClientDisconnect);
+                Ok(())
+            }
+            (PacketType::Event | PacketType::BinaryEvent, Some(index)) => {
+                self.event(index, packet, attachments)
+            }
+            (PacketType::Ack | PacketType::BinaryAck, Some(index)) => {
+                let answer: serde_json::Value =
+                    serde_json::from_str(packet.payload).map_err(|_| CloseReason::ProtocolError)?;
+                let first = match answer {
+                    serde_json::Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+                    _ => serde_json::Value::Null,
+                };
+                if let Some(id) = packet.ack_id {
+                    self.sockets[index].resolve_ack(id, first);
                 }
                 Ok(())
             }
-            PacketType::Event | PacketType::BinaryEvent => self.event(packet, attachments),
-            PacketType::Ack | PacketType::BinaryAck => {
-                let socket = self.socket_index(packet.namespace).map(|index| &self.sockets[index]);
-                if let (Some(socket), Some(id)) = (socket, packet.ack_id) {
-                    let answer: serde_json::Value =
-                        serde_json::from_str(packet.payload).map_err(|_| CloseReason::ProtocolError)?;
-                    let first = match answer {
-                        serde_json::Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
-                        _ => serde_json::Value::Null,
-                    };
-                    socket.resolve_ack(id, first);
-                }
-                Ok(())
+            (kind, _) => {
+                debug!(sid = %self.session.sid, ?kind, namespace = packet.namespace, "packet in an invalid state");
+                Err(CloseReason::ProtocolError)
             }
-            PacketType::ConnectError => Err(CloseReason::ProtocolError),
         }
     }
 
@@ -97,10 +103,6 @@ impl Connection {
                 outbox.try_push(&packet_frame(PacketType::ConnectError, packet.namespace, None, &refusal));
             return;
         };
-        if self.socket_index(packet.namespace).is_some() {
-            debug!(sid = %self.session.sid, namespace = packet.namespace, "duplicate CONNECT ignored");
-            return;
-        }
         // A CONNECT payload that is not JSON counts as no payload: the
         // middleware then decides on the other token sources.
         let auth =
@@ -140,11 +142,7 @@ impl Connection {
         self.release_scratch();
     }
 
-    fn event(&mut self, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
-        let Some(index) = self.socket_index(packet.namespace) else {
-            debug!(sid = %self.session.sid, namespace = packet.namespace, "event for a namespace not joined");
-            return Ok(());
-        };
+    fn event(&mut self, index: usize, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
         let socket = Arc::clone(&self.sockets[index]);
         let value = parse(&mut self.scratch, packet.payload).map_err(|()| CloseReason::ProtocolError)?;
         let (name, args) = split_event(&value).map_err(|_| CloseReason::ProtocolError)?;

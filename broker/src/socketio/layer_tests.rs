@@ -100,6 +100,17 @@ fn connect_is_answered_with_a_sid_and_refusal_with_connect_error() {
 }
 
 #[test]
+fn packets_in_an_invalid_state_close_the_session_like_socket_io() {
+    for (setup, packet) in [("", r#"2/t,["echo"]"#), ("", "1/t,"), ("", r#"3/t,1[]"#), ("0/t,", "0/t,")] {
+        let mut harness = Harness::new();
+        if !setup.is_empty() {
+            harness.session.on_text(setup).expect("valid packet");
+        }
+        assert_eq!(harness.session.on_text(packet), Err(CloseReason::ProtocolError), "{packet}");
+    }
+}
+
+#[test]
 fn client_acks_are_answered_and_server_acks_resolve() {
     let mut harness = Harness::new();
     harness.session.on_text("0/t,").expect("valid packet");

@@ -1,0 +1,111 @@
+//! [`TestServer`]: one broker per test, on an ephemeral port of the loopback
+//! interface, running on the test's own tokio runtime.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use broker::{Config, StartError};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::token::TokenBuilder;
+
+/// How long any single expectation waits before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The chat namespace of the default configuration.
+pub const CHAT: &str = "/api/v1/chat";
+
+/// The HS256 secret a [`TestServer`] uses when its config names none.
+pub const TEST_SECRET: &str = "integration-test-secret-0123456789";
+
+/// A broker serving one test.
+///
+/// Dropping it cancels the broker; [`TestServer::shutdown`] also waits for
+/// `broker::run` to return and hands back its result.
+pub struct TestServer {
+    /// Where the broker listens.
+    pub addr: SocketAddr,
+    /// The configuration the broker was started with (listen and secret filled in).
+    pub config: Config,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), StartError>>>,
+}
+
+impl TestServer {
+    /// Binds `127.0.0.1:0` and spawns `broker::run` on the current runtime.
+    /// A config without `jwt_secret` gets [`TEST_SECRET`].
+    pub async fn start(mut config: Config) -> Self {
+        if config.jwt_secret.is_none() {
+            config.jwt_secret = Some(TEST_SECRET.to_owned());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        config.listen = addr;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(broker::run(config.clone(), listener, shutdown.clone()));
+        Self { addr, config, shutdown, task: Some(task) }
+    }
+
+    /// A broker with the default configuration.
+    pub async fn start_default() -> Self {
+        Self::start(Config::default()).await
+    }
+
+    /// The WebSocket URL of the Engine.IO endpoint, without extra query.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("ws://{}{}?EIO=4&transport=websocket", self.addr, self.config.path)
+    }
+
+    /// The Engine.IO endpoint path as configured, e.g. `/socket.io/`.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.config.path
+    }
+
+    /// The HS256 secret the broker verifies tokens with.
+    #[must_use]
+    pub fn secret(&self) -> &str {
+        self.config.effective_secret()
+    }
+
+    /// A token for `sub` signed with this server's secret, valid for an hour.
+    #[must_use]
+    pub fn token(&self, sub: impl Into<Value>) -> TokenBuilder {
+        TokenBuilder::new(sub).secret(self.secret())
+    }
+
+    /// Cancels the shutdown token without waiting.
+    pub fn cancel(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for `broker::run` to return (after [`TestServer::cancel`]).
+    ///
+    /// # Panics
+    /// When `run` panicked or did not return within the shutdown timeout plus [`WAIT`].
+    pub async fn join(mut self) -> Result<(), StartError> {
+        let task = self.task.take().expect("the run task is awaited once");
+        let limit = self.config.shutdown_timeout + WAIT;
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => panic!("broker::run panicked: {join_error}"),
+            Err(_) => panic!("broker::run did not return within {limit:?} of the shutdown"),
+        }
+    }
+
+    /// Cancels the broker and waits for `run` to return.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        self.cancel();
+        self.join().await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,171 @@
+//! HTTP and Engine.IO handshake: refusals with socket.io's JSON error codes,
+//! `/health`, the Origin check, and the open packet.
+
+use std::time::Duration;
+
+use tests::http::{self, HttpResponse};
+use tests::{Client, Config, TestServer, assert_server_still_chats, json};
+
+fn assert_refusal(response: &HttpResponse, status: u16, code: u64, message: &str) {
+    assert_eq!(response.status, status, "status; body {:?}", response.text());
+    assert!(
+        response.header("content-type").is_some_and(|value| value.contains("json")),
+        "a JSON content type, got {:?}",
+        response.header("content-type")
+    );
+    assert_eq!(response.json(), json!({ "code": code, "message": message }));
+}
+
+#[tokio::test]
+async fn unsupported_protocol_version_is_refused_with_code_5() {
+    let server = TestServer::start_default().await;
+    for query in ["EIO=3&transport=websocket", "EIO=5&transport=websocket", "transport=websocket"] {
+        let response = http::upgrade(server.addr, &format!("/socket.io/?{query}"), &[]).await;
+        assert_refusal(&response, 400, 5, "Unsupported protocol version");
+    }
+}
+
+#[tokio::test]
+async fn unknown_transport_is_refused_with_code_0() {
+    let server = TestServer::start_default().await;
+    for query in ["EIO=4&transport=carrier-pigeon", "EIO=4"] {
+        let response = http::get(server.addr, &format!("/socket.io/?{query}"), &[]).await;
+        assert_refusal(&response, 400, 0, "Transport unknown");
+    }
+}
+
+#[tokio::test]
+async fn polling_transport_is_refused_as_unknown() {
+    // The broker is WebSocket-only (`upgrades: []`): socket.io configured with
+    // `transports: ["websocket"]` answers a polling handshake with code 0.
+    let server = TestServer::start_default().await;
+    let response = http::get(server.addr, "/socket.io/?EIO=4&transport=polling", &[]).await;
+    assert_refusal(&response, 400, 0, "Transport unknown");
+}
+
+#[tokio::test]
+async fn websocket_with_unknown_sid_is_refused_with_code_1() {
+    let server = TestServer::start_default().await;
+    let response =
+        http::upgrade(server.addr, "/socket.io/?EIO=4&transport=websocket&sid=no-such-session", &[]).await;
+    assert_refusal(&response, 400, 1, "Session ID unknown");
+}
+
+#[tokio::test]
+async fn plain_get_without_upgrade_is_refused_with_code_3() {
+    let server = TestServer::start_default().await;
+    let response = http::get(server.addr, "/socket.io/?EIO=4&transport=websocket", &[]).await;
+    assert_refusal(&response, 400, 3, "Bad request");
+}
+
+#[tokio::test]
+async fn health_answers_200_with_json() {
+    let server = TestServer::start_default().await;
+    let response = http::get(server.addr, "/health", &[]).await;
+    assert_eq!(response.status, 200, "body {:?}", response.text());
+    assert!(
+        response.header("content-type").is_some_and(|value| value.contains("json")),
+        "a JSON content type, got {:?}",
+        response.header("content-type")
+    );
+    let _ = response.json();
+}
+
+fn cors_config() -> Config {
+    Config { cors_origins: vec!["http://allowed.test".to_owned()], ..Config::default() }
+}
+
+#[tokio::test]
+async fn origin_outside_cors_origins_is_refused_with_403() {
+    let server = TestServer::start(cors_config()).await;
+    let response = http::upgrade(
+        server.addr,
+        "/socket.io/?EIO=4&transport=websocket",
+        &[("Origin", "http://evil.test")],
+    )
+    .await;
+    assert_eq!(response.status, 403, "body {:?}", response.text());
+    let refusal = Client::builder(&server).origin("http://evil.test").try_open().await.err();
+    assert_eq!(refusal.map(|refusal| refusal.http_status()), Some(403));
+}
+
+#[tokio::test]
+async fn missing_origin_is_allowed_when_cors_origins_are_set() {
+    let server = TestServer::start(cors_config()).await;
+    let response = http::upgrade(server.addr, "/socket.io/?EIO=4&transport=websocket", &[]).await;
+    assert_eq!(response.status, 101);
+    let token = server.token("no-origin").sign();
+    Client::builder(&server).payload_token(&token).connect().await;
+}
+
+#[tokio::test]
+async fn allowed_origin_is_upgraded() {
+    let server = TestServer::start(cors_config()).await;
+    let response = http::upgrade(
+        server.addr,
+        "/socket.io/?EIO=4&transport=websocket",
+        &[("Origin", "http://allowed.test")],
+    )
+    .await;
+    assert_eq!(response.status, 101);
+    let token = server.token("allowed-origin").sign();
+    Client::builder(&server).origin("http://allowed.test").payload_token(&token).connect().await;
+}
+
+#[tokio::test]
+async fn any_origin_is_allowed_when_cors_origins_are_empty() {
+    let server = TestServer::start_default().await;
+    let token = server.token("anywhere").sign();
+    Client::builder(&server).origin("http://anywhere.test").payload_token(&token).connect().await;
+}
+
+#[tokio::test]
+async fn open_packet_carries_the_configured_heartbeat_and_payload_limit() {
+    let config = Config {
+        ping_interval: Duration::from_millis(12_345),
+        ping_timeout: Duration::from_millis(6_789),
+        max_payload: 54_321,
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let client = Client::builder(&server).open().await;
+    let open = client.open_packet();
+    assert!(open["sid"].as_str().is_some_and(|sid| !sid.is_empty()), "sid in {open}");
+    assert_eq!(open["upgrades"], json!([]), "open packet {open}");
+    assert_eq!(open["pingInterval"], 12_345, "open packet {open}");
+    assert_eq!(open["pingTimeout"], 6_789, "open packet {open}");
+    assert_eq!(open["maxPayload"], 54_321, "open packet {open}");
+}
+
+#[tokio::test]
+async fn every_connection_gets_its_own_sids() {
+    let server = TestServer::start_default().await;
+    let first = Client::connect_user(&server, "first").await;
+    let second = Client::connect_user(&server, "second").await;
+    assert_ne!(first.open_packet()["sid"], second.open_packet()["sid"]);
+    let socket_sid = |client: &Client| {
+        client.connect_data().and_then(|data| data["sid"].as_str()).map(str::to_owned).unwrap_or_default()
+    };
+    assert!(!socket_sid(&first).is_empty(), "40 packet carries a sid: {:?}", first.connect_data());
+    assert_ne!(socket_sid(&first), socket_sid(&second));
+}
+
+#[tokio::test]
+async fn configured_path_serves_the_endpoint() {
+    let server = TestServer::start(Config { path: "/chat-io/".to_owned(), ..Config::default() }).await;
+    let response = http::upgrade(server.addr, "/chat-io/?EIO=4&transport=websocket", &[]).await;
+    assert_eq!(response.status, 101);
+    let mut client = Client::connect_user(&server, "custom-path").await;
+    client.join("room").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_without_a_namespace_is_closed_after_the_connect_timeout() {
+    // socket.io's connectTimeout (45 s): an Engine.IO session that never
+    // CONNECTs to a namespace is closed. Paused time makes the wait free.
+    let server = TestServer::start_default().await;
+    let mut idle = Client::builder(&server).label("idle").open().await;
+    idle.set_wait(Duration::from_secs(120));
+    idle.expect_close().await;
+    assert_server_still_chats(&server).await;
+}
