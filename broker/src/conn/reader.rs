@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
@@ -30,6 +30,12 @@ const READ_BUFFER_BYTES: usize = 4096;
 
 /// A deadline far enough away to mean "never".
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
+
+/// How long a closed session keeps reading and discarding what the client
+/// still sends. Closing a socket with unread input makes the kernel send a
+/// reset, and a reset makes the client drop the frames it had not yet read —
+/// the error, the DISCONNECT and the close frame that explain the close.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Reads the session until it closes and returns why.
 pub async fn run(
@@ -84,7 +90,17 @@ pub async fn run(
     };
     handler.on_close(reason);
     outbox.close(reason);
+    if reason != CloseReason::TransportError {
+        linger(ws.into_inner().0).await;
+    }
     reason
+}
+
+/// Discards input until the client closes its side or [`LINGER`] passes.
+async fn linger(mut read_half: OwnedReadHalf) {
+    let mut sink = [0u8; 1024];
+    let _ =
+        tokio::time::timeout(LINGER, async { while let Ok(1..) = read_half.read(&mut sink).await {} }).await;
 }
 
 fn far_future() -> Instant {
