@@ -1,0 +1,367 @@
+//! Run configuration: the target, the run options and one size struct per
+//! scenario.
+//!
+//! Each struct is a clap `Args` (so the binary parses it) and a plain value
+//! with a `Default` equal to the command-line defaults (so tests build it with
+//! struct update syntax). Everything serializes into the `--json` report,
+//! except the JWT secret.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::{Serialize, Serializer};
+
+/// The broker's development secret, used when none is given.
+pub const DEV_JWT_SECRET: &str = "dev-secret-do-not-use-in-production";
+
+/// Where a client puts its token, as real Socket.IO clients can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `?token=…` in the handshake URL.
+    Query,
+    /// `Authorization: Bearer …` on the upgrade request.
+    Header,
+    /// `{"token":…}` in the Socket.IO CONNECT packet (`io(url, {auth})`).
+    Payload,
+}
+
+/// The server under test and how clients reach it.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Target")]
+pub struct TargetOptions {
+    /// Base URL of the Socket.IO server (http:// or ws://; no TLS)
+    #[arg(long, env = "LOADGEN_TARGET", default_value = "http://127.0.0.1:3000", global = true)]
+    pub target: String,
+    /// HS256 secret for minting client JWTs [default: the broker's dev secret]
+    #[arg(long, env = "LOADGEN_JWT_SECRET", hide_env_values = true, global = true)]
+    #[serde(skip)]
+    pub secret: Option<String>,
+    /// Where clients put their token
+    #[arg(long, value_enum, default_value_t = AuthMode::Payload, global = true)]
+    pub auth: AuthMode,
+    /// Socket.IO namespace of the chat
+    #[arg(long, default_value = "/api/v1/chat", global = true)]
+    pub namespace: String,
+    /// HTTP path of the Engine.IO endpoint
+    #[arg(long, default_value = "/socket.io/", global = true)]
+    pub path: String,
+    /// JWT `sub` of client 0; client n gets sub_base + n
+    #[arg(long, default_value_t = 1, global = true)]
+    pub sub_base: u64,
+    /// Put `sub` in the JWT as a string of digits instead of a number
+    #[arg(long, global = true)]
+    pub string_sub: bool,
+    /// Lifetime of minted tokens
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    #[serde(serialize_with = "as_humantime")]
+    pub token_ttl: Duration,
+    /// Loopback source addresses to spread connections over (127.0.0.1,
+    /// 127.0.0.2, …); 0 picks one per 25 000 clients when the target is on
+    /// loopback
+    #[arg(long, default_value_t = 0, global = true)]
+    pub source_ips: u32,
+    /// Time allowed for one client's TCP connect, upgrade, open and auth
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[serde(serialize_with = "as_humantime")]
+    pub connect_timeout: Duration,
+    /// WebSocket read buffer per connection, in bytes (small keeps 100k
+    /// connections cheap)
+    #[arg(long, default_value_t = 4096, global = true)]
+    pub ws_read_buffer: usize,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        Self {
+            target: "http://127.0.0.1:3000".to_owned(),
+            secret: None,
+            auth: AuthMode::Payload,
+            namespace: "/api/v1/chat".to_owned(),
+            path: "/socket.io/".to_owned(),
+            sub_base: 1,
+            string_sub: false,
+            token_ttl: Duration::from_secs(24 * 3600),
+            source_ips: 0,
+            connect_timeout: Duration::from_secs(10),
+            ws_read_buffer: 4096,
+        }
+    }
+}
+
+impl TargetOptions {
+    /// The secret to sign with.
+    pub fn secret(&self) -> &str {
+        self.secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+    }
+}
+
+/// How a run is conducted and reported, whatever the scenario.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Run")]
+pub struct RunOptions {
+    /// Longest time to wait for every client to connect and join
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, global = true)]
+    #[serde(serialize_with = "as_humantime")]
+    pub setup_timeout: Duration,
+    /// After the last send, longest wait for outstanding deliveries
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[serde(serialize_with = "as_humantime")]
+    pub drain: Duration,
+    /// Exit 0 even when deliveries were lost or clients failed
+    #[arg(long, global = true)]
+    pub allow_loss: bool,
+    /// No progress bar
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Write every figure and the exact configuration to FILE as JSON
+    #[arg(long, value_name = "FILE", global = true)]
+    pub json: Option<PathBuf>,
+    /// Write latency percentile curves and throughput over time to FILE.svg
+    #[arg(long, value_name = "FILE.svg", global = true)]
+    pub plot: Option<PathBuf>,
+    /// Tokio worker threads [default: one per core]
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            setup_timeout: Duration::from_secs(120),
+            drain: Duration::from_secs(10),
+            allow_loss: false,
+            quiet: true,
+            json: None,
+            plot: None,
+            threads: None,
+        }
+    }
+}
+
+/// The scenarios, each with its sizes.
+#[derive(Debug, Clone, Subcommand, Serialize)]
+#[serde(tag = "scenario", rename_all = "lowercase")]
+pub enum Scenario {
+    /// Ramp N clients at a fixed rate: connect+auth latency, accept rate
+    Connect(ConnectConfig),
+    /// Clients join rooms at a fixed rate: ack latency and others' user_joined
+    Join(JoinConfig),
+    /// R rooms, P publishers each at a fixed open-loop rate: delivery latency
+    /// and throughput
+    Broadcast(BroadcastConfig),
+    /// Members close at a fixed rate: latency to the others' user_left
+    Disconnect(DisconnectConfig),
+    /// Broadcast plus clients churning in and out, for a set duration
+    Mixed(MixedConfig),
+}
+
+impl Scenario {
+    /// The subcommand name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Connect(_) => "connect",
+            Scenario::Join(_) => "join",
+            Scenario::Broadcast(_) => "broadcast",
+            Scenario::Disconnect(_) => "disconnect",
+            Scenario::Mixed(_) => "mixed",
+        }
+    }
+
+    /// How many connections the scenario may hold at once, for sizing file
+    /// descriptors and source addresses.
+    pub fn peak_clients(&self) -> u64 {
+        match self {
+            Scenario::Connect(c) => u64::from(c.clients),
+            Scenario::Join(c) => u64::from(c.clients),
+            Scenario::Broadcast(c) => u64::from(c.clients),
+            Scenario::Disconnect(c) => u64::from(c.clients),
+            Scenario::Mixed(c) => {
+                u64::from(c.clients) + (c.churn * (c.churn_lifetime.as_secs_f64() + 1.0)).ceil() as u64
+            }
+        }
+    }
+}
+
+/// Sizes of the `connect` scenario.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Sizes")]
+pub struct ConnectConfig {
+    /// Clients to connect
+    #[arg(long, default_value_t = 2000)]
+    pub clients: u32,
+    /// Connects started per second (open loop)
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Keep every client connected this long after the ramp
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub hold: Duration,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        Self { clients: 2000, rate: 1000.0, hold: Duration::ZERO }
+    }
+}
+
+/// Sizes of the `join` scenario.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Sizes")]
+pub struct JoinConfig {
+    /// Clients, spread evenly over the rooms
+    #[arg(long, default_value_t = 2000)]
+    pub clients: u32,
+    /// Rooms
+    #[arg(long, default_value_t = 20)]
+    pub rooms: u32,
+    /// Joins per second (open loop), round-robin over rooms
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Connects per second while setting up
+    #[arg(long, default_value_t = 1000.0)]
+    pub connect_rate: f64,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        Self { clients: 2000, rooms: 20, rate: 500.0, connect_rate: 1000.0 }
+    }
+}
+
+/// Sizes of the `broadcast` scenario.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Sizes")]
+pub struct BroadcastConfig {
+    /// Clients, spread evenly over the rooms (room size = clients / rooms)
+    #[arg(long, default_value_t = 2000)]
+    pub clients: u32,
+    /// Rooms
+    #[arg(long, default_value_t = 20)]
+    pub rooms: u32,
+    /// Publishing members per room
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Messages per second per publisher (open loop). Note: the broker
+    /// limits each connection to 100 events/s (burst 200) unless started
+    /// with BROKER_RATE_LIMIT_PER_SEC=0; above that, sends are refused (429)
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// How long publishers publish
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub duration: Duration,
+    /// Bytes of message content (sequence header plus padding)
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Connects per second while setting up
+    #[arg(long, default_value_t = 1000.0)]
+    pub connect_rate: f64,
+    /// Send without ack ids; refusals are then counted from `error` events
+    #[arg(long)]
+    pub no_ack: bool,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            clients: 2000,
+            rooms: 20,
+            publishers: 1,
+            rate: 10.0,
+            duration: Duration::from_secs(30),
+            size: 64,
+            connect_rate: 1000.0,
+            no_ack: false,
+        }
+    }
+}
+
+/// Sizes of the `disconnect` scenario.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Sizes")]
+pub struct DisconnectConfig {
+    /// Clients, spread evenly over the rooms
+    #[arg(long, default_value_t = 2000)]
+    pub clients: u32,
+    /// Rooms
+    #[arg(long, default_value_t = 20)]
+    pub rooms: u32,
+    /// Fraction of each room that leaves; the rest watch for user_left
+    #[arg(long, default_value_t = 0.5)]
+    pub leavers: f64,
+    /// Closes per second (open loop)
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Connects per second while setting up
+    #[arg(long, default_value_t = 1000.0)]
+    pub connect_rate: f64,
+    /// Drop the TCP connection instead of a Socket.IO disconnect and
+    /// WebSocket close
+    #[arg(long)]
+    pub abrupt: bool,
+}
+
+impl Default for DisconnectConfig {
+    fn default() -> Self {
+        Self { clients: 2000, rooms: 20, leavers: 0.5, rate: 500.0, connect_rate: 1000.0, abrupt: false }
+    }
+}
+
+/// Sizes of the `mixed` scenario.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Sizes")]
+pub struct MixedConfig {
+    /// Steady clients, spread evenly over the rooms
+    #[arg(long, default_value_t = 2000)]
+    pub clients: u32,
+    /// Rooms
+    #[arg(long, default_value_t = 20)]
+    pub rooms: u32,
+    /// Publishing members per room
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Messages per second per publisher (open loop; see broadcast --rate
+    /// about the broker's rate limit)
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Bytes of message content
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How long the mix runs
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub duration: Duration,
+    /// Extra clients per second that connect, join a room, stay
+    /// --churn-lifetime and disconnect
+    #[arg(long, default_value_t = 20.0)]
+    pub churn: f64,
+    /// How long each churning client stays
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub churn_lifetime: Duration,
+    /// Connects per second while setting up
+    #[arg(long, default_value_t = 1000.0)]
+    pub connect_rate: f64,
+}
+
+impl Default for MixedConfig {
+    fn default() -> Self {
+        Self {
+            clients: 2000,
+            rooms: 20,
+            publishers: 1,
+            rate: 10.0,
+            size: 64,
+            duration: Duration::from_secs(30),
+            churn: 20.0,
+            churn_lifetime: Duration::from_secs(2),
+            connect_rate: 1000.0,
+        }
+    }
+}
+
+fn as_humantime<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+}

@@ -1,0 +1,67 @@
+//! `connect`: ramp N clients at a fixed rate and hold them.
+//!
+//! Measures connect+auth latency from each client's scheduled start (TCP,
+//! upgrade, Engine.IO open, namespace CONNECT with the token) and the rate at
+//! which the target accepts. Every client that does not get in is a failure.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::task::JoinSet;
+
+use super::{Harness, Outcome, mint_tokens};
+use crate::config::ConnectConfig;
+use crate::schedule::{Schedule, duration_ns};
+use crate::session::Counts;
+use crate::stats::Phase;
+
+/// Runs the `connect` scenario.
+///
+/// # Errors
+/// Token minting failed.
+pub async fn run(harness: &Arc<Harness>, config: &ConnectConfig) -> anyhow::Result<Outcome> {
+    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
+    let schedule = Schedule::at_rate(harness.next_start(), config.rate, u64::from(config.clients));
+    let mut tasks = JoinSet::new();
+    harness.begin_stage("ramp");
+    for (id, token) in (0..config.clients).zip(tokens) {
+        let harness = Arc::clone(harness);
+        let intended = schedule.at(u64::from(id)).expect("id < clients");
+        tasks.spawn(async move {
+            let session = harness.connect(id, &token, intended).await;
+            harness.settled.fetch_add(1, Ordering::Relaxed);
+            let Some(mut session) = session else { return Counts::default() };
+            let hold = async {
+                if let Err(reason) = session.pump_until(harness.cancel.cancelled()).await {
+                    harness.note_ended(id, &reason);
+                }
+            };
+            hold.await;
+            session.into_record().counts
+        });
+    }
+    let ramp_time = schedule.interval() * config.clients + harness.options.setup_timeout;
+    harness
+        .wait_for(
+            "connect",
+            u64::from(config.clients),
+            ramp_time,
+            || harness.settled.load(Ordering::Relaxed),
+            harness.rate_message(Phase::Connect, "conn"),
+        )
+        .await;
+    if !config.hold.is_zero() {
+        harness.begin_stage("hold");
+        let end = harness.clock().now_ns() + duration_ns(config.hold);
+        harness
+            .run_until("hold", end, || format!("{} connected", harness.connected.load(Ordering::Relaxed)))
+            .await;
+    }
+    harness.end_stage();
+    harness.cancel.cancel();
+    let mut counts = Counts::default();
+    while let Some(result) = tasks.join_next().await {
+        counts.add(&result?);
+    }
+    Ok(Outcome { counts, ..Outcome::default() })
+}

@@ -1,0 +1,473 @@
+//! A simulated chat user: one [`Connection`] plus what it has received.
+//!
+//! [`Session`] speaks the chat events of PROTOCOL.md (`join_room`,
+//! `send_message`, `message`, `user_joined`, `user_left`, `error`, acks) and
+//! does the per-receiver bookkeeping: latency samples into the shared
+//! [`Recorder`], sequence tracking per publisher, notice sets. Every wait
+//! goes through [`Session::pump_until`], which keeps reading (and answering
+//! pings) while it waits, so a session never goes deaf. The receive path
+//! scans frames in place and allocates nothing of its own.
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::accounting::{Arrival, IdSet, SeqTracker};
+use crate::client::{Connection, Target};
+use crate::content::Stamp;
+use crate::schedule::{Clock, Schedule};
+use crate::stats::{Phase, Recorder, Sample};
+use crate::wire::{self, Packet, keys};
+
+/// State every session of one run shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The run's clock.
+    pub clock: Clock,
+    /// Where latency samples go.
+    pub recorder: Recorder,
+    /// The server under test.
+    pub target: Target,
+    /// Intended `join_room` time + 1 per client id (0: none yet), read by
+    /// the members that get the `user_joined`.
+    join_ns: Box<[AtomicU64]>,
+    /// Intended close time + 1 per client id (0: none yet).
+    close_ns: Box<[AtomicU64]>,
+}
+
+impl Shared {
+    /// Shared state for client ids `0..max_clients`.
+    pub fn new(clock: Clock, target: Target, max_clients: u32, shards: usize) -> Self {
+        let slots = || (0..max_clients).map(|_| AtomicU64::new(0)).collect();
+        Self { clock, recorder: Recorder::new(shards), target, join_ns: slots(), close_ns: slots() }
+    }
+
+    /// Notes that client `id` intends to close at `intended_ns`; call it
+    /// before the close goes out.
+    pub fn note_close(&self, id: u32, intended_ns: u64) {
+        if let Some(slot) = self.close_ns.get(id as usize) {
+            slot.store(intended_ns + 1, Ordering::Release);
+        }
+    }
+
+    fn intended(slots: &[AtomicU64], id: u32) -> Option<u64> {
+        let stored = slots.get(id as usize)?.load(Ordering::Acquire);
+        stored.checked_sub(1)
+    }
+
+    /// Records `phase` for `key` at now, from `intended_ns`.
+    pub fn record(&self, key: u32, phase: Phase, intended_ns: u64, fresh: bool) {
+        let now = self.clock.now_ns();
+        let sample = Sample { phase, latency_ns: now.saturating_sub(intended_ns), at_ns: now, fresh };
+        self.recorder.record(key, sample);
+    }
+}
+
+/// How a session watches presence notices of one kind.
+#[derive(Debug, Clone)]
+pub enum Watch {
+    /// Ignore them.
+    Off,
+    /// Exactly once from each id in the set's range.
+    Set(IdSet),
+    /// Count those from ids in the range, without identities.
+    Count(Range<u32>),
+}
+
+impl Watch {
+    /// `Some(fresh)` when `id` is watched, `None` when it is not.
+    fn observe(&mut self, id: u32) -> Option<bool> {
+        match self {
+            Watch::Off => None,
+            Watch::Set(set) => set.accepts(id).then(|| set.insert(id)),
+            Watch::Count(range) => range.contains(&id).then_some(true),
+        }
+    }
+}
+
+/// Counters of one session; summed over sessions for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// `message` events received.
+    pub deliveries: u64,
+    /// Deliveries from publishers this session does not track.
+    pub untracked: u64,
+    /// Deliveries from a publisher outside this session's room.
+    pub foreign: u64,
+    /// `message` events whose content carries no stamp.
+    pub unstamped: u64,
+    /// Watched `user_joined` notices received (including repeats).
+    pub join_notices: u64,
+    /// Watched `user_left` notices received (including repeats).
+    pub leave_notices: u64,
+    /// Notices from users not watched.
+    pub other_notices: u64,
+    /// Messages sent.
+    pub sends: u64,
+    /// Send acks without an error.
+    pub sends_accepted: u64,
+    /// Send acks carrying an error.
+    pub sends_refused: u64,
+    /// `error` events by code (400, 403, 404, 413, 429, …).
+    pub errors: Vec<(u64, u64)>,
+}
+
+impl Counts {
+    fn count_error(&mut self, code: u64) {
+        match self.errors.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.errors.push((code, 1)),
+        }
+    }
+
+    /// `error` events with `code`.
+    pub fn errors_with(&self, code: u64) -> u64 {
+        self.errors.iter().find(|(c, _)| *c == code).map_or(0, |(_, n)| *n)
+    }
+
+    /// Messages the server took: sent minus refused, by ack, or by
+    /// 400/403/413/429 `error` events when sending without acks.
+    pub fn accepted_sends(&self, acked: bool) -> u64 {
+        if acked {
+            self.sends.saturating_sub(self.sends_refused)
+        } else {
+            let refused: u64 = [400, 403, 413, 429].iter().map(|&code| self.errors_with(code)).sum();
+            self.sends.saturating_sub(refused)
+        }
+    }
+
+    /// Adds another session's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.deliveries += other.deliveries;
+        self.untracked += other.untracked;
+        self.foreign += other.foreign;
+        self.unstamped += other.unstamped;
+        self.join_notices += other.join_notices;
+        self.leave_notices += other.leave_notices;
+        self.other_notices += other.other_notices;
+        self.sends += other.sends;
+        self.sends_accepted += other.sends_accepted;
+        self.sends_refused += other.sends_refused;
+        for &(code, n) in &other.errors {
+            match self.errors.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, total)) => *total += n,
+                None => self.errors.push((code, n)),
+            }
+        }
+        self.errors.sort_unstable();
+    }
+}
+
+/// Why a session stopped early.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    /// The server closed the connection or the namespace.
+    #[error("closed by server")]
+    Closed,
+    /// A transport error.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A request got no answer in time.
+    #[error("no ack within {0:?}")]
+    AckTimeout(Duration),
+    /// The server refused a join.
+    #[error("join refused: {0}")]
+    JoinRefused(String),
+}
+
+/// The answer to a `join_room`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinAck {
+    /// Joined; the room now has this many members (if the ack says).
+    Joined(Option<u64>),
+    /// The ack carried an error.
+    Refused,
+}
+
+/// A connected chat user.
+#[derive(Debug)]
+pub struct Session {
+    /// Client id (its JWT `sub` minus the base).
+    pub id: u32,
+    conn: Connection,
+    shared: Arc<Shared>,
+    /// Publishers whose sequences this session checks; empty: none.
+    pub trackers: Vec<(u32, SeqTracker)>,
+    /// How `user_joined` is watched.
+    pub join_watch: Watch,
+    /// How `user_left` is watched.
+    pub leave_watch: Watch,
+    /// Counters.
+    pub counts: Counts,
+    pending_join: Option<u32>,
+    join_ack: Option<JoinAck>,
+    stamp_buf: String,
+}
+
+impl Session {
+    /// Wraps an open connection for client `id`.
+    pub fn new(id: u32, conn: Connection, shared: Arc<Shared>) -> Self {
+        Self {
+            id,
+            conn,
+            shared,
+            trackers: Vec::new(),
+            join_watch: Watch::Off,
+            leave_watch: Watch::Off,
+            counts: Counts::default(),
+            pending_join: None,
+            join_ack: None,
+            stamp_buf: String::new(),
+        }
+    }
+
+    /// Tracks the sequences of these publishers.
+    pub fn track(&mut self, publishers: impl IntoIterator<Item = u32>) {
+        self.trackers = publishers.into_iter().map(|id| (id, SeqTracker::default())).collect();
+    }
+
+    /// Reads and handles frames until `until` completes.
+    ///
+    /// # Errors
+    /// [`Ended`] when the connection ends first.
+    pub async fn pump_until<F: Future>(&mut self, until: F) -> Result<F::Output, Ended> {
+        let mut until = pin!(until);
+        loop {
+            tokio::select! {
+                output = &mut until => return Ok(output),
+                frame = self.conn.recv() => self.on_frame(frame)?,
+            }
+        }
+    }
+
+    /// Reads and handles frames until `done` holds or `timeout` passes;
+    /// returns whether `done` held.
+    ///
+    /// # Errors
+    /// [`Ended`] when the connection ends first.
+    pub async fn pump_while(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&Session) -> bool,
+    ) -> Result<bool, Ended> {
+        let mut deadline = pin!(tokio::time::sleep(timeout));
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            tokio::select! {
+                () = &mut deadline => return Ok(false),
+                frame = self.conn.recv() => self.on_frame(frame)?,
+            }
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: Result<
+            Option<tokio_tungstenite::tungstenite::Utf8Bytes>,
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    ) -> Result<(), Ended> {
+        match frame {
+            Ok(Some(text)) => self.handle(&text),
+            Ok(None) => Err(Ended::Closed),
+            Err(e) => Err(Ended::Transport(e.to_string())),
+        }
+    }
+
+    /// Handles one received frame.
+    fn handle(&mut self, frame: &str) -> Result<(), Ended> {
+        match wire::scan(frame, &self.shared.target.namespace) {
+            Packet::Event { name: "message", args, .. } => self.on_message(args),
+            Packet::Event { name: "user_joined", args, .. } => self.on_notice(args, Phase::JoinNotice),
+            Packet::Event { name: "user_left", args, .. } => self.on_notice(args, Phase::LeaveNotice),
+            Packet::Event { name: "error", args, .. } => {
+                let code = wire::number_field(args, keys::CODE).unwrap_or(0);
+                self.counts.count_error(code);
+            }
+            Packet::Ack { id, args } => self.on_ack(id, args),
+            Packet::Close | Packet::Disconnected | Packet::ConnectError(_) => return Err(Ended::Closed),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, args: &str) {
+        self.counts.deliveries += 1;
+        let Some(stamp) = wire::string_field(args, keys::CONTENT).and_then(Stamp::parse) else {
+            self.counts.unstamped += 1;
+            return;
+        };
+        let fresh = if self.trackers.is_empty() {
+            self.counts.untracked += 1;
+            false
+        } else {
+            match self.trackers.iter_mut().find(|(publisher, _)| *publisher == stamp.publisher) {
+                Some((_, tracker)) => tracker.observe(stamp.seq) != Arrival::Duplicate,
+                None => {
+                    self.counts.foreign += 1;
+                    false
+                }
+            }
+        };
+        self.shared.record(self.id, Phase::Message, stamp.intended_ns, fresh);
+    }
+
+    fn on_notice(&mut self, args: &str, phase: Phase) {
+        let id = wire::number_field(args, keys::USER_ID).and_then(|sub| self.shared.target.minter.id_of(sub));
+        let watch = if phase == Phase::JoinNotice { &mut self.join_watch } else { &mut self.leave_watch };
+        let Some((id, fresh)) = id.and_then(|id| watch.observe(id).map(|fresh| (id, fresh))) else {
+            self.counts.other_notices += 1;
+            return;
+        };
+        let slots = if phase == Phase::JoinNotice { &self.shared.join_ns } else { &self.shared.close_ns };
+        if phase == Phase::JoinNotice {
+            self.counts.join_notices += 1;
+        } else {
+            self.counts.leave_notices += 1;
+        }
+        if let Some(intended) = Shared::intended(slots, id) {
+            self.shared.record(self.id, phase, intended, fresh);
+        }
+    }
+
+    fn on_ack(&mut self, id: u32, args: &str) {
+        if self.pending_join == Some(id) {
+            self.pending_join = None;
+            self.join_ack = Some(if wire::has_field(args, keys::ERROR) {
+                JoinAck::Refused
+            } else {
+                JoinAck::Joined(wire::number_field(args, keys::MEMBERS))
+            });
+        } else if wire::has_field(args, keys::ERROR) {
+            self.counts.sends_refused += 1;
+        } else {
+            self.counts.sends_accepted += 1;
+        }
+    }
+
+    /// Joins `room`, intended at `intended_ns`, and waits for the ack.
+    ///
+    /// # Errors
+    /// [`Ended`] if the connection ends, the ack does not come within
+    /// `timeout`, or the join is refused.
+    pub async fn join(
+        &mut self,
+        room: &str,
+        intended_ns: u64,
+        timeout: Duration,
+    ) -> Result<Option<u64>, Ended> {
+        let shared = Arc::clone(&self.shared);
+        if let Some(slot) = shared.join_ns.get(self.id as usize) {
+            slot.store(intended_ns + 1, Ordering::Release);
+        }
+        shared.record(self.id, Phase::ScheduleLag, intended_ns, false);
+        let ack = self.conn.next_ack_id();
+        self.pending_join = Some(ack);
+        self.join_ack = None;
+        let frame = shared.target.namespace.join_frame(Some(ack), room);
+        self.conn.send(frame).await.map_err(|e| Ended::Transport(e.to_string()))?;
+        if !self.pump_while(timeout, |s| s.join_ack.is_some()).await? {
+            return Err(Ended::AckTimeout(timeout));
+        }
+        shared.record(self.id, Phase::JoinAck, intended_ns, true);
+        match self.join_ack {
+            Some(JoinAck::Joined(members)) => Ok(members),
+            _ => Err(Ended::JoinRefused(room.to_owned())),
+        }
+    }
+
+    /// Publishes to `room` on `schedule`, each message `size` bytes and
+    /// stamped with its intended time; with `ack`, each asks for an ack.
+    ///
+    /// # Errors
+    /// [`Ended`] if the connection ends.
+    pub async fn publish(
+        &mut self,
+        room: &str,
+        schedule: Schedule,
+        size: usize,
+        ack: bool,
+    ) -> Result<(), Ended> {
+        let shared = Arc::clone(&self.shared);
+        let clock = shared.clock;
+        for seq in 0..schedule.count() {
+            let intended = schedule.at(seq).expect("seq < count");
+            self.pump_until(clock.sleep_until(intended)).await?;
+            shared.record(self.id, Phase::ScheduleLag, intended, false);
+            Stamp { publisher: self.id, seq, intended_ns: intended }.write(&mut self.stamp_buf, size);
+            let ack_id = ack.then(|| self.conn.next_ack_id());
+            let frame = shared.target.namespace.send_message_frame(ack_id, room, &self.stamp_buf);
+            self.conn.send(frame).await.map_err(|e| Ended::Transport(e.to_string()))?;
+            self.counts.sends += 1;
+        }
+        Ok(())
+    }
+
+    /// Waits (reading) until every send has its ack, or `timeout`.
+    ///
+    /// # Errors
+    /// [`Ended`] if the connection ends.
+    pub async fn await_send_acks(&mut self, timeout: Duration) -> Result<bool, Ended> {
+        self.pump_while(timeout, |s| s.counts.sends_accepted + s.counts.sends_refused >= s.counts.sends).await
+    }
+
+    /// Closes like a real client, noting the intended time for the
+    /// others' `user_left` latency. Returns the session's final state.
+    pub fn leave(self, intended_ns: u64, abrupt: bool) -> SessionRecord {
+        let shared = Arc::clone(&self.shared);
+        shared.note_close(self.id, intended_ns);
+        shared.record(self.id, Phase::ScheduleLag, intended_ns, false);
+        let (conn, report) = self.into_parts();
+        if abrupt {
+            conn.abort();
+        } else {
+            // Closing may wait on the server; keep it off the caller's clock.
+            tokio::spawn(async move { conn.close(&shared.target.namespace, Duration::from_secs(1)).await });
+        }
+        report
+    }
+
+    /// Splits into the connection and the final state.
+    pub fn into_parts(self) -> (Connection, SessionRecord) {
+        let report = SessionRecord {
+            id: self.id,
+            trackers: self.trackers,
+            join_watch: self.join_watch,
+            leave_watch: self.leave_watch,
+            counts: self.counts,
+        };
+        (self.conn, report)
+    }
+
+    /// The final state, dropping the connection.
+    pub fn into_record(self) -> SessionRecord {
+        self.into_parts().1
+    }
+
+    /// The shared run state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// What a session leaves behind for accounting.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Client id.
+    pub id: u32,
+    /// Per-publisher sequence trackers.
+    pub trackers: Vec<(u32, SeqTracker)>,
+    /// `user_joined` bookkeeping.
+    pub join_watch: Watch,
+    /// `user_left` bookkeeping.
+    pub leave_watch: Watch,
+    /// Counters.
+    pub counts: Counts,
+}

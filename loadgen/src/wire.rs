@@ -1,0 +1,380 @@
+//! Engine.IO v4 / Socket.IO v5 text frames as a chat client sees them.
+//!
+//! Owns encoding the handful of frames the load generator sends and scanning
+//! the ones it receives. Scanning never allocates and never runs a JSON
+//! parser: it walks the frame once and hands back borrowed slices. It knows
+//! nothing about sockets or timing. Invariant: every function here accepts
+//! any input without panicking; a frame it does not understand is
+//! [`Packet::Other`], not an error that kills the connection.
+
+use std::fmt::Write as _;
+
+/// A Socket.IO namespace and its wire prefix (`/api/v1/chat,`, or empty for `/`).
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    name: String,
+    prefix: String,
+}
+
+impl Namespace {
+    /// Creates a namespace; `name` must start with `/`.
+    pub fn new(name: &str) -> Self {
+        let name = if name.starts_with('/') { name.to_owned() } else { format!("/{name}") };
+        let prefix = if name == "/" { String::new() } else { format!("{name},") };
+        Self { name, prefix }
+    }
+
+    /// The namespace as configured, e.g. `/api/v1/chat`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Socket.IO CONNECT frame, with the token in its payload when given.
+    pub fn connect_frame(&self, token: Option<&str>) -> String {
+        let mut frame = format!("40{}", self.prefix);
+        if let Some(token) = token {
+            frame.push_str("{\"token\":");
+            push_json_string(&mut frame, token);
+            frame.push('}');
+        }
+        frame
+    }
+
+    /// The Socket.IO DISCONNECT frame a client sends before closing.
+    pub fn disconnect_frame(&self) -> String {
+        format!("41{}", self.prefix)
+    }
+
+    /// `42<ns>,<ack>["join_room",{"roomId":…}]`.
+    pub fn join_frame(&self, ack: Option<u32>, room: &str) -> String {
+        self.room_event_frame("join_room", ack, room)
+    }
+
+    /// `42<ns>,<ack>["leave_room",{"roomId":…}]`.
+    pub fn leave_frame(&self, ack: Option<u32>, room: &str) -> String {
+        self.room_event_frame("leave_room", ack, room)
+    }
+
+    /// `42<ns>,<ack>["send_message",{"content":…,"roomId":…}]`.
+    pub fn send_message_frame(&self, ack: Option<u32>, room: &str, content: &str) -> String {
+        let mut frame = self.event_head(ack, "send_message", content.len() + room.len() + 32);
+        frame.push_str(",{\"content\":");
+        push_json_string(&mut frame, content);
+        frame.push_str(",\"roomId\":");
+        push_json_string(&mut frame, room);
+        frame.push_str("}]");
+        frame
+    }
+
+    fn room_event_frame(&self, event: &str, ack: Option<u32>, room: &str) -> String {
+        let mut frame = self.event_head(ack, event, room.len() + 16);
+        frame.push_str(",{\"roomId\":");
+        push_json_string(&mut frame, room);
+        frame.push_str("}]");
+        frame
+    }
+
+    fn event_head(&self, ack: Option<u32>, event: &str, extra: usize) -> String {
+        let mut frame = String::with_capacity(8 + self.prefix.len() + event.len() + extra);
+        frame.push_str("42");
+        frame.push_str(&self.prefix);
+        if let Some(ack) = ack {
+            write!(frame, "{ack}").expect("writing to a String cannot fail");
+        }
+        frame.push_str("[\"");
+        frame.push_str(event);
+        frame.push('"');
+        frame
+    }
+}
+
+/// Appends `value` as a JSON string literal.
+pub fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                write!(out, "\\u{:04x}", c as u32).expect("writing to a String cannot fail");
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// One received frame, classified. Payload slices borrow from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// Engine.IO OPEN (`0{…}`), with its JSON payload.
+    Open(&'a str),
+    /// Engine.IO CLOSE (`1`).
+    Close,
+    /// Engine.IO PING (`2`): the client must answer `3`.
+    Ping,
+    /// Engine.IO PONG (`3`).
+    Pong,
+    /// Engine.IO NOOP (`6`).
+    Noop,
+    /// Socket.IO CONNECT accepted (`40…{"sid":…}`).
+    Connected(&'a str),
+    /// Socket.IO DISCONNECT (`41…`): the server dropped us from the namespace.
+    Disconnected,
+    /// Socket.IO CONNECT_ERROR (`44…{"message":…}`).
+    ConnectError(&'a str),
+    /// Socket.IO EVENT: `name` and the arguments after it (`{…}` for one
+    /// object argument, empty when there are none).
+    Event {
+        /// Ack id the sender asked for.
+        ack: Option<u32>,
+        /// Event name.
+        name: &'a str,
+        /// Everything between `"name",` and the closing `]`.
+        args: &'a str,
+    },
+    /// Socket.IO ACK: the id and the argument list without its brackets.
+    Ack {
+        /// The ack id of the request this answers.
+        id: u32,
+        /// Everything between `[` and `]`.
+        args: &'a str,
+    },
+    /// A Socket.IO packet for another namespace.
+    OtherNamespace,
+    /// Anything else (binary packets, upgrades, garbage).
+    Other,
+}
+
+/// Classifies one text frame for the namespace `ns`.
+pub fn scan<'a>(frame: &'a str, ns: &Namespace) -> Packet<'a> {
+    let bytes = frame.as_bytes();
+    match bytes.first() {
+        Some(b'0') => Packet::Open(&frame[1..]),
+        Some(b'1') => Packet::Close,
+        Some(b'2') => Packet::Ping,
+        Some(b'3') => Packet::Pong,
+        Some(b'6') => Packet::Noop,
+        Some(b'4') => scan_socketio(&frame[1..], ns),
+        _ => Packet::Other,
+    }
+}
+
+fn scan_socketio<'a>(packet: &'a str, ns: &Namespace) -> Packet<'a> {
+    let Some(&kind) = packet.as_bytes().first() else {
+        return Packet::Other;
+    };
+    let rest = &packet[1..];
+    // Namespace: `/name,` before the payload; absent means `/`.
+    let rest = if rest.starts_with('/') {
+        let (name, after) = match rest.find(',') {
+            Some(comma) => (&rest[..comma], &rest[comma + 1..]),
+            None => (rest, ""),
+        };
+        if name != ns.name() {
+            return Packet::OtherNamespace;
+        }
+        after
+    } else {
+        if ns.name() != "/" {
+            return Packet::OtherNamespace;
+        }
+        rest
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let ack = if digits > 0 { rest[..digits].parse::<u32>().ok() } else { None };
+    let payload = &rest[digits..];
+    match kind {
+        b'0' => Packet::Connected(payload),
+        b'1' => Packet::Disconnected,
+        b'4' => Packet::ConnectError(payload),
+        b'2' => scan_event(ack, payload),
+        b'3' => match (ack, strip_brackets(payload)) {
+            (Some(id), Some(args)) => Packet::Ack { id, args },
+            _ => Packet::Other,
+        },
+        _ => Packet::Other,
+    }
+}
+
+fn scan_event(ack: Option<u32>, payload: &str) -> Packet<'_> {
+    let Some(inner) = strip_brackets(payload) else {
+        return Packet::Other;
+    };
+    let Some(after_quote) = inner.strip_prefix('"') else {
+        return Packet::Other;
+    };
+    let Some(end) = after_quote.find('"') else {
+        return Packet::Other;
+    };
+    let name = &after_quote[..end];
+    let args = after_quote[end + 1..].trim_start();
+    let args = args.strip_prefix(',').unwrap_or(args).trim_start();
+    Packet::Event { ack, name, args }
+}
+
+/// `[…]` → `…`, tolerating trailing whitespace.
+fn strip_brackets(payload: &str) -> Option<&str> {
+    payload.trim_end().strip_prefix('[')?.strip_suffix(']')
+}
+
+/// The string value of the first `"key":"…"` in `json`, raw (escapes kept).
+/// `key_pattern` is the key with its quotes, e.g. `"\"content\""`.
+pub fn string_field<'a>(json: &'a str, key_pattern: &str) -> Option<&'a str> {
+    let value = value_after(json, key_pattern)?;
+    let body = value.strip_prefix('"')?;
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(&body[..i]),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The unsigned integer value of the first `"key":N` in `json`; a value
+/// written as a string of digits (`"key":"42"`) is accepted too, since a
+/// JWT `sub` may be either.
+pub fn number_field(json: &str, key_pattern: &str) -> Option<u64> {
+    let value = value_after(json, key_pattern)?;
+    let value = value.strip_prefix('"').unwrap_or(value);
+    parse_leading_u64(value)
+}
+
+/// Whether `json` has a `"key":` anywhere.
+pub fn has_field(json: &str, key_pattern: &str) -> bool {
+    value_after(json, key_pattern).is_some()
+}
+
+fn value_after<'a>(json: &'a str, key_pattern: &str) -> Option<&'a str> {
+    let mut from = 0;
+    loop {
+        let at = from + json[from..].find(key_pattern)?;
+        let after = json[at + key_pattern.len()..].trim_start();
+        if let Some(value) = after.strip_prefix(':') {
+            return Some(value.trim_start());
+        }
+        // The pattern occurred as a value, not a key; keep looking.
+        from = at + key_pattern.len();
+    }
+}
+
+/// Parses the decimal digits at the start of `s`; `None` if there are none
+/// or they overflow.
+pub fn parse_leading_u64(s: &str) -> Option<u64> {
+    let mut value: u64 = 0;
+    let mut seen = false;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        seen = true;
+    }
+    seen.then_some(value)
+}
+
+/// Key patterns the receive path scans for.
+pub mod keys {
+    /// `"content"`.
+    pub const CONTENT: &str = "\"content\"";
+    /// `"userId"`.
+    pub const USER_ID: &str = "\"userId\"";
+    /// `"members"`.
+    pub const MEMBERS: &str = "\"members\"";
+    /// `"error"`.
+    pub const ERROR: &str = "\"error\"";
+    /// `"code"`.
+    pub const CODE: &str = "\"code\"";
+    /// `"message"`.
+    pub const MESSAGE: &str = "\"message\"";
+    /// `"roomId"`.
+    pub const ROOM_ID: &str = "\"roomId\"";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> Namespace {
+        Namespace::new("/api/v1/chat")
+    }
+
+    #[test]
+    fn encodes_client_frames_like_the_spec() {
+        let ns = chat();
+        assert_eq!(ns.connect_frame(None), "40/api/v1/chat,");
+        assert_eq!(ns.connect_frame(Some("a.b.c")), r#"40/api/v1/chat,{"token":"a.b.c"}"#);
+        assert_eq!(ns.join_frame(Some(7), "r1"), r#"42/api/v1/chat,7["join_room",{"roomId":"r1"}]"#);
+        assert_eq!(ns.join_frame(None, "r1"), r#"42/api/v1/chat,["join_room",{"roomId":"r1"}]"#);
+        assert_eq!(
+            ns.send_message_frame(Some(3), "r1", "1:2:3|x\"y"),
+            r#"42/api/v1/chat,3["send_message",{"content":"1:2:3|x\"y","roomId":"r1"}]"#
+        );
+        assert_eq!(ns.disconnect_frame(), "41/api/v1/chat,");
+        let root = Namespace::new("/");
+        assert_eq!(root.connect_frame(None), "40");
+        assert_eq!(root.join_frame(None, "a"), r#"42["join_room",{"roomId":"a"}]"#);
+    }
+
+    #[test]
+    fn scans_engineio_packets() {
+        let ns = chat();
+        assert_eq!(scan("2", &ns), Packet::Ping);
+        assert_eq!(scan("3", &ns), Packet::Pong);
+        assert_eq!(scan("1", &ns), Packet::Close);
+        assert_eq!(scan(r#"0{"sid":"x"}"#, &ns), Packet::Open(r#"{"sid":"x"}"#));
+        assert_eq!(scan("", &ns), Packet::Other);
+    }
+
+    #[test]
+    fn scans_socketio_packets() {
+        let ns = chat();
+        assert_eq!(scan(r#"40/api/v1/chat,{"sid":"s"}"#, &ns), Packet::Connected(r#"{"sid":"s"}"#));
+        assert_eq!(
+            scan(r#"44/api/v1/chat,{"message":"Unauthorized","data":{"code":401}}"#, &ns),
+            Packet::ConnectError(r#"{"message":"Unauthorized","data":{"code":401}}"#)
+        );
+        assert_eq!(scan("41/api/v1/chat,", &ns), Packet::Disconnected);
+        assert_eq!(scan("41/api/v1/chat", &ns), Packet::Disconnected);
+        assert_eq!(
+            scan(r#"43/api/v1/chat,7[{"roomId":"r1","members":3}]"#, &ns),
+            Packet::Ack { id: 7, args: r#"{"roomId":"r1","members":3}"# }
+        );
+        assert_eq!(
+            scan(r#"42/api/v1/chat,["user_joined",{"userId":5,"roomId":"r1","timestamp":1}]"#, &ns),
+            Packet::Event {
+                ack: None,
+                name: "user_joined",
+                args: r#"{"userId":5,"roomId":"r1","timestamp":1}"#
+            }
+        );
+        assert_eq!(scan(r#"42/other,["x"]"#, &ns), Packet::OtherNamespace);
+        assert_eq!(scan(r#"42["x"]"#, &ns), Packet::OtherNamespace);
+        assert_eq!(
+            scan(r#"42["x"]"#, &Namespace::new("/")),
+            Packet::Event { ack: None, name: "x", args: "" }
+        );
+        assert_eq!(scan("42/api/v1/chat,garbage", &ns), Packet::Other);
+    }
+
+    #[test]
+    fn scans_fields_without_parsing_json() {
+        let msg = r#"{"id":"9","roomId":"r1","content":"3:17:99|xx\"x","senderId":5,"timestamp":1}"#;
+        assert_eq!(string_field(msg, keys::CONTENT), Some(r#"3:17:99|xx\"x"#));
+        assert_eq!(number_field(msg, "\"senderId\""), Some(5));
+        assert_eq!(number_field(r#"{"userId":"12","roomId":"a"}"#, keys::USER_ID), Some(12));
+        assert_eq!(number_field(r#"{"userId" : 12}"#, keys::USER_ID), Some(12));
+        assert_eq!(number_field(r#"{"userId":"abc"}"#, keys::USER_ID), None);
+        // A key-looking value is skipped.
+        assert_eq!(number_field(r#"{"a":"members","members":4}"#, keys::MEMBERS), Some(4));
+        assert!(has_field(r#"{"error":{"code":429}}"#, keys::ERROR));
+        assert_eq!(parse_leading_u64("18446744073709551616"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Every scenario, tiny, against an in-process broker: the deliveries and
+//! notices must add up exactly. No timing assertions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loadgen::{
+    AuthMode, BroadcastConfig, ConnectConfig, DisconnectConfig, JoinConfig, MixedConfig, Report, RunOptions,
+    Scenario, TargetOptions,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "loadgen-integration-secret";
+
+/// A broker on 127.0.0.1:0, stopped when dropped.
+struct Broker {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Broker {
+    async fn start() -> Self {
+        Self::with_config(broker::Config::default()).await
+    }
+
+    async fn with_config(config: broker::Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let config = broker::Config { jwt_secret: Some(SECRET.to_owned()), rate_limit_per_sec: 0, ..config };
+        let token = shutdown.clone();
+        tokio::spawn(async move { broker::run(config, listener, token).await.expect("broker runs") });
+        Self { addr, shutdown }
+    }
+
+    fn target(&self, auth: AuthMode) -> TargetOptions {
+        TargetOptions {
+            target: format!("http://{}", self.addr),
+            secret: Some(SECRET.to_owned()),
+            auth,
+            ..TargetOptions::default()
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        drain: Duration::from_secs(5),
+        setup_timeout: Duration::from_secs(30),
+        ..RunOptions::default()
+    }
+}
+
+async fn run(broker: &Broker, auth: AuthMode, scenario: Scenario) -> Report {
+    let report = loadgen::run(&scenario, &broker.target(auth), &options()).await.expect("scenario runs");
+    // Shown with `cargo test -- --nocapture`.
+    println!("{report}");
+    // The report must always serialize and plot.
+    serde_json::to_string(&report).expect("report serializes");
+    assert!(loadgen::plot::render(&report).contains("<polyline"));
+    report
+}
+
+fn count(report: &Report, phase: &str) -> u64 {
+    report.phase(phase).map_or(0, |phase| phase.count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_scenario_connects_everyone_with_each_auth_mode() {
+    let broker = Broker::start().await;
+    for auth in [AuthMode::Payload, AuthMode::Query, AuthMode::Header] {
+        let scenario =
+            Scenario::Connect(ConnectConfig { clients: 30, rate: 300.0, hold: Duration::from_millis(100) });
+        let report = run(&broker, auth, scenario).await;
+        assert!(!report.loss, "{auth:?}: {:?}", report.loss_reasons);
+        assert_eq!(report.clients.connected, 30, "{auth:?}");
+        assert_eq!(count(&report, "connect"), 30);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_answer_engineio_pings_while_holding() {
+    let config = broker::Config {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(1000),
+        ..broker::Config::default()
+    };
+    let broker = Broker::with_config(config).await;
+    let scenario =
+        Scenario::Connect(ConnectConfig { clients: 10, rate: 0.0, hold: Duration::from_millis(1500) });
+    let report = run(&broker, AuthMode::Payload, scenario).await;
+    // A client that did not answer `2` with `3` would have been closed.
+    assert!(report.clients.ended_early.is_empty(), "{:?}", report.clients.ended_early);
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_reported_as_loss() {
+    let broker = Broker::start().await;
+    let target =
+        TargetOptions { secret: Some("not-the-secret".to_owned()), ..broker.target(AuthMode::Payload) };
+    let scenario = Scenario::Connect(ConnectConfig { clients: 5, rate: 0.0, hold: Duration::ZERO });
+    let report = loadgen::run(&scenario, &target, &options()).await.expect("scenario runs");
+    assert!(report.loss);
+    assert_eq!(report.clients.connected, 0);
+    assert_eq!(report.clients.connect_failures.get("refused: Unauthorized"), Some(&5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_scenario_owes_one_notice_per_earlier_member() {
+    let broker = Broker::start().await;
+    // 3 rooms of 8 and one of 6 (30 over 4 rooms).
+    let scenario = Scenario::Join(JoinConfig { clients: 30, rooms: 4, rate: 300.0, connect_rate: 300.0 });
+    let report = run(&broker, AuthMode::Payload, scenario).await;
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let notices = report.join_notices.expect("join notices are tallied");
+    assert_eq!(notices.expected, 3 * (8 * 7 / 2) + 6 * 5 / 2);
+    assert_eq!((notices.unique, notices.lost, notices.duplicated), (notices.expected, 0, 0));
+    assert_eq!(count(&report, "join_ack"), 30);
+    assert_eq!(count(&report, "join_notice"), notices.expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_scenario_delivers_every_message_to_every_member() {
+    let broker = Broker::start().await;
+    let config = BroadcastConfig {
+        clients: 24,
+        rooms: 3,
+        publishers: 2,
+        rate: 20.0,
+        duration: Duration::from_secs(1),
+        size: 100,
+        connect_rate: 300.0,
+        no_ack: false,
+    };
+    let report = run(&broker, AuthMode::Payload, Scenario::Broadcast(config)).await;
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let sends = 3 * 2 * 20;
+    assert_eq!(report.counts.sends, sends);
+    assert_eq!(report.counts.sends_accepted, sends);
+    let messages = report.messages.expect("messages are tallied");
+    // Every send reaches all 8 members of its room, the sender included.
+    assert_eq!(messages.expected, sends * 8);
+    assert_eq!(
+        (messages.unique, messages.lost, messages.duplicated, messages.reordered),
+        (sends * 8, 0, 0, 0)
+    );
+    assert_eq!(report.counts.deliveries, sends * 8);
+    assert_eq!(count(&report, "message"), sends * 8);
+    assert_eq!(report.join_notices.expect("join notices").lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_without_acks_still_adds_up() {
+    let broker = Broker::start().await;
+    let config = BroadcastConfig {
+        clients: 10,
+        rooms: 2,
+        publishers: 1,
+        rate: 10.0,
+        duration: Duration::from_secs(1),
+        size: 16,
+        connect_rate: 0.0,
+        no_ack: true,
+    };
+    let report = run(&broker, AuthMode::Query, Scenario::Broadcast(config)).await;
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let messages = report.messages.expect("messages are tallied");
+    assert_eq!((messages.expected, messages.unique), (2 * 10 * 5, 2 * 10 * 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_scenario_tells_every_observer_about_every_leaver() {
+    let broker = Broker::start().await;
+    for abrupt in [false, true] {
+        let config = DisconnectConfig {
+            clients: 20,
+            rooms: 2,
+            leavers: 0.4,
+            rate: 200.0,
+            connect_rate: 300.0,
+            abrupt,
+        };
+        let report = run(&broker, AuthMode::Header, Scenario::Disconnect(config)).await;
+        assert!(!report.loss, "abrupt={abrupt}: {:?}", report.loss_reasons);
+        let notices = report.leave_notices.expect("leave notices are tallied");
+        // 2 rooms × 4 leavers × 6 observers.
+        assert_eq!(notices.expected, 2 * 4 * 6, "abrupt={abrupt}");
+        assert_eq!((notices.unique, notices.lost, notices.duplicated), (48, 0, 0), "abrupt={abrupt}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_scenario_accounts_for_churn() {
+    let broker = Broker::start().await;
+    let config = MixedConfig {
+        clients: 20,
+        rooms: 4,
+        publishers: 1,
+        rate: 10.0,
+        size: 64,
+        duration: Duration::from_secs(1),
+        churn: 10.0,
+        churn_lifetime: Duration::from_millis(200),
+        connect_rate: 300.0,
+    };
+    let report = run(&broker, AuthMode::Payload, Scenario::Mixed(config)).await;
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let messages = report.messages.expect("messages are tallied");
+    // 4 rooms × 1 publisher × 10 sends, each to the 5 steady members.
+    assert_eq!((messages.expected, messages.unique), (4 * 10 * 5, 4 * 10 * 5));
+    // 10 churners, each owing a join and a leave notice to the 5 steady members of its room.
+    let joins = report.join_notices.expect("join notices");
+    let leaves = report.leave_notices.expect("leave notices");
+    assert_eq!((joins.expected, joins.unique), (50, 50));
+    assert_eq!((leaves.expected, leaves.unique), (50, 50));
+    assert_eq!(report.clients.connected, 30);
+}
