@@ -1,1 +1,4 @@
-//! Benchmarks live in `benches/`.
+//! Criterion micro-benchmarks of the broker's hot paths live in `benches/`,
+//! one file per subject: `codec` (encode and parse), `rooms` (membership)
+//! and `fanout` (broadcast plus the writers' drain). Run them with
+//! `cargo bench -p bench`; end-to-end numbers come from `loadgen`.

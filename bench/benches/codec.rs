@@ -1,0 +1,163 @@
+//! Codec costs on the chat hot path.
+//!
+//! `encode_*`: a `message` event becomes a complete WebSocket frame. The
+//! broker encodes it once per broadcast and shares the bytes
+//! (`encode_message_frame`, and `encode_shared/100`, which adds the 100
+//! `Frame` clones a room of 100 gets); a naive server serializes it again for
+//! every recipient (`encode_per_recipient/100`). The /100 ids report per
+//! recipient, so their ratio is the saving of encoding once.
+//!
+//! `parse_send_message/*`: one inbound `send_message` text message, from the
+//! WebSocket payload to the `content` and `roomId` strings: Engine.IO and
+//! Socket.IO envelope decode, then the JSON. `simd_json` is what the broker
+//! does (copy into a reused scratch `Vec`, `to_borrowed_value`,
+//! `split_event`); `simd_json_reused_buffers` also keeps simd-json's
+//! `Buffers` across calls, as a connection could with its scratch;
+//! `serde_json` parses into a `serde_json::Value`;
+//! `serde_json_typed` deserializes straight into a struct, which only works
+//! when the event name is known before parsing.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+
+use broker::protocol::socketio::{self, split_event};
+use broker::protocol::{Frame, engineio};
+use broker::socketio::event_frame;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use simd_json::BorrowedValue;
+use simd_json::prelude::*;
+
+const NAMESPACE: &str = "/api/v1/chat";
+const RECIPIENTS: usize = 100;
+
+/// The `message` event's payload, shaped like the gateway's (private) one.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageOut<'a> {
+    id: &'a str,
+    room_id: &'a str,
+    content: &'a str,
+    sender_id: &'a str,
+    timestamp: u64,
+}
+
+fn message(content: &str) -> MessageOut<'_> {
+    MessageOut {
+        id: "1718000000000123",
+        room_id: "room-1",
+        content,
+        sender_id: "user-4711",
+        timestamp: 1_718_000_000_123,
+    }
+}
+
+fn encode(criterion: &mut Criterion) {
+    // 100 bytes of plain text: a typical chat line, no escapes.
+    let content = "The quick brown fox jumps over the lazy dogs, then it jumps back again and waits for the next one!!!";
+    assert_eq!(content.len(), 100);
+    let message = message(content);
+    let frame_len = event_frame(NAMESPACE, None, "message", &message).len() as u64;
+
+    let mut group = criterion.benchmark_group("codec");
+    group.throughput(Throughput::Bytes(frame_len));
+    group.bench_function("encode_message_frame", |bench| {
+        bench.iter(|| event_frame(NAMESPACE, None, "message", black_box(&message)));
+    });
+
+    group.throughput(Throughput::Elements(RECIPIENTS as u64));
+    group.bench_function(BenchmarkId::new("encode_shared", RECIPIENTS), |bench| {
+        let mut frames: Vec<Frame> = Vec::with_capacity(RECIPIENTS);
+        bench.iter(|| {
+            let frame = event_frame(NAMESPACE, None, "message", black_box(&message));
+            frames.extend((0..RECIPIENTS).map(|_| frame.clone()));
+            frames.clear();
+        });
+    });
+    group.bench_function(BenchmarkId::new("encode_per_recipient", RECIPIENTS), |bench| {
+        let mut frames: Vec<Frame> = Vec::with_capacity(RECIPIENTS);
+        bench.iter(|| {
+            frames.extend(
+                (0..RECIPIENTS).map(|_| event_frame(NAMESPACE, None, "message", black_box(&message))),
+            );
+            frames.clear();
+        });
+    });
+    group.finish();
+}
+
+/// The typed form of `["send_message", {...}]`. `Cow` because a string with
+/// escapes cannot borrow from the input.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendMessage<'a> {
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+    #[serde(borrow)]
+    room_id: Option<Cow<'a, str>>,
+}
+
+/// Engine.IO then Socket.IO envelope; returns the JSON payload.
+fn envelope(text: &str) -> &str {
+    let engineio::Packet::Message(data) = engineio::decode(text).expect("engine.io packet") else {
+        panic!("not a message packet");
+    };
+    socketio::decode(data).expect("socket.io packet").payload
+}
+
+/// The event name, `content` and `roomId` of a parsed `send_message`.
+fn send_message_fields<'v>(value: &'v BorrowedValue<'_>) -> (&'v str, &'v str, Option<&'v str>) {
+    let (name, args) = split_event(value).expect("event");
+    let object = args[0].as_object().expect("object");
+    let content = object.get("content").and_then(ValueAsScalar::as_str).expect("content");
+    (name, content, object.get("roomId").and_then(ValueAsScalar::as_str))
+}
+
+fn parse(criterion: &mut Criterion) {
+    let text = r#"42/api/v1/chat,7["send_message",{"content":"hello world","roomId":"room-1"}]"#;
+    let mut group = criterion.benchmark_group("codec/parse_send_message");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+
+    group.bench_function("simd_json", |bench| {
+        let mut scratch = Vec::new();
+        bench.iter(|| {
+            let payload = envelope(black_box(text));
+            scratch.clear();
+            scratch.extend_from_slice(payload.as_bytes());
+            let value = simd_json::to_borrowed_value(&mut scratch).expect("json");
+            black_box(send_message_fields(&value));
+        });
+    });
+    group.bench_function("simd_json_reused_buffers", |bench| {
+        let (mut scratch, mut buffers) = (Vec::new(), simd_json::Buffers::default());
+        bench.iter(|| {
+            let payload = envelope(black_box(text));
+            scratch.clear();
+            scratch.extend_from_slice(payload.as_bytes());
+            let value = simd_json::to_borrowed_value_with_buffers(&mut scratch, &mut buffers).expect("json");
+            black_box(send_message_fields(&value));
+        });
+    });
+    group.bench_function("serde_json", |bench| {
+        bench.iter(|| {
+            let payload = envelope(black_box(text));
+            let value: serde_json::Value = serde_json::from_str(payload).expect("json");
+            let name = value[0].as_str().expect("name");
+            let content = value[1]["content"].as_str().expect("content");
+            let room = value[1]["roomId"].as_str();
+            black_box((name, content, room));
+        });
+    });
+    group.bench_function("serde_json_typed", |bench| {
+        bench.iter(|| {
+            let payload = envelope(black_box(text));
+            let (name, message): (Cow<'_, str>, SendMessage<'_>) =
+                serde_json::from_str(payload).expect("json");
+            black_box((name, message.content, message.room_id));
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, encode, parse);
+criterion_main!(benches);
