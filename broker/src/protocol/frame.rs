@@ -9,6 +9,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// The longest header of a server frame: 2 bytes + 8-byte length.
 const MAX_HEADER_LEN: usize = 10;
 
+/// First allocation of a frame being built: room for a typical chat event
+/// (a `message` is ~230 bytes), so serialization rarely reallocates.
+const INITIAL_CAPACITY: usize = 320;
+
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
@@ -62,7 +66,7 @@ impl Frame {
     }
 
     fn build(opcode: u8, write: impl FnOnce(&mut BytesMut)) -> Self {
-        let mut buf = BytesMut::with_capacity(MAX_HEADER_LEN + 64);
+        let mut buf = BytesMut::with_capacity(INITIAL_CAPACITY);
         buf.put_bytes(0, MAX_HEADER_LEN);
         write(&mut buf);
         let payload_len = buf.len() - MAX_HEADER_LEN;

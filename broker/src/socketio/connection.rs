@@ -2,6 +2,7 @@
 //! namespace middleware on CONNECT, dispatches events and acks to the
 //! namespace handlers, and gathers binary attachments.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +20,49 @@ use crate::protocol::socketio::{self, Packet, PacketType, check_placeholders, sp
 /// `connectTimeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// A scratch buffer larger than this is given back after use, so one big
-/// message does not pin memory on an idle connection.
-const SCRATCH_KEEP_BYTES: usize = 16 * 1024;
+/// A parse buffer larger than this is given back after use, so one big
+/// message does not pin memory.
+const PARSER_KEEP_BYTES: usize = 64 * 1024;
+
+/// simd-json parses in place and needs working buffers. One set per worker
+/// thread serves every connection that thread runs: idle connections hold
+/// none, and the buffers are reused instead of allocated per message.
+struct Parser {
+    input: Vec<u8>,
+    buffers: simd_json::Buffers,
+}
+
+thread_local! {
+    static PARSER: RefCell<Parser> =
+        RefCell::new(Parser { input: Vec::new(), buffers: simd_json::Buffers::default() });
+}
+
+/// Parses `json` and runs `f` on the value (`None` if it is not JSON).
+/// `f` must not parse again: the thread's parser is borrowed meanwhile, and
+/// handlers, which `f` runs, never parse.
+fn with_parsed<R>(json: &str, f: impl FnOnce(Option<&BorrowedValue<'_>>) -> R) -> R {
+    PARSER.with(|parser| {
+        let mut parser = parser.borrow_mut();
+        let Parser { input, buffers } = &mut *parser;
+        input.clear();
+        input.extend_from_slice(json.as_bytes());
+        let result = {
+            let value = simd_json::to_borrowed_value_with_buffers(input, buffers).ok();
+            f(value.as_ref())
+        };
+        if input.capacity() > PARSER_KEEP_BYTES {
+            *input = Vec::new();
+            *buffers = simd_json::Buffers::default();
+        }
+        result
+    })
+}
 
 pub(super) struct Connection {
     server: SocketIo,
     session: Session,
     /// Connected namespaces; almost always one.
     sockets: Vec<Arc<Socket>>,
-    /// simd-json parses in place, so payloads are copied here first.
-    scratch: Vec<u8>,
     /// A binary packet waiting for its attachments.
     pending: Option<PendingBinary>,
     /// When the session was last without any namespace.
@@ -44,14 +77,7 @@ struct PendingBinary {
 
 impl Connection {
     pub(super) fn new(server: SocketIo, session: Session) -> Self {
-        Self {
-            server,
-            session,
-            sockets: Vec::new(),
-            scratch: Vec::new(),
-            pending: None,
-            lonely_since: Instant::now(),
-        }
+        Self { server, session, sockets: Vec::new(), pending: None, lonely_since: Instant::now() }
     }
 
     /// Dispatches one packet. As in socket.io 4.x, a CONNECT for a
@@ -105,10 +131,12 @@ impl Connection {
         };
         // A CONNECT payload that is not JSON counts as no payload: the
         // middleware then decides on the other token sources.
-        let auth =
-            if packet.payload.is_empty() { None } else { parse(&mut self.scratch, packet.payload).ok() };
-        let accepted = namespace.handler().authorize(&self.session.handshake, auth.as_ref());
-        drop(auth);
+        let handshake = &self.session.handshake;
+        let accepted = if packet.payload.is_empty() {
+            namespace.handler().authorize(handshake, None)
+        } else {
+            with_parsed(packet.payload, |auth| namespace.handler().authorize(handshake, auth))
+        };
         match accepted {
             Err(refusal) => {
                 Metrics::add(&self.server.metrics.auth_refusals, 1);
@@ -139,21 +167,20 @@ impl Connection {
                 namespace.handler().on_connect(&socket);
             }
         }
-        self.release_scratch();
     }
 
     fn event(&mut self, index: usize, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
         let socket = Arc::clone(&self.sockets[index]);
-        let value = parse(&mut self.scratch, packet.payload).map_err(|()| CloseReason::ProtocolError)?;
-        let (name, args) = split_event(&value).map_err(|_| CloseReason::ProtocolError)?;
-        if packet.kind == PacketType::BinaryEvent {
-            check_placeholders(&value, attachments.len()).map_err(|_| CloseReason::ProtocolError)?;
-        }
-        let event = Event { name, args, ack_id: packet.ack_id, attachments };
-        socket.namespace().handler().on_event(&socket, event);
-        drop(value);
-        self.release_scratch();
-        Ok(())
+        with_parsed(packet.payload, |value| {
+            let value = value.ok_or(CloseReason::ProtocolError)?;
+            let (name, args) = split_event(value).map_err(|_| CloseReason::ProtocolError)?;
+            if packet.kind == PacketType::BinaryEvent {
+                check_placeholders(value, attachments.len()).map_err(|_| CloseReason::ProtocolError)?;
+            }
+            let event = Event { name, args, ack_id: packet.ack_id, attachments };
+            socket.namespace().handler().on_event(&socket, event);
+            Ok(())
+        })
     }
 
     fn remove_socket(&mut self, index: usize, reason: DisconnectReason) {
@@ -166,12 +193,6 @@ impl Connection {
         }
     }
 
-    fn release_scratch(&mut self) {
-        if self.scratch.capacity() > SCRATCH_KEEP_BYTES {
-            self.scratch = Vec::new();
-        }
-    }
-
     fn finish_binary(&mut self) -> Result<(), CloseReason> {
         let Some(pending) = self.pending.take_if(|pending| pending.attachments.len() == pending.expected)
         else {
@@ -180,13 +201,6 @@ impl Connection {
         let packet = socketio::decode(&pending.packet_text).map_err(|_| CloseReason::ProtocolError)?;
         self.handle(&packet, &pending.attachments)
     }
-}
-
-/// Parses `json` with simd-json into `scratch`.
-fn parse<'s>(scratch: &'s mut Vec<u8>, json: &str) -> Result<BorrowedValue<'s>, ()> {
-    scratch.clear();
-    scratch.extend_from_slice(json.as_bytes());
-    simd_json::to_borrowed_value(scratch).map_err(|_| ())
 }
 
 impl SessionHandler for Connection {
