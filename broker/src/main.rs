@@ -3,13 +3,14 @@
 //! `broker token` prints a token signed with the configured secret.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use broker::config::{Config, JwtAlgorithm, Overrides};
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -76,8 +77,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     // Scripts and tests read this line to learn the port of `--listen …:0`.
     println!("listening on {address}");
@@ -87,6 +87,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     broker::run(config, listener, shutdown).await?;
     Ok(())
+}
+
+/// Pending connections the kernel may queue (capped by `net.core.somaxconn`).
+/// tokio's default of 1024 overflows under connection storms, and a dropped
+/// SYN costs the client a one-second retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
