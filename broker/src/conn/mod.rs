@@ -224,8 +224,12 @@ pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake
     Metrics::add(&engine.metrics.connections_open, 1);
     debug!(sid = %session.sid, remote = ?session.handshake.remote, "session opened");
 
+    // `read_buf` may be a view into hyper's whole read buffer: copy out the
+    // few bytes it holds and let that buffer go now, not at session end.
+    let read_ahead = read_buf.to_vec();
+    drop(read_buf);
     let handler = engine.app.open(&session);
-    let reason = reader::run(&session, read_half, read_buf, handler, settings).await;
+    let reason = reader::run(&session, read_half, read_ahead, handler, settings).await;
 
     engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if reason == CloseReason::SlowConsumer {

