@@ -30,7 +30,6 @@ use broker::protocol::Frame;
 use broker::rooms::{Member, RoomTable};
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tokio_util::sync::CancellationToken;
 
 const ROOM: &str = "room-1";
 /// Broadcasts between two untimed drains in `enqueue`.
@@ -61,9 +60,7 @@ impl Fixture {
     fn new(members: usize) -> Self {
         let table = RoomTable::new();
         let room = RoomId::from(ROOM);
-        let shutdown = CancellationToken::new();
-        let outboxes: Vec<Outbox> =
-            (0..members).map(|_| Outbox::new(OUTBOX_LIMIT_BYTES, &shutdown)).collect();
+        let outboxes: Vec<Outbox> = (0..members).map(|_| Outbox::new(OUTBOX_LIMIT_BYTES)).collect();
         for outbox in &outboxes {
             table.join(&room, Member { sid: Sid::random(), outbox: outbox.clone() }, |_| None);
         }

@@ -24,7 +24,6 @@ use broker::conn::Outbox;
 use broker::ids::{RoomId, Sid};
 use broker::rooms::{Member, RoomTable};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tokio_util::sync::CancellationToken;
 
 /// A member whose outbox is never pushed to here (notices are off).
 fn member(outbox: &Outbox) -> Member {
@@ -47,7 +46,7 @@ fn join_then_leave(table: &RoomTable, room: &RoomId, member: &Member) {
 }
 
 fn join_leave(criterion: &mut Criterion) {
-    let outbox = Outbox::new(usize::MAX, &CancellationToken::new());
+    let outbox = Outbox::new(usize::MAX);
     let mut group = criterion.benchmark_group("rooms/join_leave");
     for count in [10, 1_000, 100_000] {
         let (table, rooms) = populated(count, &outbox);
@@ -71,7 +70,7 @@ fn join_leave(criterion: &mut Criterion) {
 const SHARED_ROOMS: usize = 8;
 
 fn join_leave_contended(criterion: &mut Criterion) {
-    let outbox = Outbox::new(usize::MAX, &CancellationToken::new());
+    let outbox = Outbox::new(usize::MAX);
     let (table, rooms) = populated(SHARED_ROOMS, &outbox);
     let mut group = criterion.benchmark_group("rooms/join_leave_contended");
     for threads in [1_usize, 2] {

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub use outbox::{Drained, Outbox, PushError};
 
@@ -207,7 +207,7 @@ pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake
     let session = Session {
         sid: Sid::random(),
         handshake: Arc::new(handshake),
-        outbox: Outbox::new(settings.outbox_bytes, &engine.shutdown),
+        outbox: Outbox::new(settings.outbox_bytes),
     };
     let (read_half, write_half) = stream.into_split();
     engine.tracker.spawn(writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics)));
@@ -229,11 +229,17 @@ pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake
     let read_ahead = read_buf.to_vec();
     drop(read_buf);
     let handler = engine.app.open(&session);
-    let reason = reader::run(&session, read_half, read_ahead, handler, settings).await;
+    let reason = reader::run(&session, read_half, read_ahead, handler, settings, &engine.shutdown).await;
 
     engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if reason == CloseReason::SlowConsumer {
         Metrics::add(&engine.metrics.slow_consumers, 1);
+        warn!(
+            sid = %session.sid,
+            remote = ?session.handshake.remote,
+            limit_bytes = settings.outbox_bytes,
+            "slow consumer cut off: its outbox went over the byte budget"
+        );
     }
     debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
 }

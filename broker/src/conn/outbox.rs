@@ -7,15 +7,17 @@
 //! never slows anyone else down.
 //!
 //! Lock order: a room shard lock may be held while pushing; the outbox lock is
-//! innermost and nothing is called while holding it.
+//! innermost and nothing is called while holding it. Closing takes no lock
+//! shared with other connections (no parent token to register with), so
+//! connects and disconnects never meet on a global lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::CloseReason;
 use crate::protocol::Frame;
@@ -40,9 +42,12 @@ pub struct Outbox {
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
+    /// Wakes the writer: frames were queued or the outbox closed.
     ready: Notify,
-    /// Cancelled when the connection is to close, for any reason.
-    closed: CancellationToken,
+    /// Wakes everyone waiting in [`Outbox::closed`].
+    closing: Notify,
+    /// Set once, when the outbox closes; readable without the lock.
+    is_closed: AtomicBool,
     limit_bytes: usize,
 }
 
@@ -63,15 +68,15 @@ pub enum Drained {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit_bytes`, closed when `parent` is
-    /// cancelled.
+    /// An empty outbox holding at most `limit_bytes`.
     #[must_use]
-    pub fn new(limit_bytes: usize, parent: &CancellationToken) -> Self {
+    pub fn new(limit_bytes: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 ready: Notify::new(),
-                closed: parent.child_token(),
+                closing: Notify::new(),
+                is_closed: AtomicBool::new(false),
                 limit_bytes,
             }),
         }
@@ -94,8 +99,7 @@ impl Outbox {
             state.pending_bytes = 0;
             state.close = Some(CloseReason::SlowConsumer);
             drop(state);
-            self.inner.closed.cancel();
-            self.inner.ready.notify_one();
+            self.announce_close();
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
@@ -112,11 +116,14 @@ impl Outbox {
     /// frame for `reason`. The first reason given wins.
     pub fn close(&self, reason: CloseReason) {
         let mut state = self.inner.state.lock();
-        if state.close.is_none() {
-            state.close = Some(reason);
-        }
+        state.close.get_or_insert(reason);
         drop(state);
-        self.inner.closed.cancel();
+        self.announce_close();
+    }
+
+    fn announce_close(&self) {
+        self.inner.is_closed.store(true, Ordering::Release);
+        self.inner.closing.notify_waiters();
         self.inner.ready.notify_one();
     }
 
@@ -126,16 +133,25 @@ impl Outbox {
         self.inner.state.lock().close
     }
 
-    /// Resolves once the connection is to close: a slow consumer, a
-    /// [`close`](Self::close) or the server shutting down.
-    pub fn closed(&self) -> WaitForCancellationFuture<'_> {
-        self.inner.closed.cancelled()
+    /// Resolves once the outbox is closed: a slow consumer or a
+    /// [`close`](Self::close).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.inner.closing.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close in between still wakes us.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
-    /// Whether [`closed`](Self::closed) has resolved.
+    /// Whether the outbox is closed.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.inner.is_closed.load(Ordering::Acquire)
     }
 
     /// Moves every queued frame into `into` (swapping buffers, so both keep
@@ -173,7 +189,7 @@ mod tests {
 
     #[test]
     fn drains_in_order_and_keeps_the_budget() {
-        let outbox = Outbox::new(1024, &CancellationToken::new());
+        let outbox = Outbox::new(1024);
         outbox.try_push(&frame(10)).expect("room");
         outbox.try_push(&frame(20)).expect("room");
         assert_eq!(outbox.pending_bytes(), 12 + 22);
@@ -185,7 +201,7 @@ mod tests {
 
     #[test]
     fn overflow_drops_the_queue_and_closes_as_slow_consumer() {
-        let outbox = Outbox::new(100, &CancellationToken::new());
+        let outbox = Outbox::new(100);
         outbox.try_push(&frame(50)).expect("room");
         assert_eq!(outbox.try_push(&frame(60)), Err(PushError::Full));
         assert!(outbox.is_closed());
@@ -197,8 +213,7 @@ mod tests {
 
     #[test]
     fn close_keeps_queued_frames_and_the_first_reason() {
-        let parent = CancellationToken::new();
-        let outbox = Outbox::new(100, &parent);
+        let outbox = Outbox::new(100);
         outbox.try_push(&frame(5)).expect("room");
         outbox.close(CloseReason::ServerShutdown);
         outbox.close(CloseReason::ClientClosed);
@@ -207,12 +222,17 @@ mod tests {
         assert_eq!(batch.len(), 1);
     }
 
-    #[test]
-    fn parent_cancellation_closes_without_a_reason() {
-        let parent = CancellationToken::new();
-        let outbox = Outbox::new(100, &parent);
-        parent.cancel();
+    #[tokio::test]
+    async fn closed_resolves_for_waiters_and_late_comers() {
+        let outbox = Outbox::new(100);
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.closed().await }
+        });
+        tokio::task::yield_now().await;
+        outbox.close(CloseReason::ServerDisconnect);
+        waiter.await.expect("waiter finishes");
+        outbox.closed().await;
         assert!(outbox.is_closed());
-        assert_eq!(outbox.close_reason(), None);
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_util::sync::CancellationToken;
 
 use super::{CloseReason, EngineSettings, Session, SessionHandler};
 use crate::protocol::Frame;
@@ -45,6 +46,7 @@ pub async fn run(
     read_ahead: Vec<u8>,
     mut handler: Box<dyn SessionHandler>,
     settings: &EngineSettings,
+    shutdown: &CancellationToken,
 ) -> CloseReason {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -65,10 +67,11 @@ pub async fn run(
     let reason = loop {
         let step = tokio::select! {
             biased;
-            () = outbox.closed() => Err(outbox.close_reason().unwrap_or_else(|| {
+            () = outbox.closed() => Err(outbox.close_reason().unwrap_or(CloseReason::ServerDisconnect)),
+            () = shutdown.cancelled() => {
                 handler.on_shutdown();
-                CloseReason::ServerShutdown
-            })),
+                Err(CloseReason::ServerShutdown)
+            }
             message = ws.next() => on_message(message, session, handler.as_mut(), &mut heartbeat),
             () = &mut ping_timer => heartbeat.tick(session),
             () = &mut deadline_timer => handler.on_deadline(),

@@ -182,12 +182,10 @@ impl RoomTable {
 mod tests {
     use std::collections::VecDeque;
 
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
 
     fn member() -> Member {
-        Member { sid: Sid::random(), outbox: Outbox::new(1 << 16, &CancellationToken::new()) }
+        Member { sid: Sid::random(), outbox: Outbox::new(1 << 16) }
     }
 
     fn queued(member: &Member) -> usize {

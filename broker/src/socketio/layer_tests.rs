@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 use simd_json::prelude::*;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::conn::Outbox;
@@ -68,7 +67,7 @@ impl Harness {
             vec![("/t".to_owned(), Arc::clone(&handler) as Arc<dyn Handler>)],
             Arc::new(Metrics::default()),
         );
-        let outbox = Outbox::new(1 << 20, &CancellationToken::new());
+        let outbox = Outbox::new(1 << 20);
         let session = Session { sid: Sid::random(), handshake: Arc::default(), outbox: outbox.clone() };
         Self { handler, session: io.open(&session), outbox }
     }
