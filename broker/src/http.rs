@@ -158,8 +158,15 @@ fn handshake(
     let engine = state.engine.clone();
     state.engine.tracker.spawn(async move {
         match hyper::upgrade::on(request).await {
+            // The session gets a task of its own, so this one — which holds
+            // the whole HTTP request — ends now instead of living as long
+            // as the session.
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => conn::serve(engine, parts.io.into_inner(), parts.read_buf, handshake).await,
+                Ok(parts) => {
+                    let session =
+                        conn::serve(engine.clone(), parts.io.into_inner(), parts.read_buf, handshake);
+                    engine.tracker.spawn(session);
+                }
                 Err(_) => debug!(%remote, "upgraded connection is not a TcpStream"),
             },
             Err(error) => debug!(%remote, %error, "upgrade failed"),

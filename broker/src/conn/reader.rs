@@ -30,9 +30,6 @@ use crate::protocol::engineio::{self, Packet};
 /// connection, 1024 cost 8.2 KB.
 const READ_BUFFER_BYTES: usize = 1024;
 
-/// A deadline far enough away to mean "never".
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
-
 /// How long a closed session keeps reading and discarding what the client
 /// still sends. Closing a socket with unread input makes the kernel send a
 /// reset, and a reset makes the client drop the frames it had not yet read —
@@ -57,12 +54,12 @@ pub async fn run(
             .await;
     let outbox = &session.outbox;
 
+    // One timer serves the heartbeat and the handler's deadline: every
+    // timer is state in this task, and there are as many tasks as clients.
     let mut heartbeat = Heartbeat::new(settings);
-    let ping_timer = sleep_until(heartbeat.next);
-    tokio::pin!(ping_timer);
     let mut deadline = handler.deadline();
-    let deadline_timer = sleep_until(deadline.unwrap_or_else(far_future));
-    tokio::pin!(deadline_timer);
+    let timer = sleep_until(next_wake(&heartbeat, deadline));
+    tokio::pin!(timer);
 
     let reason = loop {
         let step = tokio::select! {
@@ -73,19 +70,19 @@ pub async fn run(
                 Err(CloseReason::ServerShutdown)
             }
             message = ws.next() => on_message(message, session, handler.as_mut(), &mut heartbeat),
-            () = &mut ping_timer => heartbeat.tick(session),
-            () = &mut deadline_timer => handler.on_deadline(),
+            () = &mut timer => {
+                let now = Instant::now();
+                let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
+                beat.and_then(|()| if deadline.is_some_and(|at| at <= now) { handler.on_deadline() } else { Ok(()) })
+            }
         };
         if let Err(reason) = step {
             break reason;
         }
-        if ping_timer.deadline() != heartbeat.next {
-            ping_timer.as_mut().reset(heartbeat.next);
-        }
-        let next = handler.deadline();
-        if next != deadline {
-            deadline = next;
-            deadline_timer.as_mut().reset(next.unwrap_or_else(far_future));
+        deadline = handler.deadline();
+        let wake = next_wake(&heartbeat, deadline);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
         }
     };
     handler.on_close(reason);
@@ -96,15 +93,16 @@ pub async fn run(
     reason
 }
 
-/// Discards input until the client closes its side or [`LINGER`] passes.
-async fn linger(mut read_half: OwnedReadHalf) {
-    let mut sink = [0u8; 1024];
-    let _ =
-        tokio::time::timeout(LINGER, async { while let Ok(1..) = read_half.read(&mut sink).await {} }).await;
+fn next_wake(heartbeat: &Heartbeat, deadline: Option<Instant>) -> Instant {
+    deadline.map_or(heartbeat.next, |at| at.min(heartbeat.next))
 }
 
-fn far_future() -> Instant {
-    Instant::now() + FAR_FUTURE
+/// Discards input until the client closes its side or [`LINGER`] passes.
+async fn linger(mut read_half: OwnedReadHalf) {
+    // On the heap: an array here would be part of every session's task.
+    let mut sink = vec![0u8; 512];
+    let _ =
+        tokio::time::timeout(LINGER, async { while let Ok(1..) = read_half.read(&mut sink).await {} }).await;
 }
 
 fn on_message(
