@@ -2,3 +2,8 @@
 //! one file per subject: `codec` (encode and parse), `rooms` (membership)
 //! and `fanout` (broadcast plus the writers' drain). Run them with
 //! `cargo bench -p bench`; end-to-end numbers come from `loadgen`.
+//!
+//! The library also holds [`compare`], the harness behind `bench/compare`
+//! (binary `compare`): the broker against its peers, end to end.
+
+pub mod compare;

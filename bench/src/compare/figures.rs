@@ -1,0 +1,184 @@
+//! Which figures the table shows, and how each is read out of a server's
+//! [`ServerResults`].
+//!
+//! Every missing figure says why (`error`, `not run`, the fd limit), so an
+//! empty cell is never mistaken for a zero.
+
+use super::climb::SeriesResult;
+use super::loadgen::Run;
+use super::steps::{Bound, Capacity};
+use super::suite::ServerResults;
+use super::table::{Better, Cell, Row};
+
+const KIB_PER_MIB: f64 = 1024.0;
+
+/// The rows of the table, one cell per server in `results` order.
+pub fn rows(results: &[ServerResults]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let connect_clients = first_run_clients(results, |r| r.connect.as_ref());
+    let connect = format!("connect {connect_clients}");
+    rows.push(row(&format!("{connect}: p50 ms"), Better::Lower, results, |r| {
+        phase(&r.connect, "connect", P50)
+    }));
+    rows.push(row(&format!("{connect}: p99 ms"), Better::Lower, results, |r| {
+        phase(&r.connect, "connect", P99)
+    }));
+    rows.push(row(&format!("{connect}: accepted/s"), Better::Higher, results, |r| accepted(&r.connect)));
+    rows.push(row(&format!("{connect}: connected"), Better::Neither, results, |r| {
+        r.connect.as_ref().map_or_else(|| missing(r), |run| Cell::Value(run.summary.clients_connected as f64))
+    }));
+    rows.push(row("join: ack p99 ms", Better::Lower, results, |r| phase(&r.join, "join_ack", P99)));
+    rows.push(row("join: user_joined p99 ms", Better::Lower, results, |r| {
+        phase(&r.join, "join_notice", P99)
+    }));
+    rows.push(row("disconnect: user_left p99 ms", Better::Lower, results, |r| {
+        phase(&r.disconnect, "leave_notice", P99)
+    }));
+    rows.push(row("RSS idle MiB", Better::Lower, results, |r| {
+        r.idle_rss_kib.map_or_else(|| missing(r), |kib| Cell::Value(kib as f64 / KIB_PER_MIB))
+    }));
+    rows.extend(memory_rows(results));
+    rows.extend(broadcast_rows(results));
+    rows
+}
+
+/// A server that accepts this share of the offered connect rate kept up:
+/// its accept rate is only known to be at least that.
+const KEPT_UP: f64 = 0.75;
+
+fn accepted(run: &Option<Run>) -> Cell {
+    let Some(run) = run else { return Cell::Missing("error".to_owned()) };
+    let Some(connect) = run.summary.phase("connect") else { return Cell::Missing("no samples".to_owned()) };
+    let offered = run.report["config"]["scenario"]["rate"].as_f64().unwrap_or(f64::INFINITY);
+    if connect.rate_per_s >= KEPT_UP * offered {
+        Cell::AtLeast(connect.rate_per_s, "offered rate".to_owned())
+    } else {
+        Cell::Value(connect.rate_per_s)
+    }
+}
+
+const P50: fn(&super::loadgen::Phase) -> f64 = |phase| phase.p50_ms;
+const P99: fn(&super::loadgen::Phase) -> f64 = |phase| phase.p99_ms;
+
+fn row(label: &str, better: Better, results: &[ServerResults], cell: impl Fn(&ServerResults) -> Cell) -> Row {
+    Row { label: label.to_owned(), better, cells: results.iter().map(cell).collect() }
+}
+
+fn missing(results: &ServerResults) -> Cell {
+    Cell::Missing(if results.errors.is_empty() { "not run" } else { "error" }.to_owned())
+}
+
+fn first_run_clients(results: &[ServerResults], run: impl Fn(&ServerResults) -> Option<&Run>) -> u64 {
+    results.iter().find_map(|r| run(r).map(|run| run.summary.clients_planned)).unwrap_or(0)
+}
+
+fn phase(run: &Option<Run>, name: &str, figure: fn(&super::loadgen::Phase) -> f64) -> Cell {
+    match run {
+        None => Cell::Missing("error".to_owned()),
+        Some(run) => {
+            run.summary.phase(name).map_or(Cell::Missing("no samples".to_owned()), |p| Cell::Value(figure(p)))
+        }
+    }
+}
+
+fn memory_rows(results: &[ServerResults]) -> Vec<Row> {
+    let clients: Vec<u64> = results.iter().flat_map(|r| r.memory.iter().map(|point| point.clients)).fold(
+        Vec::new(),
+        |mut all, clients| {
+            if !all.contains(&clients) {
+                all.push(clients);
+            }
+            all
+        },
+    );
+    let point_cell = |r: &ServerResults, clients: u64, per_connection: bool| {
+        let Some(point) = r.memory.iter().find(|point| point.clients == clients) else { return missing(r) };
+        let value = if per_connection {
+            point.per_connection_kib
+        } else {
+            point.rss_kib.map(|kib| kib as f64 / KIB_PER_MIB)
+        };
+        // The reason is in the notes under the table; it is too long here.
+        value.map_or_else(|| Cell::Missing("not measured".to_owned()), Cell::Value)
+    };
+    let mut rows = Vec::new();
+    for &n in &clients {
+        rows.push(row(&format!("RSS @{} clients MiB", thousands(n)), Better::Lower, results, |r| {
+            point_cell(r, n, false)
+        }));
+    }
+    for &n in &clients {
+        rows.push(row(&format!("RSS per connection @{} KiB", thousands(n)), Better::Lower, results, |r| {
+            point_cell(r, n, true)
+        }));
+    }
+    rows
+}
+
+fn thousands(n: u64) -> String {
+    if n.is_multiple_of(1000) { format!("{}k", n / 1000) } else { n.to_string() }
+}
+
+fn broadcast_rows(results: &[ServerResults]) -> Vec<Row> {
+    // Every server runs the same ladders; one that failed early has none.
+    let Some(first) = results.iter().max_by_key(|r| r.series.len()) else { return Vec::new() };
+    let mut rows = Vec::new();
+    for (index, series) in first.series.iter().enumerate() {
+        let name = format!("broadcast {} {}", series.label, series.placement.name());
+        let pick = |r: &ServerResults| r.series.get(index).cloned();
+        rows.push(row(&format!("{name}: sustainable deliveries/s"), Better::Higher, results, |r| {
+            pick(r).map_or_else(|| missing(r), |s| sustainable(&s))
+        }));
+        // Informational: the steps differ, so a ratio would compare unlike loads.
+        rows.push(row(&format!("{name}: p99 ms at that step"), Better::Neither, results, |r| {
+            pick(r).map_or_else(|| missing(r), |s| sustainable_p99(&s))
+        }));
+        rows.push(row(&format!("{name}: broker frames/write at that step"), Better::Neither, results, |r| {
+            pick(r).map_or_else(|| missing(r), |s| batch_size(&s))
+        }));
+    }
+    rows
+}
+
+/// The ladder's figure as a cell.
+pub fn sustainable(series: &SeriesResult) -> Cell {
+    match &series.capacity {
+        None => Cell::Missing("error".to_owned()),
+        Some(Capacity::Sustained { step }) => Cell::Value(step.deliveries_per_s),
+        Some(Capacity::AtLeast { step, bound }) => Cell::AtLeast(step.deliveries_per_s, bound_name(*bound)),
+        Some(Capacity::NonePassed { lowest_rate, loadgen_bound: false }) => {
+            Cell::Below(lowest_rate * f64::from(series.clients))
+        }
+        Some(Capacity::NonePassed { loadgen_bound: true, .. }) => {
+            Cell::Missing("loadgen-bound at the first step".to_owned())
+        }
+    }
+}
+
+fn bound_name(bound: Bound) -> String {
+    match bound {
+        Bound::Loadgen => "loadgen-bound",
+        Bound::StepLimit => "step limit",
+    }
+    .to_owned()
+}
+
+fn sustainable_step(series: &SeriesResult) -> Option<&super::climb::StepRecord> {
+    let rate = match series.capacity.as_ref()? {
+        Capacity::Sustained { step } | Capacity::AtLeast { step, .. } => step.rate,
+        Capacity::NonePassed { .. } => return None,
+    };
+    series.steps.iter().find(|record| record.step.observation.rate == rate)
+}
+
+fn sustainable_p99(series: &SeriesResult) -> Cell {
+    sustainable_step(series)
+        .and_then(|record| record.step.observation.p99_ms)
+        .map_or(Cell::Missing("–".to_owned()), Cell::Value)
+}
+
+fn batch_size(series: &SeriesResult) -> Cell {
+    sustainable_step(series)
+        .and_then(|record| record.batch_size)
+        .map_or(Cell::Missing("n/a".to_owned()), Cell::Value)
+}

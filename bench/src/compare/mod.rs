@@ -1,0 +1,28 @@
+//! `bench/compare`: our broker against the socketioxide and NestJS peers,
+//! end to end, with the same loadgen scenarios on the same CPU.
+//!
+//! Each server is built, started on `127.0.0.1:0` pinned to CPU 1 (loadgen
+//! on CPU 0), and measured for `connect`, `join`, `disconnect`, idle memory,
+//! and broadcast ladders whose rate climbs until p99 passes 50 ms or
+//! anything is lost; the ladders are repeated unpinned ("multicore"). The
+//! outcome is one markdown table with our ratio to each peer, plus the JSON
+//! of every run and an SVG chart. `COMPARE.md` documents the command.
+//!
+//! Modules, leaves first: [`steps`] (the ladder's pure logic), [`table`]
+//! (pure formatting), [`plan`] (sizes), [`loadgen`] and [`server`] (child
+//! processes), [`probe`] (`/proc` and `/metrics`), [`climb`] and [`suite`]
+//! (running), [`figures`], [`chart`] and [`output`] (reporting). The
+//! invariant: no server outlives the harness's handle on it, and no
+//! loadgen-bound figure is presented as a server's capacity.
+
+pub mod chart;
+pub mod climb;
+pub mod figures;
+pub mod loadgen;
+pub mod output;
+pub mod plan;
+pub mod probe;
+pub mod server;
+pub mod steps;
+pub mod suite;
+pub mod table;

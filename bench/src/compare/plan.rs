@@ -1,0 +1,132 @@
+//! What the harness runs against every server, in full and in `--quick`.
+//!
+//! Only sizes and durations live here; the ladder logic is in
+//! [`steps`](super::steps) and the running in [`suite`](super::suite).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::steps::Ladder;
+
+/// Descriptors a process needs besides its connections (listeners, epoll,
+/// pipes, Node's internals), when checking a memory point against the limit.
+pub const SPARE_FDS: u64 = 1_024;
+
+/// One broadcast shape: rooms × members, one publisher per room.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    /// Rooms.
+    pub rooms: u32,
+    /// Members per room.
+    pub members: u32,
+    /// How the rate climbs.
+    pub ladder: Ladder,
+    /// Also run it with the server unpinned.
+    pub multicore: bool,
+}
+
+impl Series {
+    /// `20x100`: the label used in tables and file names.
+    pub fn label(&self) -> String {
+        format!("{}x{}", self.rooms, self.members)
+    }
+
+    /// Clients connected in a step.
+    pub fn clients(&self) -> u32 {
+        self.rooms * self.members
+    }
+}
+
+/// Everything one comparison runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// `quick` or `full`.
+    pub mode: &'static str,
+    /// Clients of the idle-memory points, in order; points the open-file
+    /// limit rules out are recorded as not measured.
+    pub memory_clients: Vec<u32>,
+    /// The memory point whose run gives the `connect` figures.
+    pub connect_clients: u32,
+    /// Connects per second of the memory/`connect` runs.
+    pub connect_rate: f64,
+    /// How long clients stay connected after the ramp while RSS is read.
+    pub hold: Duration,
+    /// Clients and rooms of the `join` and `disconnect` runs.
+    pub churn_clients: u32,
+    /// Rooms of the `join` and `disconnect` runs.
+    pub churn_rooms: u32,
+    /// Joins (and closes) per second.
+    pub churn_rate: f64,
+    /// Broadcast shapes.
+    pub series: Vec<Series>,
+    /// Publishing time per step.
+    pub step_duration: Duration,
+    /// Longest wait for late deliveries after a step.
+    pub drain: Duration,
+    /// Connects per second while a step sets up.
+    pub setup_connect_rate: f64,
+}
+
+impl Plan {
+    /// The full comparison (about 30 minutes for three servers, depending
+    /// on how many steps each ladder climbs). The 2×2000 ladder climbs by
+    /// ×2: setting up one of its steps means 4 million `user_joined`
+    /// notices, about two minutes for NestJS.
+    pub fn full() -> Self {
+        Self {
+            mode: "full",
+            memory_clients: vec![1_000, 10_000, 50_000],
+            connect_clients: 10_000,
+            connect_rate: 2_000.0,
+            hold: Duration::from_secs(5),
+            churn_clients: 2_000,
+            churn_rooms: 20,
+            churn_rate: 500.0,
+            series: vec![
+                series(20, 100, ladder(10.0, 1.5, 12, 2), true),
+                series(2, 2_000, ladder(2.5, 2.0, 8, 2), true),
+            ],
+            step_duration: Duration::from_secs(8),
+            drain: Duration::from_secs(5),
+            setup_connect_rate: 2_000.0,
+        }
+    }
+
+    /// The quick comparison (under 5 minutes): fewer, coarser, shorter
+    /// steps, smaller churn runs, 2×500 rooms instead of 2×2000 (whose
+    /// 4 million `user_joined` notices take NestJS about two minutes to
+    /// send before each step), and the multicore ladder for 20×100 only.
+    pub fn quick() -> Self {
+        Self {
+            mode: "quick",
+            memory_clients: vec![1_000, 10_000, 50_000],
+            connect_clients: 10_000,
+            connect_rate: 4_000.0,
+            hold: Duration::from_secs(2),
+            churn_clients: 1_000,
+            churn_rooms: 10,
+            churn_rate: 1_000.0,
+            series: vec![
+                series(20, 100, ladder(20.0, 3.0, 3, 1), true),
+                series(2, 500, ladder(20.0, 3.0, 3, 1), false),
+            ],
+            step_duration: Duration::from_secs(3),
+            drain: Duration::from_secs(2),
+            setup_connect_rate: 4_000.0,
+        }
+    }
+}
+
+/// A duration as loadgen's flags take it (`--duration 3000ms`).
+pub fn duration_arg(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+fn series(rooms: u32, members: u32, ladder: Ladder, multicore: bool) -> Series {
+    Series { rooms, members, ladder, multicore }
+}
+
+fn ladder(start_rate: f64, factor: f64, max_steps: usize, max_step_downs: usize) -> Ladder {
+    Ladder { start_rate, factor, max_steps, max_step_downs }
+}

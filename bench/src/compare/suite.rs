@@ -1,0 +1,303 @@
+//! One server's suite: idle memory and `connect`, `join`, `disconnect`, then
+//! the broadcast ladders ([`climb`](super::climb)).
+//!
+//! Each part starts its own server, so one part's leftovers (queued frames,
+//! a crash) cannot colour the next; a part that fails is recorded as an
+//! error and the suite goes on. Servers are stopped when their part ends.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::climb::{self, SeriesResult};
+use super::loadgen::{Invocation, Run};
+use super::plan::{Plan, SPARE_FDS, duration_arg};
+use super::probe;
+use super::server::{Server, ServerKind};
+
+/// The CPU servers are pinned to.
+pub const SERVER_CPU: u32 = 1;
+/// The CPU loadgen is pinned to.
+pub const LOADGEN_CPU: u32 = 0;
+/// How long a server may take to close the connections of a finished run.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause before reading a fresh server's idle RSS.
+const IDLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where and how the runs happen.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// Workspace root.
+    pub root: PathBuf,
+    /// Scratch directory for loadgen reports and server logs.
+    pub work: PathBuf,
+    /// The JWT secret given to servers and loadgen.
+    pub secret: String,
+    /// Whether `taskset` is available.
+    pub pinning: bool,
+    /// The hard open-file limit, if known.
+    pub fd_hard_limit: Option<u64>,
+    /// What to run.
+    pub plan: Plan,
+}
+
+/// Where server and loadgen run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Server on CPU 1, loadgen on CPU 0 (when `taskset` exists).
+    Pinned,
+    /// Both unpinned, sharing every core.
+    Multicore,
+}
+
+impl Placement {
+    /// Its name in tables and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Pinned => "pinned",
+            Placement::Multicore => "multicore",
+        }
+    }
+}
+
+impl Env {
+    fn cpus(&self, placement: Placement) -> (Option<u32>, Option<u32>) {
+        match placement {
+            Placement::Pinned if self.pinning => (Some(SERVER_CPU), Some(LOADGEN_CPU)),
+            _ => (None, None),
+        }
+    }
+
+    /// Starts `kind` placed for `placement`.
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub fn start(&self, kind: ServerKind, placement: Placement) -> anyhow::Result<Server> {
+        Server::start(kind, &self.root, self.cpus(placement).0, &self.secret, &self.work)
+    }
+
+    /// A loadgen run against `server`, its report named after `name`.
+    pub fn loadgen(
+        &self,
+        server: &Server,
+        placement: Placement,
+        name: &str,
+        args: Vec<String>,
+    ) -> Invocation {
+        Invocation {
+            binary: self.root.join("target/release/loadgen"),
+            cpu: self.cpus(placement).1,
+            args,
+            port: server.port,
+            secret: self.secret.clone(),
+            json: self.work.join(format!("{}-{name}.json", server.kind.name())),
+        }
+    }
+}
+
+/// Resident memory with `clients` connected.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryPoint {
+    /// Connected, authenticated clients.
+    pub clients: u64,
+    /// Server RSS with them connected, KiB.
+    pub rss_kib: Option<u64>,
+    /// (RSS loaded − RSS idle) / clients, KiB.
+    pub per_connection_kib: Option<f64>,
+    /// Why it was not measured.
+    pub note: Option<String>,
+}
+
+/// Everything measured for one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerResults {
+    /// Which server.
+    pub server: ServerKind,
+    /// RSS of a fresh server, KiB.
+    pub idle_rss_kib: Option<u64>,
+    /// Memory with clients connected.
+    pub memory: Vec<MemoryPoint>,
+    /// The `connect` run (the plan's `connect_clients` point).
+    pub connect: Option<Run>,
+    /// Every memory run, in order.
+    pub memory_runs: Vec<Run>,
+    /// The `join` run.
+    pub join: Option<Run>,
+    /// The `disconnect` run.
+    pub disconnect: Option<Run>,
+    /// Broadcast ladders.
+    pub series: Vec<SeriesResult>,
+    /// Parts that failed.
+    pub errors: Vec<String>,
+}
+
+impl ServerResults {
+    /// Nothing measured yet.
+    pub fn new(server: ServerKind) -> Self {
+        Self {
+            server,
+            idle_rss_kib: None,
+            memory: Vec::new(),
+            connect: None,
+            memory_runs: Vec::new(),
+            join: None,
+            disconnect: None,
+            series: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// A server that could not be measured at all.
+    pub fn failed(server: ServerKind, error: String) -> Self {
+        Self { errors: vec![error], ..Self::new(server) }
+    }
+}
+
+/// Runs every part against `kind`.
+pub fn run(env: &Env, kind: ServerKind) -> ServerResults {
+    let mut results = ServerResults::new(kind);
+    if let Err(e) = memory_and_churn(env, kind, &mut results) {
+        eprintln!("compare: {}: {e:#}", kind.name());
+        results.errors.push(format!("{e:#}"));
+    }
+    for series in &env.plan.series {
+        results.series.push(climb::climb(env, kind, series, Placement::Pinned));
+        if series.multicore {
+            results.series.push(climb::climb(env, kind, series, Placement::Multicore));
+        }
+    }
+    results
+}
+
+fn memory_and_churn(env: &Env, kind: ServerKind, results: &mut ServerResults) -> anyhow::Result<()> {
+    let server = env.start(kind, Placement::Pinned)?;
+    std::thread::sleep(IDLE_PAUSE);
+    let idle = probe::rss_kib(server.pid)?;
+    let baseline_fds = probe::open_fds(server.pid)?;
+    results.idle_rss_kib = Some(idle);
+    eprintln!("compare: {} idle RSS {idle} KiB, {baseline_fds} fds", kind.name());
+    for &clients in &env.plan.memory_clients {
+        let point = memory_point(env, &server, baseline_fds, clients, idle, results)?;
+        results.memory.push(point);
+    }
+    let plan = &env.plan;
+    let sizes = churn_sizes(plan);
+    results.join = Some(churn_run(env, &server, baseline_fds, "join", &sizes)?);
+    let mut leave = sizes.clone();
+    leave.extend(["--leavers".to_owned(), "0.5".to_owned()]);
+    results.disconnect = Some(churn_run(env, &server, baseline_fds, "disconnect", &leave)?);
+    server.stop()
+}
+
+fn churn_sizes(plan: &Plan) -> Vec<String> {
+    let sizes = [
+        ("--clients", plan.churn_clients.to_string()),
+        ("--rooms", plan.churn_rooms.to_string()),
+        ("--rate", plan.churn_rate.to_string()),
+        ("--connect-rate", plan.setup_connect_rate.to_string()),
+    ];
+    sizes.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect()
+}
+
+fn churn_run(
+    env: &Env,
+    server: &Server,
+    baseline_fds: u64,
+    scenario: &str,
+    sizes: &[String],
+) -> anyhow::Result<Run> {
+    let mut args = vec![scenario.to_owned()];
+    args.extend_from_slice(sizes);
+    let run = env.loadgen(server, Placement::Pinned, scenario, args).run()?;
+    report_line(server.kind, scenario, &run);
+    settle(server, baseline_fds)?;
+    Ok(run)
+}
+
+fn memory_point(
+    env: &Env,
+    server: &Server,
+    baseline_fds: u64,
+    clients: u32,
+    idle: u64,
+    results: &mut ServerResults,
+) -> anyhow::Result<MemoryPoint> {
+    let clients = u64::from(clients);
+    if let Some(limit) = env.fd_hard_limit.filter(|&limit| clients + SPARE_FDS > limit) {
+        let note = format!(
+            "not measured: the hard open-file limit ({limit} per process) leaves neither server nor loadgen \
+             room for {clients} sockets"
+        );
+        return Ok(MemoryPoint { clients, rss_kib: None, per_connection_kib: None, note: Some(note) });
+    }
+    let (run, rss) = loaded_rss(env, server, baseline_fds + clients, clients)?;
+    report_line(server.kind, &format!("connect {clients}"), &run);
+    if clients == u64::from(env.plan.connect_clients) {
+        results.connect = Some(run.clone());
+    }
+    results.memory_runs.push(run);
+    settle(server, baseline_fds)?;
+    let per_connection_kib = rss.map(|rss| (rss as f64 - idle as f64) / clients as f64);
+    let note = rss.is_none().then(|| "not every client was connected at once".to_owned());
+    eprintln!("compare: {} RSS with {clients} clients: {rss:?} KiB", server.kind.name());
+    Ok(MemoryPoint { clients, rss_kib: rss, per_connection_kib, note })
+}
+
+/// Runs `connect --hold` and reads the server's RSS while all `clients`
+/// are connected: the last sample taken while its descriptor count was at
+/// least `target_fds` (the hold starts only once every client is in).
+fn loaded_rss(
+    env: &Env,
+    server: &Server,
+    target_fds: u64,
+    clients: u64,
+) -> anyhow::Result<(Run, Option<u64>)> {
+    let plan = &env.plan;
+    let args = vec![
+        "connect".to_owned(),
+        "--clients".to_owned(),
+        clients.to_string(),
+        "--rate".to_owned(),
+        plan.connect_rate.to_string(),
+        "--hold".to_owned(),
+        duration_arg(plan.hold),
+    ];
+    let invocation = env.loadgen(server, Placement::Pinned, &format!("connect-{clients}"), args);
+    let mut child = invocation.spawn()?;
+    let sampled = sample_while_running(&mut child, server.pid, target_fds);
+    if sampled.is_err() {
+        let _ = child.kill();
+    }
+    let run = invocation.finish(child)?;
+    Ok((run, sampled?))
+}
+
+fn sample_while_running(child: &mut Child, pid: u32, target_fds: u64) -> anyhow::Result<Option<u64>> {
+    let mut last = None;
+    while child.try_wait()?.is_none() {
+        if probe::open_fds(pid)? >= target_fds {
+            last = Some(probe::rss_kib(pid)?);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(last)
+}
+
+/// Waits until the server has closed the last run's connections.
+fn settle(server: &Server, baseline_fds: u64) -> anyhow::Result<()> {
+    // A little slack: runtimes open and close descriptors of their own.
+    probe::wait_for_fds(server.pid, SETTLE_TIMEOUT, |fds| fds <= baseline_fds + 16)?;
+    Ok(())
+}
+
+fn report_line(kind: ServerKind, what: &str, run: &Run) {
+    let summary = &run.summary;
+    let phases: Vec<String> =
+        summary.phases.iter().map(|phase| format!("{} p99 {:.1} ms", phase.name, phase.p99_ms)).collect();
+    let loss =
+        if summary.loss { format!(" LOSS: {}", summary.loss_reasons.join("; ")) } else { String::new() };
+    eprintln!("compare: {} {what}: {}{loss}", kind.name(), phases.join(", "));
+}
