@@ -3,27 +3,35 @@
 //! and then text frames in and out.
 //!
 //! Owns the transport rules a real client must keep (answer every Engine.IO
-//! ping `2` with `3`, treat `1` and a WebSocket close as the end) and leaves
-//! chat semantics to [`crate::session`]. Invariant: [`Connection::recv`] is
-//! cancel-safe, so callers may race it against timers in `select!`; a pong
-//! that could not be written yet stays pending and goes out on the next call.
+//! ping `2` with `3` and every WebSocket ping with a pong, mask what it
+//! sends, treat `1` and a WebSocket close as the end) and leaves chat
+//! semantics to [`crate::session`]. tungstenite does the upgrade; after it
+//! the connection reads the raw `TcpStream` into one reusable buffer and
+//! scans frames itself ([`crate::ws`]), since tungstenite's per-message path
+//! (an allocation and a stream poll per frame) was most of the load
+//! generator's cost. Invariant: [`Connection::fill`] is cancel-safe, so
+//! callers may race it against timers in `select!`; a pong that could not be
+//! written yet stays queued and goes out first on the next call.
 
 use std::future::poll_fn;
+use std::hash::{BuildHasher as _, RandomState};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::config::{AuthMode, TargetOptions};
 use crate::token::TokenMinter;
 use crate::wire::{self, Namespace, Packet};
+use crate::ws::{self, FrameReader, Kind, Opcode};
 
 /// Connections per loopback source address when picking them automatically;
 /// below the ~28 000 ports of Linux's default ephemeral range.
@@ -40,7 +48,7 @@ pub struct Target {
     /// The chat namespace.
     pub namespace: Namespace,
     auth: AuthMode,
-    ws_config: WebSocketConfig,
+    read_buffer: usize,
     source_ips: Vec<IpAddr>,
     connect_timeout: Duration,
     /// Mints each client's JWT.
@@ -75,10 +83,6 @@ impl Target {
             .with_context(|| format!("{with_port} resolves to no address"))?;
         let path =
             if options.path.starts_with('/') { options.path.clone() } else { format!("/{}", options.path) };
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(options.ws_read_buffer.max(256))
-            // Write each frame out at once; frames are small and latency matters.
-            .write_buffer_size(0);
         Ok(Self {
             url: options.target.clone(),
             addr,
@@ -86,7 +90,7 @@ impl Target {
             path,
             namespace: Namespace::new(&options.namespace),
             auth: options.auth,
-            ws_config,
+            read_buffer: options.ws_read_buffer.max(256),
             source_ips: source_ips(addr.ip(), options.source_ips, peak_clients),
             connect_timeout: options.connect_timeout,
             minter: TokenMinter::new(options.secret(), options.sub_base, options.token_ttl)
@@ -177,11 +181,38 @@ impl ConnectError {
     }
 }
 
+/// Why an open connection stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Reading or writing the socket failed.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// The server broke the WebSocket framing rules.
+    #[error("websocket: {0}")]
+    Frame(#[from] ws::FrameError),
+}
+
+/// What [`Connection::next_buffered`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A Socket.IO text frame (Engine.IO pings are answered, not shown).
+    Text(&'a str),
+    /// The server closed: Engine.IO `1`, a WebSocket close, or end of stream.
+    Closed,
+}
+
 /// An open client connection, past the namespace CONNECT.
 pub struct Connection {
-    ws: WebSocketStream<TcpStream>,
-    pong_pending: bool,
-    needs_flush: bool,
+    stream: TcpStream,
+    reader: FrameReader,
+    /// Encoded frames not yet written, from `written` on.
+    outgoing: Vec<u8>,
+    written: usize,
+    /// Masking keys come from a per-connection xorshift sequence.
+    mask_state: u64,
+    /// The server closed (or the stream ended); sticky.
+    closed: bool,
+    eof: bool,
     next_ack: u32,
 }
 
@@ -190,6 +221,10 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection").field("next_ack", &self.next_ack).finish_non_exhaustive()
     }
 }
+
+/// Outgoing bytes kept between frames; a larger buffer (a large send) is
+/// given back once written.
+const KEPT_OUTGOING_BYTES: usize = 16 << 10;
 
 impl Connection {
     /// Connects client `id` with `token` and waits for the namespace to accept it.
@@ -221,18 +256,32 @@ impl Connection {
                 .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
             request.headers_mut().insert(AUTHORIZATION, value);
         }
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(target.ws_config))
-                .await
-                .map_err(|e| match e {
-                    tungstenite::Error::Http(response) => {
-                        ConnectError::Upgrade(format!("HTTP {}", response.status()))
-                    }
-                    other => ConnectError::Upgrade(other.to_string()),
-                })?;
-        let mut conn = Self { ws, pong_pending: false, needs_flush: false, next_ack: 0 };
+        let mut tap = Tap { stream, seen: Vec::new() };
+        tokio_tungstenite::client_async(request, &mut tap).await.map_err(|e| match e {
+            tungstenite::Error::Http(response) => {
+                ConnectError::Upgrade(format!("HTTP {}", response.status()))
+            }
+            other => ConnectError::Upgrade(other.to_string()),
+        })?;
+        // tungstenite checked the response; what it read past the head (the
+        // Engine.IO open, often) belongs to the frame reader.
+        let tail = tap
+            .seen
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .map_or(&[][..], |head_end| &tap.seen[head_end + 4..]);
+        let mut conn = Self {
+            reader: FrameReader::new(target.read_buffer, tail),
+            stream: tap.stream,
+            outgoing: Vec::new(),
+            written: 0,
+            mask_state: RandomState::new().hash_one(id) | 1,
+            closed: false,
+            eof: false,
+            next_ack: 0,
+        };
 
-        match conn.recv().await {
+        match conn.recv_owned().await {
             Ok(Some(frame)) if frame.starts_with('0') => {}
             Ok(Some(frame)) => {
                 return Err(ConnectError::Protocol(format!("expected Engine.IO open, got {frame:.40}")));
@@ -240,9 +289,9 @@ impl Connection {
             Ok(None) | Err(_) => return Err(ConnectError::Closed),
         }
         let payload_token = (target.auth == AuthMode::Payload).then_some(token);
-        conn.send(target.namespace.connect_frame(payload_token)).await.map_err(|_| ConnectError::Closed)?;
+        conn.send(&target.namespace.connect_frame(payload_token)).await.map_err(|_| ConnectError::Closed)?;
         loop {
-            let Ok(Some(frame)) = conn.recv().await else {
+            let Ok(Some(frame)) = conn.recv_owned().await else {
                 return Err(ConnectError::Closed);
             };
             match wire::scan(&frame, &target.namespace) {
@@ -257,48 +306,109 @@ impl Connection {
         }
     }
 
-    /// The next text frame, answering pings on the way; `Ok(None)` when the
-    /// server closed the connection. Cancel-safe.
+    /// The next text frame already received, or `None` when more must be
+    /// read ([`Connection::fill`]). Pings (Engine.IO and WebSocket) are
+    /// answered on the way: the pong is queued and written by the next
+    /// `fill` or `send`. Never blocks and never reads the socket.
     ///
     /// # Errors
-    /// A transport error.
-    pub async fn recv(&mut self) -> Result<Option<Utf8Bytes>, tungstenite::Error> {
+    /// The server broke the WebSocket framing rules.
+    pub fn next_buffered(&mut self) -> Result<Option<Incoming<'_>>, TransportError> {
+        if self.closed {
+            return Ok(Some(Incoming::Closed));
+        }
         loop {
-            if self.pong_pending {
-                poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await?;
-                self.ws.start_send_unpin(Message::text("3"))?;
-                self.pong_pending = false;
-                self.needs_flush = true;
-            }
-            if self.needs_flush {
-                poll_fn(|cx| self.ws.poll_flush_unpin(cx)).await?;
-                self.needs_flush = false;
-            }
-            match self.ws.next().await {
-                None => return Ok(None),
-                Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
-                    return Ok(None);
+            let frame = match self.reader.next_frame()? {
+                Some(frame) => frame,
+                None if self.eof => {
+                    self.closed = true;
+                    return Ok(Some(Incoming::Closed));
                 }
-                Some(Err(e)) => return Err(e),
-                Some(Ok(Message::Text(text))) => match text.as_str() {
-                    "2" => self.pong_pending = true,
-                    "1" => return Ok(None),
-                    _ => return Ok(Some(text)),
-                },
-                Some(Ok(Message::Close(_))) => return Ok(None),
-                // WebSocket pings are answered by tungstenite; binary frames
-                // carry no chat events here.
-                Some(Ok(_)) => {}
+                None => return Ok(None),
+            };
+            match frame.kind {
+                Kind::Text if self.reader.payload(frame) == b"2" => {
+                    queue(&mut self.outgoing, &mut self.mask_state, Opcode::Text, b"3");
+                }
+                Kind::Text if self.reader.payload(frame) == b"1" => {
+                    self.closed = true;
+                    return Ok(Some(Incoming::Closed));
+                }
+                Kind::Text => return Ok(Some(Incoming::Text(self.reader.text(frame)?))),
+                Kind::Ping => {
+                    let payload = self.reader.payload(frame);
+                    queue(&mut self.outgoing, &mut self.mask_state, Opcode::Pong, payload);
+                }
+                Kind::Close(code) => {
+                    // Echo the close, as RFC 6455 asks; best effort, since
+                    // the connection is over either way.
+                    let payload = code.map(u16::to_be_bytes);
+                    let payload = payload.as_ref().map_or(&[][..], |code| &code[..]);
+                    queue(&mut self.outgoing, &mut self.mask_state, Opcode::Close, payload);
+                    let _ = self.stream.try_write(&self.outgoing[self.written..]);
+                    self.closed = true;
+                    return Ok(Some(Incoming::Closed));
+                }
+                // Binary frames carry no chat events here.
+                Kind::Binary | Kind::Pong => {}
             }
         }
     }
 
-    /// Sends one text frame and flushes it.
+    /// Writes any queued pongs, then reads once into the buffer (what one
+    /// read returns may hold many frames). Cancel-safe.
     ///
     /// # Errors
-    /// A transport error.
-    pub async fn send(&mut self, frame: String) -> Result<(), tungstenite::Error> {
-        self.ws.send(Message::text(frame)).await
+    /// A socket error.
+    pub async fn fill(&mut self) -> Result<(), TransportError> {
+        self.flush().await?;
+        if self.eof {
+            return Ok(());
+        }
+        let read = self.stream.read_buf(self.reader.read_buffer()).await?;
+        self.eof = read == 0;
+        Ok(())
+    }
+
+    /// The next text frame, reading as needed; `Ok(None)` when the server
+    /// closed. For the handshake and the close, where a copy is fine.
+    async fn recv_owned(&mut self) -> Result<Option<String>, TransportError> {
+        loop {
+            match self.next_buffered()? {
+                Some(Incoming::Text(text)) => return Ok(Some(text.to_owned())),
+                Some(Incoming::Closed) => return Ok(None),
+                None => self.fill().await?,
+            }
+        }
+    }
+
+    /// Sends one text frame (after any queued pongs) and writes it out.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub async fn send(&mut self, text: &str) -> Result<(), TransportError> {
+        queue(&mut self.outgoing, &mut self.mask_state, Opcode::Text, text.as_bytes());
+        Ok(self.flush().await?)
+    }
+
+    /// Writes out everything queued. Cancel-safe: what is written is
+    /// remembered, and the rest goes out on the next call.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.outgoing.len() {
+            let wrote =
+                poll_fn(|cx| Pin::new(&mut self.stream).poll_write(cx, &self.outgoing[self.written..]))
+                    .await?;
+            if wrote == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.written += wrote;
+        }
+        self.outgoing.clear();
+        self.written = 0;
+        if self.outgoing.capacity() > KEPT_OUTGOING_BYTES {
+            self.outgoing.shrink_to(KEPT_OUTGOING_BYTES);
+        }
+        Ok(())
     }
 
     /// A fresh ack id for this connection.
@@ -311,18 +421,67 @@ impl Connection {
     /// Leaves like `socket.disconnect()`: Socket.IO DISCONNECT, WebSocket
     /// close, then waits up to `linger` for the server's close.
     pub async fn close(mut self, namespace: &Namespace, linger: Duration) {
-        if self.send(namespace.disconnect_frame()).await.is_err() {
+        if self.send(&namespace.disconnect_frame()).await.is_err() {
             return;
         }
-        if self.ws.close(None).await.is_err() {
+        queue(&mut self.outgoing, &mut self.mask_state, Opcode::Close, &[]);
+        if self.flush().await.is_err() {
             return;
         }
-        let _ = tokio::time::timeout(linger, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+        let _ =
+            tokio::time::timeout(linger, async { while let Ok(Some(_)) = self.recv_owned().await {} }).await;
     }
 
     /// Drops the TCP connection without any goodbye.
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+/// Appends a frame to `outgoing`, masked with the next key from `mask_state`.
+fn queue(outgoing: &mut Vec<u8>, mask_state: &mut u64, opcode: Opcode, payload: &[u8]) {
+    ws::encode_client_frame(outgoing, opcode, payload, next_mask(mask_state));
+}
+
+/// The next masking key: xorshift64, which is plenty for keeping proxies
+/// from mistaking frames for something else (all masking is for).
+fn next_mask(state: &mut u64) -> [u8; 4] {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    ((x >> 32) as u32).to_ne_bytes()
+}
+
+/// The TCP stream during the upgrade, keeping a copy of everything read, so
+/// that the bytes tungstenite read past the HTTP response can be taken back.
+struct Tap {
+    stream: TcpStream,
+    seen: Vec<u8>,
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        this.seen.extend_from_slice(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

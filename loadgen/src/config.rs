@@ -67,7 +67,7 @@ pub struct TargetOptions {
     #[serde(serialize_with = "as_humantime")]
     pub connect_timeout: Duration,
     /// WebSocket read buffer per connection, in bytes (small keeps 100k
-    /// connections cheap)
+    /// connections cheap; it grows only while a larger frame is read)
     #[arg(long, default_value_t = 4096, global = true)]
     pub ws_read_buffer: usize,
 }

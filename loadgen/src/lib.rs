@@ -5,6 +5,7 @@
 //! latency free of coordinated omission while checking every delivery.
 //!
 //! Module map, bottom up:
+//! - [`ws`]: WebSocket framing after the upgrade: scan server frames, mask ours.
 //! - [`wire`]: encode the frames a client sends, scan the ones it gets.
 //! - [`content`]: the `publisher:seq:intended-ns|padding` message stamp.
 //! - [`accounting`]: per-receiver sequence and notice bookkeeping.
@@ -32,6 +33,7 @@ pub mod session;
 pub mod stats;
 pub mod token;
 pub mod wire;
+pub mod ws;
 
 pub use config::{
     AuthMode, BroadcastConfig, ConnectConfig, DisconnectConfig, JoinConfig, MixedConfig, RunOptions,

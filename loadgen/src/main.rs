@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use loadgen::{RunOptions, Scenario, TargetOptions};
 
-// Every received frame is a small allocation in tungstenite; mimalloc keeps
-// that cheap across worker threads.
+// The receive path allocates nothing per frame; connects, joins and reports
+// still allocate from every worker thread, which mimalloc keeps cheap.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

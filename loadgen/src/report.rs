@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn phase_report_summarizes_a_histogram() {
-        let recorder = Recorder::new(2);
+        let recorder = Recorder::new();
         for ms in 1..=100u64 {
             let sample = Sample {
                 phase: Phase::Message,
@@ -420,7 +420,7 @@ mod tests {
                 at_ns: (1 + ms / 50) * 1_000_000_000,
                 fresh: true,
             };
-            recorder.record(ms as u32, sample);
+            recorder.record(sample);
         }
         let data = recorder.snapshot().remove(Phase::Message as usize);
         let report = PhaseReport::new(&data);

@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn busy_cpu_and_growing_lag_are_warned_about() {
-        let recorder = Recorder::new(1);
+        let recorder = Recorder::new();
         for second in 0..9u64 {
             let lag_ms = if second < 6 { 1 } else { 30 };
             let sample = Sample {
@@ -263,7 +263,7 @@ mod tests {
                 at_ns: second * 1_000_000_000,
                 fresh: false,
             };
-            recorder.record(0, sample);
+            recorder.record(sample);
         }
         let lag = recorder.snapshot().remove(Phase::ScheduleLag as usize);
         let cpu = CpuUsage { cpu_secs: 18.0, wall_secs: 10.0, cores_per_second: vec![1.9; 10] };

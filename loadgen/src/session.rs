@@ -5,8 +5,10 @@
 //! does the per-receiver bookkeeping: latency samples into the shared
 //! [`Recorder`], sequence tracking per publisher, notice sets. Every wait
 //! goes through [`Session::pump_until`], which keeps reading (and answering
-//! pings) while it waits, so a session never goes deaf. The receive path
-//! scans frames in place and allocates nothing of its own.
+//! pings) while it waits, so a session never goes deaf. Each read is handled
+//! as a batch: every complete frame in it is scanned in place, stamped with
+//! one clock reading (they all arrived with that read), and its message
+//! latencies are recorded under one lock. The receive path allocates nothing.
 
 use std::future::Future;
 use std::ops::Range;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::accounting::{Arrival, IdSet, SeqTracker};
-use crate::client::{Connection, Target};
+use crate::client::{Connection, Incoming, Target};
 use crate::content::Stamp;
 use crate::schedule::{Clock, Schedule};
 use crate::stats::{Phase, Recorder, Sample};
@@ -42,9 +44,9 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state for client ids `0..max_clients`.
-    pub fn new(clock: Clock, target: Target, max_clients: u32, shards: usize) -> Self {
+    pub fn new(clock: Clock, target: Target, max_clients: u32) -> Self {
         let slots = || (0..max_clients).map(|_| AtomicU64::new(0)).collect();
-        Self { clock, recorder: Recorder::new(shards), target, join_ns: slots(), close_ns: slots() }
+        Self { clock, recorder: Recorder::new(), target, join_ns: slots(), close_ns: slots() }
     }
 
     /// Notes that client `id` intends to close at `intended_ns`; call it
@@ -60,11 +62,15 @@ impl Shared {
         stored.checked_sub(1)
     }
 
-    /// Records `phase` for `key` at now, from `intended_ns`.
-    pub fn record(&self, key: u32, phase: Phase, intended_ns: u64, fresh: bool) {
-        let now = self.clock.now_ns();
-        let sample = Sample { phase, latency_ns: now.saturating_sub(intended_ns), at_ns: now, fresh };
-        self.recorder.record(key, sample);
+    /// Records `phase` at now, from `intended_ns`.
+    pub fn record(&self, phase: Phase, intended_ns: u64, fresh: bool) {
+        self.record_at(self.clock.now_ns(), phase, intended_ns, fresh);
+    }
+
+    /// Records `phase` observed at `now_ns`, from `intended_ns`.
+    fn record_at(&self, now_ns: u64, phase: Phase, intended_ns: u64, fresh: bool) {
+        let sample = Sample { phase, latency_ns: now_ns.saturating_sub(intended_ns), at_ns: now_ns, fresh };
+        self.recorder.record(sample);
     }
 }
 
@@ -195,26 +201,32 @@ pub struct Session {
     /// Client id (its JWT `sub` minus the base).
     pub id: u32,
     conn: Connection,
+    inbox: Inbox,
+    stamp_buf: String,
+    frame_buf: String,
+}
+
+/// Everything the receive path updates: the session minus its connection,
+/// so that a frame borrowed from the connection's buffer can be handled.
+#[derive(Debug)]
+struct Inbox {
     shared: Arc<Shared>,
-    /// Publishers whose sequences this session checks; empty: none.
-    pub trackers: Vec<(u32, SeqTracker)>,
-    /// How `user_joined` is watched.
-    pub join_watch: Watch,
-    /// How `user_left` is watched.
-    pub leave_watch: Watch,
-    /// Counters.
-    pub counts: Counts,
+    trackers: Vec<(u32, SeqTracker)>,
+    join_watch: Watch,
+    leave_watch: Watch,
+    counts: Counts,
     pending_join: Option<u32>,
     join_ack: Option<JoinAck>,
-    stamp_buf: String,
+    /// Message latencies (ns) of the read being handled, recorded together.
+    latencies: Vec<u64>,
+    /// How many of them count toward accounting.
+    fresh: u64,
 }
 
 impl Session {
     /// Wraps an open connection for client `id`.
     pub fn new(id: u32, conn: Connection, shared: Arc<Shared>) -> Self {
-        Self {
-            id,
-            conn,
+        let inbox = Inbox {
             shared,
             trackers: Vec::new(),
             join_watch: Watch::Off,
@@ -222,13 +234,30 @@ impl Session {
             counts: Counts::default(),
             pending_join: None,
             join_ack: None,
-            stamp_buf: String::new(),
-        }
+            latencies: Vec::new(),
+            fresh: 0,
+        };
+        Self { id, conn, inbox, stamp_buf: String::new(), frame_buf: String::new() }
     }
 
     /// Tracks the sequences of these publishers.
     pub fn track(&mut self, publishers: impl IntoIterator<Item = u32>) {
-        self.trackers = publishers.into_iter().map(|id| (id, SeqTracker::default())).collect();
+        self.inbox.trackers = publishers.into_iter().map(|id| (id, SeqTracker::default())).collect();
+    }
+
+    /// Watches `user_joined` notices like this.
+    pub fn watch_joins(&mut self, watch: Watch) {
+        self.inbox.join_watch = watch;
+    }
+
+    /// Watches `user_left` notices like this.
+    pub fn watch_leaves(&mut self, watch: Watch) {
+        self.inbox.leave_watch = watch;
+    }
+
+    /// The counters so far.
+    pub fn counts(&self) -> &Counts {
+        &self.inbox.counts
     }
 
     /// Reads and handles frames until `until` completes.
@@ -238,55 +267,64 @@ impl Session {
     pub async fn pump_until<F: Future>(&mut self, until: F) -> Result<F::Output, Ended> {
         let mut until = pin!(until);
         loop {
+            self.dispatch()?;
             tokio::select! {
+                biased;
                 output = &mut until => return Ok(output),
-                frame = self.conn.recv() => self.on_frame(frame)?,
+                read = self.conn.fill() => read.map_err(|e| Ended::Transport(e.to_string()))?,
             }
         }
     }
 
     /// Reads and handles frames until `done` holds or `timeout` passes;
     /// returns whether `done` held.
-    ///
-    /// # Errors
-    /// [`Ended`] when the connection ends first.
-    pub async fn pump_while(
-        &mut self,
-        timeout: Duration,
-        done: impl Fn(&Session) -> bool,
-    ) -> Result<bool, Ended> {
+    async fn pump_while(&mut self, timeout: Duration, done: impl Fn(&Inbox) -> bool) -> Result<bool, Ended> {
         let mut deadline = pin!(tokio::time::sleep(timeout));
         loop {
-            if done(self) {
+            self.dispatch()?;
+            if done(&self.inbox) {
                 return Ok(true);
             }
             tokio::select! {
+                biased;
                 () = &mut deadline => return Ok(false),
-                frame = self.conn.recv() => self.on_frame(frame)?,
+                read = self.conn.fill() => read.map_err(|e| Ended::Transport(e.to_string()))?,
             }
         }
     }
 
-    fn on_frame(
-        &mut self,
-        frame: Result<
-            Option<tokio_tungstenite::tungstenite::Utf8Bytes>,
-            tokio_tungstenite::tungstenite::Error,
-        >,
-    ) -> Result<(), Ended> {
-        match frame {
-            Ok(Some(text)) => self.handle(&text),
-            Ok(None) => Err(Ended::Closed),
-            Err(e) => Err(Ended::Transport(e.to_string())),
+    /// Handles every complete frame received so far.
+    fn dispatch(&mut self) -> Result<(), Ended> {
+        let mut now_ns = None;
+        let handled = loop {
+            match self.conn.next_buffered() {
+                Ok(Some(Incoming::Text(frame))) => {
+                    let now_ns = *now_ns.get_or_insert_with(|| self.inbox.shared.clock.now_ns());
+                    if let Err(ended) = self.inbox.handle(frame, now_ns) {
+                        break Err(ended);
+                    }
+                }
+                Ok(Some(Incoming::Closed)) => break Err(Ended::Closed),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Ended::Transport(e.to_string())),
+            }
+        };
+        if let Some(now_ns) = now_ns {
+            self.inbox.record_messages(now_ns);
         }
+        handled
     }
+}
 
-    /// Handles one received frame.
-    fn handle(&mut self, frame: &str) -> Result<(), Ended> {
+impl Inbox {
+    /// Handles one received frame, which arrived at `now_ns`.
+    fn handle(&mut self, frame: &str, now_ns: u64) -> Result<(), Ended> {
         match wire::scan(frame, &self.shared.target.namespace) {
             Packet::Event { name: "message", args, .. } => self.on_message(args),
-            Packet::Event { name: "user_joined", args, .. } => self.on_notice(args, Phase::JoinNotice),
-            Packet::Event { name: "user_left", args, .. } => self.on_notice(args, Phase::LeaveNotice),
+            Packet::Event { name: "user_joined", args, .. } => {
+                self.on_notice(args, Phase::JoinNotice, now_ns);
+            }
+            Packet::Event { name: "user_left", args, .. } => self.on_notice(args, Phase::LeaveNotice, now_ns),
             Packet::Event { name: "error", args, .. } => {
                 let code = wire::number_field(args, keys::CODE).unwrap_or(0);
                 self.counts.count_error(code);
@@ -300,7 +338,8 @@ impl Session {
 
     fn on_message(&mut self, args: &str) {
         self.counts.deliveries += 1;
-        let Some(stamp) = wire::string_field(args, keys::CONTENT).and_then(Stamp::parse) else {
+        // The stamp is the content's head; the padding after it is not scanned.
+        let Some(stamp) = wire::string_start(args, keys::CONTENT).and_then(Stamp::parse) else {
             self.counts.unstamped += 1;
             return;
         };
@@ -316,10 +355,22 @@ impl Session {
                 }
             }
         };
-        self.shared.record(self.id, Phase::Message, stamp.intended_ns, fresh);
+        // The latency is taken in `record_messages`, against the read's time.
+        self.latencies.push(stamp.intended_ns);
+        self.fresh += u64::from(fresh);
     }
 
-    fn on_notice(&mut self, args: &str, phase: Phase) {
+    /// Records the messages of the read that arrived at `now_ns`.
+    fn record_messages(&mut self, now_ns: u64) {
+        for intended in &mut self.latencies {
+            *intended = now_ns.saturating_sub(*intended);
+        }
+        self.shared.recorder.record_batch(Phase::Message, now_ns, &self.latencies, self.fresh);
+        self.latencies.clear();
+        self.fresh = 0;
+    }
+
+    fn on_notice(&mut self, args: &str, phase: Phase, now_ns: u64) {
         let id = wire::number_field(args, keys::USER_ID).and_then(|sub| self.shared.target.minter.id_of(sub));
         let watch = if phase == Phase::JoinNotice { &mut self.join_watch } else { &mut self.leave_watch };
         let Some((id, fresh)) = id.and_then(|id| watch.observe(id).map(|fresh| (id, fresh))) else {
@@ -333,7 +384,7 @@ impl Session {
             self.counts.leave_notices += 1;
         }
         if let Some(intended) = Shared::intended(slots, id) {
-            self.shared.record(self.id, phase, intended, fresh);
+            self.shared.record_at(now_ns, phase, intended, fresh);
         }
     }
 
@@ -351,7 +402,9 @@ impl Session {
             self.counts.sends_accepted += 1;
         }
     }
+}
 
+impl Session {
     /// Joins `room`, intended at `intended_ns`, and waits for the ack.
     ///
     /// # Errors
@@ -363,21 +416,21 @@ impl Session {
         intended_ns: u64,
         timeout: Duration,
     ) -> Result<Option<u64>, Ended> {
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.inbox.shared);
         if let Some(slot) = shared.join_ns.get(self.id as usize) {
             slot.store(intended_ns + 1, Ordering::Release);
         }
-        shared.record(self.id, Phase::ScheduleLag, intended_ns, false);
+        shared.record(Phase::ScheduleLag, intended_ns, false);
         let ack = self.conn.next_ack_id();
-        self.pending_join = Some(ack);
-        self.join_ack = None;
+        self.inbox.pending_join = Some(ack);
+        self.inbox.join_ack = None;
         let frame = shared.target.namespace.join_frame(Some(ack), room);
-        self.conn.send(frame).await.map_err(|e| Ended::Transport(e.to_string()))?;
-        if !self.pump_while(timeout, |s| s.join_ack.is_some()).await? {
+        self.conn.send(&frame).await.map_err(|e| Ended::Transport(e.to_string()))?;
+        if !self.pump_while(timeout, |inbox| inbox.join_ack.is_some()).await? {
             return Err(Ended::AckTimeout(timeout));
         }
-        shared.record(self.id, Phase::JoinAck, intended_ns, true);
-        match self.join_ack {
+        shared.record(Phase::JoinAck, intended_ns, true);
+        match self.inbox.join_ack {
             Some(JoinAck::Joined(members)) => Ok(members),
             _ => Err(Ended::JoinRefused(room.to_owned())),
         }
@@ -395,17 +448,22 @@ impl Session {
         size: usize,
         ack: bool,
     ) -> Result<(), Ended> {
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.inbox.shared);
         let clock = shared.clock;
         for seq in 0..schedule.count() {
             let intended = schedule.at(seq).expect("seq < count");
             self.pump_until(clock.sleep_until(intended)).await?;
-            shared.record(self.id, Phase::ScheduleLag, intended, false);
+            shared.record(Phase::ScheduleLag, intended, false);
             Stamp { publisher: self.id, seq, intended_ns: intended }.write(&mut self.stamp_buf, size);
             let ack_id = ack.then(|| self.conn.next_ack_id());
-            let frame = shared.target.namespace.send_message_frame(ack_id, room, &self.stamp_buf);
-            self.conn.send(frame).await.map_err(|e| Ended::Transport(e.to_string()))?;
-            self.counts.sends += 1;
+            shared.target.namespace.write_send_message_frame(
+                &mut self.frame_buf,
+                ack_id,
+                room,
+                &self.stamp_buf,
+            );
+            self.conn.send(&self.frame_buf).await.map_err(|e| Ended::Transport(e.to_string()))?;
+            self.inbox.counts.sends += 1;
         }
         Ok(())
     }
@@ -415,15 +473,19 @@ impl Session {
     /// # Errors
     /// [`Ended`] if the connection ends.
     pub async fn await_send_acks(&mut self, timeout: Duration) -> Result<bool, Ended> {
-        self.pump_while(timeout, |s| s.counts.sends_accepted + s.counts.sends_refused >= s.counts.sends).await
+        self.pump_while(timeout, |inbox| {
+            let counts = &inbox.counts;
+            counts.sends_accepted + counts.sends_refused >= counts.sends
+        })
+        .await
     }
 
     /// Closes like a real client, noting the intended time for the
     /// others' `user_left` latency. Returns the session's final state.
     pub fn leave(self, intended_ns: u64, abrupt: bool) -> SessionRecord {
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.inbox.shared);
         shared.note_close(self.id, intended_ns);
-        shared.record(self.id, Phase::ScheduleLag, intended_ns, false);
+        shared.record(Phase::ScheduleLag, intended_ns, false);
         let (conn, report) = self.into_parts();
         if abrupt {
             conn.abort();
@@ -436,12 +498,13 @@ impl Session {
 
     /// Splits into the connection and the final state.
     pub fn into_parts(self) -> (Connection, SessionRecord) {
+        let inbox = self.inbox;
         let report = SessionRecord {
             id: self.id,
-            trackers: self.trackers,
-            join_watch: self.join_watch,
-            leave_watch: self.leave_watch,
-            counts: self.counts,
+            trackers: inbox.trackers,
+            join_watch: inbox.join_watch,
+            leave_watch: inbox.leave_watch,
+            counts: inbox.counts,
         };
         (self.conn, report)
     }
@@ -453,7 +516,7 @@ impl Session {
 
     /// The shared run state.
     pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.inbox.shared
     }
 }
 

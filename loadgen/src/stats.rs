@@ -1,12 +1,19 @@
 //! Latency histograms and per-second event counts, recorded from many tasks.
 //!
 //! A [`Recorder`] holds one HdrHistogram per [`Phase`] in each of a few
-//! shards; a connection always records into the shard its id picks, under a
-//! short `parking_lot` lock that is never held across an `.await`. With
-//! several shards per worker thread the locks are almost never contended,
-//! and memory stays flat no matter how many connections there are (one
-//! histogram per connection would cost ~190 KB each). [`Recorder::snapshot`]
-//! merges the shards; merging is exact, since HdrHistogram addition is.
+//! shards: one per thread that records (the tokio workers, mostly), found
+//! through a thread-local, so a recording core only ever touches its own
+//! shard. Each shard sits behind a `parking_lot` lock that only the
+//! orchestrator's progress polls and the final [`Recorder::snapshot`] ever
+//! contend for; it is never held across an `.await`. Memory stays flat no
+//! matter how many connections there are (one histogram per connection
+//! would cost ~190 KB each). The receive path records a whole read's
+//! deliveries at once ([`Recorder::record_batch`]). Merging is exact, since
+//! HdrHistogram addition is.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -96,6 +103,29 @@ impl Shard {
             fresh: vec![0; phases],
         }
     }
+
+    fn record(&mut self, phase: Phase, at_ns: u64, latency_ns: u64, fresh: u64) {
+        self.record_batch(phase, at_ns, &[latency_ns], fresh);
+    }
+
+    fn record_batch(&mut self, phase: Phase, at_ns: u64, latencies_ns: &[u64], fresh: u64) {
+        let index = phase.index();
+        let histogram = &mut self.histograms[index];
+        let mut micros_sum = 0;
+        for &latency_ns in latencies_ns {
+            let micros = (latency_ns / 1_000).max(1);
+            histogram.saturating_record(micros);
+            micros_sum += micros;
+        }
+        let second = usize::try_from(at_ns / 1_000_000_000).unwrap_or(usize::MAX).min(MAX_SECONDS);
+        if self.per_second[index].len() <= second {
+            self.per_second[index].resize(second + 1, 0);
+            self.micros_per_second[index].resize(second + 1, 0);
+        }
+        self.per_second[index][second] += latencies_ns.len() as u64;
+        self.micros_per_second[index][second] += micros_sum;
+        self.fresh[index] += fresh;
+    }
 }
 
 /// One measurement.
@@ -111,56 +141,112 @@ pub struct Sample {
     pub fresh: bool,
 }
 
-/// Sharded, lock-light collection of [`Sample`]s.
+/// Per-thread shards, tagged with the id of the [`Recorder`] they belong to.
+type LocalShards = Vec<(u64, Arc<Mutex<Shard>>)>;
+
+thread_local! {
+    static LOCAL_SHARDS: RefCell<LocalShards> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tells recorders apart in the thread-locals.
+static NEXT_RECORDER_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Lock-light collection of [`Sample`]s, one shard per recording thread.
 pub struct Recorder {
-    shards: Box<[Mutex<Shard>]>,
+    id: u64,
+    /// Every shard handed out; the first takes samples recorded while a
+    /// thread is being torn down.
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
 }
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("shards", &self.shards.len()).finish()
+        f.debug_struct("Recorder").field("shards", &self.shards.lock().len()).finish()
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl Recorder {
-    /// A recorder with `shards` shards (at least one).
-    pub fn new(shards: usize) -> Self {
-        Self { shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::new())).collect() }
+    /// An empty recorder.
+    pub fn new() -> Self {
+        let id = NEXT_RECORDER_ID.fetch_add(1, Ordering::Relaxed);
+        Self { id, shards: Mutex::new(vec![Arc::new(Mutex::new(Shard::new()))]) }
     }
 
-    /// Records `sample` into the shard chosen by `key` (a connection id).
-    pub fn record(&self, key: u32, sample: Sample) {
-        let index = sample.phase.index();
-        let micros = (sample.latency_ns / 1_000).max(1);
-        let second = usize::try_from(sample.at_ns / 1_000_000_000).unwrap_or(usize::MAX).min(MAX_SECONDS);
-        let mut shard = self.shards[key as usize % self.shards.len()].lock();
-        shard.histograms[index].saturating_record(micros);
-        if shard.per_second[index].len() <= second {
-            shard.per_second[index].resize(second + 1, 0);
-            shard.micros_per_second[index].resize(second + 1, 0);
+    /// Runs `f` on this thread's shard, creating it on first use.
+    fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
+        let mut f = Some(f);
+        let local = LOCAL_SHARDS.try_with(|local| {
+            let mut local = local.borrow_mut();
+            let index = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(index) => index,
+                None => {
+                    // Forget the shards of recorders that are gone.
+                    local.retain(|(_, shard)| Arc::strong_count(shard) > 1);
+                    let shard = Arc::new(Mutex::new(Shard::new()));
+                    self.shards.lock().push(Arc::clone(&shard));
+                    local.push((self.id, shard));
+                    local.len() - 1
+                }
+            };
+            let f = f.take().expect("runs once");
+            f(&mut local[index].1.lock())
+        });
+        if let Ok(result) = local {
+            return result;
         }
-        shard.per_second[index][second] += 1;
-        shard.micros_per_second[index][second] += micros;
-        if sample.fresh {
-            shard.fresh[index] += 1;
+        // This thread is exiting and its thread-locals are gone.
+        let f = f.expect("did not run without the thread-local");
+        let shard = Arc::clone(&self.shards.lock()[0]);
+        f(&mut shard.lock())
+    }
+
+    /// Records `sample`.
+    pub fn record(&self, sample: Sample) {
+        self.with_shard(|shard| {
+            shard.record(sample.phase, sample.at_ns, sample.latency_ns, u64::from(sample.fresh));
+        });
+    }
+
+    /// Records samples of `phase` observed together at `at_ns` with these
+    /// latencies, `fresh` of them counting toward accounting; one lock for all.
+    pub fn record_batch(&self, phase: Phase, at_ns: u64, latencies_ns: &[u64], fresh: u64) {
+        if latencies_ns.is_empty() {
+            return;
+        }
+        self.with_shard(|shard| shard.record_batch(phase, at_ns, latencies_ns, fresh));
+    }
+
+    fn each_shard(&self, mut f: impl FnMut(&Shard)) {
+        let shards = self.shards.lock().clone();
+        for shard in &shards {
+            f(&shard.lock());
         }
     }
 
     /// Fresh (accounted) samples of `phase` so far, over all shards.
     pub fn fresh(&self, phase: Phase) -> u64 {
-        self.shards.iter().map(|shard| shard.lock().fresh[phase.index()]).sum()
+        let mut fresh = 0;
+        self.each_shard(|shard| fresh += shard.fresh[phase.index()]);
+        fresh
     }
 
     /// Samples of `phase` so far, over all shards.
     pub fn count(&self, phase: Phase) -> u64 {
-        self.shards.iter().map(|shard| shard.lock().histograms[phase.index()].len()).sum()
+        let mut count = 0;
+        self.each_shard(|shard| count += shard.histograms[phase.index()].len());
+        count
     }
 
     /// Merges every shard into one [`PhaseData`] per phase.
     pub fn snapshot(&self) -> Vec<PhaseData> {
         let mut merged: Vec<PhaseData> = Phase::ALL.iter().map(|&phase| PhaseData::new(phase)).collect();
-        for shard in self.shards.iter() {
-            let shard = shard.lock();
+        self.each_shard(|shard| {
             for (index, data) in merged.iter_mut().enumerate() {
                 data.merge(
                     &shard.histograms[index],
@@ -169,7 +255,7 @@ impl Recorder {
                 );
                 data.fresh += shard.fresh[index];
             }
-        }
+        });
         merged
     }
 }
@@ -228,12 +314,12 @@ mod tests {
 
     #[test]
     fn shards_merge_into_exact_totals() {
-        let recorder = Recorder::new(4);
+        let recorder = Recorder::new();
         for key in 0..100u32 {
-            recorder.record(key, sample(Phase::Message, u64::from(key) + 1, u64::from(key % 3)));
+            recorder.record(sample(Phase::Message, u64::from(key) + 1, u64::from(key % 3)));
         }
-        recorder.record(7, Sample { fresh: false, ..sample(Phase::Message, 1, 0) });
-        recorder.record(1, sample(Phase::Connect, 5, 2));
+        recorder.record(Sample { fresh: false, ..sample(Phase::Message, 1, 0) });
+        recorder.record(sample(Phase::Connect, 5, 2));
         let snapshot = recorder.snapshot();
         let message = &snapshot[Phase::Message.index()];
         assert_eq!(message.histogram.len(), 101);
@@ -248,29 +334,56 @@ mod tests {
     }
 
     #[test]
-    fn merged_quantiles_match_a_single_histogram() {
-        let recorder = Recorder::new(8);
+    fn shards_of_many_threads_merge_like_a_single_histogram() {
+        let recorder = Recorder::new();
         let mut single = new_histogram();
+        let micros_of = |value: u64| value * 37 % 9_973 + 1;
         for value in 1..=10_000u64 {
-            let micros = value * 37 % 9_973 + 1;
-            single.record(micros).expect("in range");
-            recorder.record(
-                value as u32,
-                Sample { phase: Phase::JoinAck, latency_ns: micros * 1_000, at_ns: 0, fresh: false },
-            );
+            single.record(micros_of(value)).expect("in range");
         }
-        let merged = &recorder.snapshot()[Phase::JoinAck.index()].histogram;
+        std::thread::scope(|scope| {
+            for thread in 0..4u64 {
+                let recorder = &recorder;
+                scope.spawn(move || {
+                    let values = (1..=10_000u64).filter(|value| value % 4 == thread);
+                    if thread == 0 {
+                        let latencies: Vec<u64> = values.map(|value| micros_of(value) * 1_000).collect();
+                        recorder.record_batch(Phase::JoinAck, 0, &latencies, 7);
+                    } else {
+                        for value in values {
+                            let latency_ns = micros_of(value) * 1_000;
+                            recorder.record(Sample {
+                                phase: Phase::JoinAck,
+                                latency_ns,
+                                at_ns: 0,
+                                fresh: false,
+                            });
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(recorder.shards.lock().len(), 5, "one shard per thread, plus the spare");
+        let merged = &recorder.snapshot()[Phase::JoinAck.index()];
+        assert_eq!(
+            (merged.histogram.len(), merged.fresh, merged.per_second.clone()),
+            (10_000, 7, vec![10_000])
+        );
         for quantile in [0.5, 0.9, 0.99, 0.999, 1.0] {
-            assert_eq!(merged.value_at_quantile(quantile), single.value_at_quantile(quantile));
+            assert_eq!(merged.histogram.value_at_quantile(quantile), single.value_at_quantile(quantile));
         }
     }
 
     #[test]
     fn tiny_and_huge_latencies_saturate_instead_of_failing() {
-        let recorder = Recorder::new(1);
-        recorder.record(0, Sample { phase: Phase::Connect, latency_ns: 0, at_ns: 0, fresh: false });
-        recorder
-            .record(0, Sample { phase: Phase::Connect, latency_ns: u64::MAX, at_ns: u64::MAX, fresh: false });
+        let recorder = Recorder::new();
+        recorder.record(Sample { phase: Phase::Connect, latency_ns: 0, at_ns: 0, fresh: false });
+        recorder.record(Sample {
+            phase: Phase::Connect,
+            latency_ns: u64::MAX,
+            at_ns: u64::MAX,
+            fresh: false,
+        });
         let connect = &recorder.snapshot()[0];
         assert_eq!(connect.histogram.len(), 2);
         assert_eq!(connect.per_second.len(), MAX_SECONDS + 1);

@@ -57,13 +57,22 @@ impl Namespace {
 
     /// `42<ns>,<ack>["send_message",{"content":…,"roomId":…}]`.
     pub fn send_message_frame(&self, ack: Option<u32>, room: &str, content: &str) -> String {
-        let mut frame = self.event_head(ack, "send_message", content.len() + room.len() + 32);
-        frame.push_str(",{\"content\":");
-        push_json_string(&mut frame, content);
-        frame.push_str(",\"roomId\":");
-        push_json_string(&mut frame, room);
-        frame.push_str("}]");
+        let mut frame = String::new();
+        self.write_send_message_frame(&mut frame, ack, room, content);
         frame
+    }
+
+    /// [`Namespace::send_message_frame`] into `out` (cleared first), so a
+    /// publisher can reuse one buffer.
+    pub fn write_send_message_frame(&self, out: &mut String, ack: Option<u32>, room: &str, content: &str) {
+        out.clear();
+        out.reserve(8 + self.prefix.len() + content.len() + room.len() + 48);
+        self.write_event_head(out, ack, "send_message");
+        out.push_str(",{\"content\":");
+        push_json_string(out, content);
+        out.push_str(",\"roomId\":");
+        push_json_string(out, room);
+        out.push_str("}]");
     }
 
     fn room_event_frame(&self, event: &str, ack: Option<u32>, room: &str) -> String {
@@ -76,15 +85,19 @@ impl Namespace {
 
     fn event_head(&self, ack: Option<u32>, event: &str, extra: usize) -> String {
         let mut frame = String::with_capacity(8 + self.prefix.len() + event.len() + extra);
-        frame.push_str("42");
-        frame.push_str(&self.prefix);
-        if let Some(ack) = ack {
-            write!(frame, "{ack}").expect("writing to a String cannot fail");
-        }
-        frame.push_str("[\"");
-        frame.push_str(event);
-        frame.push('"');
+        self.write_event_head(&mut frame, ack, event);
         frame
+    }
+
+    fn write_event_head(&self, out: &mut String, ack: Option<u32>, event: &str) {
+        out.push_str("42");
+        out.push_str(&self.prefix);
+        if let Some(ack) = ack {
+            write!(out, "{ack}").expect("writing to a String cannot fail");
+        }
+        out.push_str("[\"");
+        out.push_str(event);
+        out.push('"');
     }
 }
 
@@ -170,14 +183,15 @@ fn scan_socketio<'a>(packet: &'a str, ns: &Namespace) -> Packet<'a> {
     let rest = &packet[1..];
     // Namespace: `/name,` before the payload; absent means `/`.
     let rest = if rest.starts_with('/') {
-        let (name, after) = match rest.find(',') {
-            Some(comma) => (&rest[..comma], &rest[comma + 1..]),
-            None => (rest, ""),
-        };
-        if name != ns.name() {
+        // `/name` up to the first `,` (or the end) must be ours.
+        if !has_prefix(rest.as_bytes(), ns.name().as_bytes()) {
             return Packet::OtherNamespace;
         }
-        after
+        match rest.as_bytes().get(ns.name().len()) {
+            None => "",
+            Some(b',') => &rest[ns.name().len() + 1..],
+            Some(_) => return Packet::OtherNamespace,
+        }
     } else {
         if ns.name() != "/" {
             return Packet::OtherNamespace;
@@ -207,18 +221,25 @@ fn scan_event(ack: Option<u32>, payload: &str) -> Packet<'_> {
     let Some(after_quote) = inner.strip_prefix('"') else {
         return Packet::Other;
     };
-    let Some(end) = after_quote.find('"') else {
+    // Event names are short: a plain loop beats a memchr call.
+    let Some(end) = after_quote.bytes().position(|byte| byte == b'"') else {
         return Packet::Other;
     };
     let name = &after_quote[..end];
-    let args = after_quote[end + 1..].trim_start();
-    let args = args.strip_prefix(',').unwrap_or(args).trim_start();
+    let args = after_quote[end + 1..].trim_ascii_start();
+    let args = args.strip_prefix(',').unwrap_or(args).trim_ascii_start();
     Packet::Event { ack, name, args }
 }
 
 /// `[…]` → `…`, tolerating trailing whitespace.
 fn strip_brackets(payload: &str) -> Option<&str> {
-    payload.trim_end().strip_prefix('[')?.strip_suffix(']')
+    payload.trim_ascii_end().strip_prefix('[')?.strip_suffix(']')
+}
+
+/// Whether `bytes` starts with `prefix`. The frames' strings are short, so
+/// an inline loop that stops at the first difference beats a `memcmp` call.
+fn has_prefix(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes.iter().zip(prefix).all(|(a, b)| a == b)
 }
 
 /// The string value of the first `"key":"…"` in `json`, raw (escapes kept).
@@ -238,6 +259,13 @@ pub fn string_field<'a>(json: &'a str, key_pattern: &str) -> Option<&'a str> {
     None
 }
 
+/// Everything after the opening quote of the first `"key":"…"` string in
+/// `json`, without looking for the closing quote: for reading a prefix of a
+/// long string (the message stamp) without scanning all of it.
+pub fn string_start<'a>(json: &'a str, key_pattern: &str) -> Option<&'a str> {
+    value_after(json, key_pattern)?.strip_prefix('"')
+}
+
 /// The unsigned integer value of the first `"key":N` in `json`; a value
 /// written as a string of digits (`"key":"42"`) is accepted too, since a
 /// JWT `sub` may be either.
@@ -255,14 +283,32 @@ pub fn has_field(json: &str, key_pattern: &str) -> bool {
 fn value_after<'a>(json: &'a str, key_pattern: &str) -> Option<&'a str> {
     let mut from = 0;
     loop {
-        let at = from + json[from..].find(key_pattern)?;
-        let after = json[at + key_pattern.len()..].trim_start();
+        let at = from + find(&json[from..], key_pattern)?;
+        let after = json[at + key_pattern.len()..].trim_ascii_start();
         if let Some(value) = after.strip_prefix(':') {
-            return Some(value.trim_start());
+            return Some(value.trim_ascii_start());
         }
         // The pattern occurred as a value, not a key; keep looking.
         from = at + key_pattern.len();
     }
+}
+
+/// Where `needle` first occurs in `haystack`. Frames are short, and
+/// `str::find` sets up a two-way searcher per call, which costs more than
+/// the search; this looks (memchr) for the needle's second byte, the key's
+/// first letter, which is much rarer in JSON than its quote, and compares
+/// inline from there.
+fn find(haystack: &str, needle: &str) -> Option<usize> {
+    let needle = needle.as_bytes();
+    let anchor_at = usize::from(needle.len() > 1);
+    let anchor = *needle.get(anchor_at)?;
+    if !anchor.is_ascii() {
+        return haystack.find(std::str::from_utf8(needle).ok()?);
+    }
+    haystack.match_indices(char::from(anchor)).find_map(|(hit, _)| {
+        let start = hit.checked_sub(anchor_at)?;
+        has_prefix(&haystack.as_bytes()[start..], needle).then_some(start)
+    })
 }
 
 /// Parses the decimal digits at the start of `s`; `None` if there are none
@@ -376,5 +422,15 @@ mod tests {
         assert_eq!(number_field(r#"{"a":"members","members":4}"#, keys::MEMBERS), Some(4));
         assert!(has_field(r#"{"error":{"code":429}}"#, keys::ERROR));
         assert_eq!(parse_leading_u64("18446744073709551616"), None);
+        assert_eq!(string_start(msg, keys::CONTENT), Some(r#"3:17:99|xx\"x","senderId":5,"timestamp":1}"#));
+        assert_eq!(string_start(r#"{"content":7}"#, keys::CONTENT), None);
+        assert_eq!(string_field(r#"{"content""#, keys::CONTENT), None);
+        assert_eq!(number_field(r#""members""#, keys::MEMBERS), None);
+        assert_eq!(find("abcabd", "abd"), Some(3));
+        assert_eq!(find("bbd", "bd"), Some(1));
+        assert_eq!(find("ab", "abc"), None);
+        assert_eq!(find("", ""), None);
+        assert_eq!(find("x", "x"), Some(0));
+        assert_eq!(find("é\"ü\"", "\"ü\""), Some(2));
     }
 }

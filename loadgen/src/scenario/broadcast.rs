@@ -111,8 +111,8 @@ pub(crate) async fn member(
         return result;
     };
     session.track(layout.first_members(room, plan.publishers_per_room));
-    session.join_watch = spec.join_watch;
-    session.leave_watch = spec.leave_watch;
+    session.watch_joins(spec.join_watch);
+    session.watch_leaves(spec.leave_watch);
     let script = async {
         let now = harness.clock().now_ns();
         let joined = join_room(&harness, &book, &mut session, room, now).await;
@@ -174,7 +174,7 @@ async fn publish(
         (Ok(()), true) => session.await_send_acks(harness.options.drain).await.map(|_| ()),
         _ => Ok(()),
     };
-    book.accepted[room as usize].fetch_add(session.counts.accepted_sends(plan.ack), Ordering::Relaxed);
+    book.accepted[room as usize].fetch_add(session.counts().accepted_sends(plan.ack), Ordering::Relaxed);
     book.published.fetch_add(1, Ordering::Relaxed);
     published.and(acked)
 }

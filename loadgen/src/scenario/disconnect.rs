@@ -76,9 +76,9 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
                 harness.settled.fetch_add(1, Ordering::Relaxed);
                 return result;
             };
-            session.join_watch = Watch::Set(IdSet::new(layout.members(room)));
+            session.watch_joins(Watch::Set(IdSet::new(layout.members(room))));
             if !leaver {
-                session.leave_watch = Watch::Set(IdSet::new(layout.first_members(room, per_room)));
+                session.watch_leaves(Watch::Set(IdSet::new(layout.first_members(room, per_room))));
             }
             let mut leave_counted = false;
             let script = async {

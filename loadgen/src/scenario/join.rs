@@ -45,7 +45,7 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
             harness.settled.fetch_add(1, Ordering::Relaxed);
             let Some(mut session) = session else { return result };
             let room = layout.room_of(id);
-            session.join_watch = Watch::Set(IdSet::new(layout.members(room)));
+            session.watch_joins(Watch::Set(IdSet::new(layout.members(room))));
             let mut join_settled = false;
             let script = async {
                 let started = session

@@ -38,8 +38,6 @@ use crate::token::TokenMinter;
 const STAGE_LEAD: Duration = Duration::from_millis(100);
 /// How often the orchestrator looks at progress.
 const POLL: Duration = Duration::from_millis(100);
-/// Latency shards per worker thread.
-const SHARDS_PER_WORKER: usize = 8;
 
 /// Runs `scenario` against `target` and returns the full report.
 ///
@@ -57,7 +55,7 @@ pub async fn run(
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let clock = Clock::start();
     let max_ids = u32::try_from(max_ids(scenario)).context("too many clients")?;
-    let shared = Arc::new(Shared::new(clock, resolved, max_ids, workers * SHARDS_PER_WORKER));
+    let shared = Arc::new(Shared::new(clock, resolved, max_ids));
     let harness = Arc::new(Harness::new(Arc::clone(&shared), options.clone()));
     let sampler = CpuSampler::start(clock);
     let started = std::time::SystemTime::now();
@@ -143,10 +141,10 @@ impl Harness {
     pub async fn connect(&self, id: u32, token: &str, intended_ns: u64) -> Option<Session> {
         let clock = self.clock();
         clock.sleep_until(intended_ns).await;
-        self.shared.record(id, Phase::ScheduleLag, intended_ns, false);
+        self.shared.record(Phase::ScheduleLag, intended_ns, false);
         match Connection::open(&self.shared.target, id, token).await {
             Ok(conn) => {
-                self.shared.record(id, Phase::Connect, intended_ns, true);
+                self.shared.record(Phase::Connect, intended_ns, true);
                 self.connected.fetch_add(1, Ordering::Relaxed);
                 Some(Session::new(id, conn, Arc::clone(&self.shared)))
             }
