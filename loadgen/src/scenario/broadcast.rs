@@ -221,17 +221,7 @@ pub async fn run(harness: &Arc<Harness>, config: &BroadcastConfig) -> anyhow::Re
     harness.begin_stage("drain");
     drain_publishers(harness, &book).await;
     let owed = book.owed_deliveries();
-    harness
-        .wait_for(
-            "drain",
-            owed,
-            harness.options.drain,
-            || harness.shared.recorder.fresh(Phase::Message),
-            String::new,
-        )
-        .await;
-    harness.end_stage();
-    harness.cancel.cancel();
+    harness.drain_then_stop("drain", owed, || harness.shared.recorder.fresh(Phase::Message)).await;
 
     let results = collect(tasks).await?;
     Ok(tally_members(&results, plan.ack, Some(&book)))
@@ -254,15 +244,7 @@ pub(crate) async fn setup(harness: &Harness, clients: u32, ramp: Schedule) {
 /// Waits for publishers to collect their acks.
 pub(crate) async fn drain_publishers(harness: &Harness, book: &Book) {
     let publishing = book.publishing.load(Ordering::Relaxed);
-    harness
-        .wait_for(
-            "acks",
-            publishing,
-            harness.options.drain,
-            || book.published.load(Ordering::Relaxed),
-            String::new,
-        )
-        .await;
+    harness.drain("acks", publishing, || book.published.load(Ordering::Relaxed)).await;
 }
 
 /// Joins every member task.

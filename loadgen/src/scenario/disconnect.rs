@@ -128,15 +128,7 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
     drop(start_rx);
     setup(harness, config.clients, ramp).await;
     let owed_joins = book.owed_join_notices.load(Ordering::Relaxed);
-    harness
-        .wait_for(
-            "notices",
-            owed_joins,
-            harness.options.drain,
-            || harness.shared.recorder.fresh(Phase::JoinNotice),
-            String::new,
-        )
-        .await;
+    harness.drain("notices", owed_joins, || harness.shared.recorder.fresh(Phase::JoinNotice)).await;
 
     harness.begin_stage("leave");
     let start = harness.next_start();
@@ -156,17 +148,7 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
 
     harness.begin_stage("drain");
     let owed = leaves.owed_notices();
-    harness
-        .wait_for(
-            "drain",
-            owed,
-            harness.options.drain,
-            || harness.shared.recorder.fresh(Phase::LeaveNotice),
-            String::new,
-        )
-        .await;
-    harness.end_stage();
-    harness.cancel.cancel();
+    harness.drain_then_stop("drain", owed, || harness.shared.recorder.fresh(Phase::LeaveNotice)).await;
 
     let results = collect(tasks).await?;
     let mut outcome = tally_members(&results, true, Some(&book));

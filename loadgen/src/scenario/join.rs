@@ -95,17 +95,7 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
 
     harness.begin_stage("drain");
     let owed = book.owed_join_notices.load(Ordering::Relaxed);
-    harness
-        .wait_for(
-            "notices",
-            owed,
-            harness.options.drain,
-            || harness.shared.recorder.fresh(Phase::JoinNotice),
-            String::new,
-        )
-        .await;
-    harness.end_stage();
-    harness.cancel.cancel();
+    harness.drain_then_stop("notices", owed, || harness.shared.recorder.fresh(Phase::JoinNotice)).await;
 
     let results = collect(tasks).await?;
     let mut outcome = tally_members(&results, true, Some(&book));

@@ -94,20 +94,12 @@ pub async fn run(harness: &Arc<Harness>, config: &MixedConfig) -> anyhow::Result
         (churn.owed_joins.load(Ordering::Relaxed), churn.owed_leaves.load(Ordering::Relaxed));
     let recorder = &harness.shared.recorder;
     harness
-        .wait_for(
-            "drain",
-            owed + owed_joins + owed_leaves,
-            harness.options.drain,
-            || {
-                recorder.fresh(Phase::Message).min(owed)
-                    + recorder.fresh(Phase::JoinNotice).min(owed_joins)
-                    + recorder.fresh(Phase::LeaveNotice).min(owed_leaves)
-            },
-            String::new,
-        )
+        .drain_then_stop("drain", owed + owed_joins + owed_leaves, || {
+            recorder.fresh(Phase::Message).min(owed)
+                + recorder.fresh(Phase::JoinNotice).min(owed_joins)
+                + recorder.fresh(Phase::LeaveNotice).min(owed_leaves)
+        })
         .await;
-    harness.end_stage();
-    harness.cancel.cancel();
 
     let results = collect(tasks).await?;
     let mut outcome = tally_members(&results, plan.ack, None);

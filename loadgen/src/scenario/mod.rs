@@ -200,6 +200,20 @@ impl Harness {
         self.stages.lock().clone()
     }
 
+    /// Waits up to `--drain` for `position` to reach `owed`, the events
+    /// still in flight after the last send.
+    pub async fn drain(&self, stage: &str, owed: u64, position: impl Fn() -> u64) {
+        self.wait_for(stage, owed, self.options.drain, position, String::new).await;
+    }
+
+    /// [`drain`](Self::drain), then ends the stage and stops every task: the
+    /// close of every scenario before its results are collected.
+    pub async fn drain_then_stop(&self, stage: &str, owed: u64, position: impl Fn() -> u64) {
+        self.drain(stage, owed, position).await;
+        self.end_stage();
+        self.cancel.cancel();
+    }
+
     /// Polls `position` until it reaches `target` or `timeout` passes,
     /// showing it on the progress bar with `message`. Returns whether it
     /// got there.
