@@ -204,14 +204,15 @@ impl ChatGateway {
 
     fn leave(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Reply {
         let left = self
-            .leave_quietly(socket, user, room.as_str())
+            .leave_and_notify(socket, user, room.as_str())
             .ok_or_else(|| ChatError::new(404, "Not a member of this room"))?;
         let _ = socket.emit("status", &Status { room_id: room.as_str(), members: left, joined: false });
         Ok(json(&RoomAck { room_id: room.as_str(), members: left }))
     }
 
-    /// Leaves `room` and tells the members left; `None` if not a member.
-    fn leave_quietly(&self, socket: &Socket, user: &ChatUser, room: &str) -> Option<usize> {
+    /// Leaves `room` and sends `user_left` to the members left (no `status`
+    /// to the leaver: callers decide that). `None` if not a member.
+    fn leave_and_notify(&self, socket: &Socket, user: &ChatUser, room: &str) -> Option<usize> {
         let namespace = socket.namespace().name();
         let notice = UserNotice { user_id: &user.claims.user_id, room_id: room, timestamp: now_ms() };
         socket.leave(room, |_| Some(event_frame(namespace, None, "user_left", &notice)))
@@ -356,7 +357,7 @@ impl Handler for ChatGateway {
     fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
         let Some(user) = socket.data::<ChatUser>() else { return };
         for room in socket.rooms() {
-            self.leave_quietly(socket, user, room.as_str());
+            self.leave_and_notify(socket, user, room.as_str());
         }
         let reason = match reason {
             DisconnectReason::ClientDisconnect => "client disconnect",
