@@ -70,6 +70,10 @@ pub struct Config {
     /// Bytes a connection's outbound queue may hold before the connection is
     /// cut off as a slow consumer. Defaults to 1 MiB.
     pub outbox_bytes: usize,
+    /// Longest wait between one connection's writes while the broker is busy
+    /// (see `conn::WritePacer`); 0 writes every frame as it comes. Defaults
+    /// to 30 ms.
+    pub max_write_delay: Duration,
     /// Sustained events per second one connection may send; 0 turns the limit
     /// off. Defaults to 100.
     pub rate_limit_per_sec: u32,
@@ -104,6 +108,7 @@ impl Default for Config {
             max_message_length: 4096,
             max_room_id_length: 128,
             outbox_bytes: 1 << 20,
+            max_write_delay: Duration::from_millis(30),
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
             revocation_file: None,
@@ -190,6 +195,9 @@ pub struct Overrides {
     /// Outbound queue bound per connection in bytes; over it the client is cut off [default: 1048576]
     #[arg(long, env = "BROKER_OUTBOX_BYTES", global = true)]
     pub outbox_bytes: Option<usize>,
+    /// Longest wait between a connection's writes while the broker is busy, in ms; 0 = never wait [default: 30]
+    #[arg(long, env = "BROKER_MAX_WRITE_DELAY_MS", global = true)]
+    pub max_write_delay_ms: Option<u64>,
     /// Sustained events per second per connection, 0 = unlimited [default: 100]
     #[arg(long, env = "BROKER_RATE_LIMIT_PER_SEC", global = true)]
     pub rate_limit_per_sec: Option<u32>,
@@ -239,6 +247,7 @@ impl Overrides {
             max_message_length: self.max_message_length.or(lower.max_message_length),
             max_room_id_length: self.max_room_id_length.or(lower.max_room_id_length),
             outbox_bytes: self.outbox_bytes.or(lower.outbox_bytes),
+            max_write_delay_ms: self.max_write_delay_ms.or(lower.max_write_delay_ms),
             rate_limit_per_sec: self.rate_limit_per_sec.or(lower.rate_limit_per_sec),
             rate_limit_burst: self.rate_limit_burst.or(lower.rate_limit_burst),
             revocation_file: self.revocation_file.or(lower.revocation_file),
@@ -270,6 +279,7 @@ impl Overrides {
             max_message_length: self.max_message_length.unwrap_or(base.max_message_length),
             max_room_id_length: self.max_room_id_length.unwrap_or(base.max_room_id_length),
             outbox_bytes: self.outbox_bytes.unwrap_or(base.outbox_bytes),
+            max_write_delay: self.max_write_delay_ms.map_or(base.max_write_delay, ms),
             rate_limit_per_sec: self.rate_limit_per_sec.unwrap_or(base.rate_limit_per_sec),
             rate_limit_burst: self.rate_limit_burst.unwrap_or(base.rate_limit_burst),
             revocation_file: self.revocation_file.or(base.revocation_file),
@@ -308,6 +318,9 @@ impl Config {
         }
         if self.outbox_bytes < 1024 {
             return invalid("outbox_bytes must be at least 1024");
+        }
+        if self.max_write_delay > Duration::from_secs(1) {
+            return invalid("max_write_delay_ms must be at most 1000");
         }
         if self.revocation_reload.is_zero() {
             return invalid("revocation_reload_ms must be above 0");

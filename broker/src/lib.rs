@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::auth::Authenticator;
 use crate::config::JwtAlgorithm;
-use crate::conn::{Engine, EngineSettings};
+use crate::conn::{Engine, EngineSettings, WritePacer};
 use crate::gateway::ChatGateway;
 use crate::metrics::Metrics;
 use crate::socketio::{Handler, SocketIo};
@@ -92,6 +92,8 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let pacer = Arc::new(WritePacer::new(config.max_write_delay));
+    tracker.spawn(Arc::clone(&pacer).run(Arc::clone(&metrics), shutdown.clone()));
     let engine = Engine {
         settings: Arc::new(EngineSettings {
             ping_interval: config.ping_interval,
@@ -103,6 +105,7 @@ pub async fn run(
         metrics,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        pacer,
     };
     let state = Arc::new(http::HttpState {
         path: config.path.clone(),

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub messages: AtomicU64,
     /// Deliveries queued by broadcasts (one per member and message).
     pub deliveries: AtomicU64,
+    /// The write pacer's current delay between a connection's writes, in µs.
+    pub write_delay_us: AtomicU64,
 }
 
 impl Metrics {
@@ -39,7 +41,7 @@ impl Metrics {
     /// The counters in the Prometheus text exposition format.
     #[must_use]
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
             ("broker_connections_open", "gauge", "Open WebSocket sessions", &self.connections_open),
             ("broker_connections_total", "counter", "Sessions accepted", &self.connections_total),
             ("broker_auth_refusals_total", "counter", "Connects refused by auth", &self.auth_refusals),
@@ -50,6 +52,12 @@ impl Metrics {
             ("broker_bytes_out_total", "counter", "Bytes written to sockets", &self.bytes_out),
             ("broker_messages_total", "counter", "Chat messages broadcast", &self.messages),
             ("broker_deliveries_total", "counter", "Frames queued by broadcasts", &self.deliveries),
+            (
+                "broker_write_delay_us",
+                "gauge",
+                "Pacer's delay between a connection's writes",
+                &self.write_delay_us,
+            ),
         ];
         let mut out = String::with_capacity(1024);
         for (name, kind, help, value) in rows {

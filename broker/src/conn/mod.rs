@@ -11,6 +11,7 @@
 //! owns the socket's write half and writes pre-built frames with `writev`.
 
 mod outbox;
+mod pacer;
 mod reader;
 mod writer;
 
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 pub use outbox::{Drained, Outbox, PushError};
+pub use pacer::WritePacer;
 
 use crate::ids::Sid;
 use crate::metrics::Metrics;
@@ -198,6 +200,8 @@ pub struct Engine {
     pub shutdown: CancellationToken,
     /// Tracks every session task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Spaces each connection's writes while the broker is busy.
+    pub pacer: Arc<WritePacer>,
 }
 
 /// Runs one WebSocket session on an upgraded connection until it closes.
@@ -210,7 +214,12 @@ pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake
         outbox: Outbox::new(settings.outbox_bytes),
     };
     let (read_half, write_half) = stream.into_split();
-    engine.tracker.spawn(writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics)));
+    engine.tracker.spawn(writer::run(
+        write_half,
+        session.outbox.clone(),
+        Arc::clone(&engine.metrics),
+        Arc::clone(&engine.pacer),
+    ));
 
     let open = engineio::encode_open(&OpenParams {
         sid: &session.sid.to_string(),

@@ -2,7 +2,8 @@
 //!
 //! Each wake-up drains everything queued in the outbox and writes it with as
 //! few `writev` calls as the kernel allows. Frames are pre-built and shared:
-//! nothing is copied or encoded here.
+//! nothing is copied or encoded here. When the broker is busy, the
+//! [`WritePacer`] spaces a connection's writes so that each carries more.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -12,9 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::Instant;
 use tracing::debug;
 
-use super::{Drained, Outbox};
+use super::{Drained, Outbox, WritePacer};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
@@ -26,13 +28,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_SLICES: usize = 512;
 
 /// Drains `outbox` into `socket` until the connection closes.
-pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>) {
+pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, pacer: Arc<WritePacer>) {
     let mut batch = VecDeque::new();
+    let mut last_write: Option<Instant> = None;
     loop {
+        if let Some(due) = last_write.map(|at| at + pacer.delay()) {
+            // Boxed: a timer held inline would make every idle connection's
+            // writer larger; only paced (busy) connections pay for one.
+            if Instant::now() < due {
+                Box::pin(tokio::time::sleep_until(due)).await;
+            }
+        }
         let drained = outbox.drain(&mut batch);
         if !batch.is_empty() {
             let written = bounded(&outbox, write_batch(&mut socket, &batch, &metrics)).await;
             batch.clear();
+            last_write = Some(Instant::now());
             if let Err(error) = written {
                 debug!(%error, "write failed");
                 // The reader learns of it through the outbox; nothing is sent any more.
@@ -100,4 +111,72 @@ async fn write_batch(
     Metrics::add(&metrics.frames_out, batch.len() as u64);
     Metrics::add(&metrics.bytes_out, bytes as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::conn::CloseReason;
+
+    /// A writer on one end of a loopback connection; the other end is returned.
+    async fn writer(
+        pacer: Arc<WritePacer>,
+    ) -> (Outbox, Arc<Metrics>, TcpStream, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (_read, write) = server.into_split();
+        let outbox = Outbox::new(1 << 20);
+        let metrics = Arc::new(Metrics::default());
+        let task = tokio::spawn(run(write, outbox.clone(), Arc::clone(&metrics), pacer));
+        (outbox, metrics, client, task)
+    }
+
+    async fn read_exactly(client: &mut TcpStream, frames: &[&Frame]) {
+        let expected: Vec<u8> = frames.iter().flat_map(|frame| frame.as_bytes().to_vec()).collect();
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_writer_sends_what_came_during_its_delay_in_one_write() {
+        let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
+        while pacer.adjust(1.0) < Duration::from_millis(30) {}
+        let (outbox, metrics, mut client, task) = writer(pacer).await;
+        let [a, b, c] = ["a", "b", "c"].map(Frame::text);
+
+        outbox.try_push(&a).expect("open");
+        read_exactly(&mut client, &[&a]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 1, "the first frame goes out at once");
+
+        outbox.try_push(&b).expect("open");
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+        outbox.try_push(&c).expect("open");
+        read_exactly(&mut client, &[&b, &c]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 2, "b waited for the delay and went out with c");
+        assert_eq!(metrics.frames_out.load(Relaxed), 3);
+
+        outbox.close(CloseReason::ServerShutdown);
+        task.await.expect("writer ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unpaced_writer_writes_each_frame_as_it_comes() {
+        let (outbox, metrics, mut client, task) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
+        let [a, b] = ["a", "b"].map(Frame::text);
+        outbox.try_push(&a).expect("open");
+        read_exactly(&mut client, &[&a]).await;
+        outbox.try_push(&b).expect("open");
+        read_exactly(&mut client, &[&b]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 2);
+        outbox.close(CloseReason::ServerShutdown);
+        task.await.expect("writer ends");
+    }
 }
