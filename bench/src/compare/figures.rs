@@ -24,6 +24,19 @@ pub fn rows(results: &[ServerResults]) -> Vec<Row> {
         phase(&r.connect, "connect", P99)
     }));
     rows.push(row(&format!("{connect}: accepted/s"), Better::Higher, results, |r| accepted(&r.connect)));
+    let connect_cpu = |r: &ServerResults| {
+        let point = r.memory.iter().find(|point| point.clients == connect_clients);
+        point.and_then(|point| point.connect_cpu_us)
+    };
+    rows.push(row(&format!("{connect}: server CPU µs per connect"), Better::Lower, results, |r| {
+        connect_cpu(r).map_or_else(|| missing(r), Cell::Value)
+    }));
+    rows.push(row(
+        &format!("{connect}: connects/s per server core (from CPU)"),
+        Better::Higher,
+        results,
+        |r| connect_cpu(r).filter(|&us| us > 0.0).map_or_else(|| missing(r), |us| Cell::Value(1e6 / us)),
+    ));
     rows.push(row(&format!("{connect}: connected"), Better::Neither, results, |r| {
         r.connect.as_ref().map_or_else(|| missing(r), |run| Cell::Value(run.summary.clients_connected as f64))
     }));

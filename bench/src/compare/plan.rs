@@ -85,7 +85,7 @@ impl Plan {
             churn_rate: 500.0,
             series: vec![
                 series(20, 100, ladder(10.0, 1.5, 12, 2), true),
-                series(2, 2_000, ladder(2.5, 2.0, 8, 2), true),
+                series(2, 2_000, ladder(2.5, 2.0, 9, 2), true),
             ],
             step_duration: Duration::from_secs(8),
             drain: Duration::from_secs(5),

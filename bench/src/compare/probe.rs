@@ -26,6 +26,35 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     line.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time `pid` has used so far, user plus system (`/proc/PID/stat`).
+///
+/// # Errors
+/// The process is gone, the file does not parse, or `getconf CLK_TCK` fails.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let ticks = parse_cpu_ticks(&stat).context("malformed /proc/PID/stat")?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()?))
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line, in clock
+/// ticks. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted from its last `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_ascii_whitespace().skip(11);
+    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks_per_second() -> anyhow::Result<f64> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    if let Some(&ticks) = TICKS.get() {
+        return Ok(ticks);
+    }
+    let output = std::process::Command::new("getconf").arg("CLK_TCK").output().context("running getconf")?;
+    let ticks: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().context("getconf CLK_TCK")?;
+    Ok(*TICKS.get_or_init(|| ticks))
+}
+
 /// Open file descriptors of `pid`: a cheap, server-agnostic count of its
 /// connections.
 ///
@@ -124,6 +153,9 @@ mod tests {
         let before = WriteCounters { frames_out: 100, writes: 50 };
         assert_eq!(before.batch_size(&WriteCounters { frames_out: 500, writes: 150 }), Some(4.0));
         assert_eq!(before.batch_size(&before), None);
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 399 0 0 0 71 25 0 0 20 0 3 0 123 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(96));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
     }
 
     #[test]
@@ -131,5 +163,11 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).expect("own status") > 0);
         assert!(open_fds(pid).expect("own fds") >= 3);
+        let spent = cpu_time(pid).expect("own stat");
+        let start = std::time::Instant::now();
+        while cpu_time(pid).expect("own stat") <= spent && start.elapsed() < Duration::from_secs(10) {
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        assert!(cpu_time(pid).expect("own stat") > spent, "CPU time grows while we spin");
     }
 }

@@ -107,6 +107,9 @@ pub struct MemoryPoint {
     pub rss_kib: Option<u64>,
     /// (RSS loaded − RSS idle) / clients, KiB.
     pub per_connection_kib: Option<f64>,
+    /// Server CPU time per client from the start of the run until every
+    /// client was connected (handshake, auth, CONNECT), µs.
+    pub connect_cpu_us: Option<f64>,
     /// Why it was not measured.
     pub note: Option<String>,
 }
@@ -231,30 +234,52 @@ fn memory_point(
             "not measured: the hard open-file limit ({limit} per process) leaves neither server nor loadgen \
              room for {clients} sockets"
         );
-        return Ok(MemoryPoint { clients, rss_kib: None, per_connection_kib: None, note: Some(note) });
+        return Ok(MemoryPoint {
+            clients,
+            rss_kib: None,
+            per_connection_kib: None,
+            connect_cpu_us: None,
+            note: Some(note),
+        });
     }
-    let (run, rss) = loaded_rss(env, server, baseline_fds + clients, clients)?;
+    let (run, loaded) = loaded_rss(env, server, baseline_fds + clients, clients)?;
     report_line(server.kind, &format!("connect {clients}"), &run);
     if clients == u64::from(env.plan.connect_clients) {
         results.connect = Some(run.clone());
     }
     results.memory_runs.push(run);
     settle(server, baseline_fds)?;
+    let rss = loaded.map(|loaded| loaded.rss_kib);
     let per_connection_kib = rss.map(|rss| (rss as f64 - idle as f64) / clients as f64);
+    let connect_cpu_us = loaded.map(|loaded| loaded.connect_cpu.as_secs_f64() * 1e6 / clients as f64);
     let note = rss.is_none().then(|| "not every client was connected at once".to_owned());
-    eprintln!("compare: {} RSS with {clients} clients: {rss:?} KiB", server.kind.name());
-    Ok(MemoryPoint { clients, rss_kib: rss, per_connection_kib, note })
+    eprintln!(
+        "compare: {} with {clients} clients: RSS {rss:?} KiB, connect CPU {connect_cpu_us:.1?} µs each",
+        server.kind.name()
+    );
+    Ok(MemoryPoint { clients, rss_kib: rss, per_connection_kib, connect_cpu_us, note })
+}
+
+/// The server with every client of a `connect` run in.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    /// RSS, the last sample taken while every client was connected.
+    rss_kib: u64,
+    /// Server CPU from the start of the run to the first sample with every
+    /// client connected.
+    connect_cpu: Duration,
 }
 
 /// Runs `connect --hold` and reads the server's RSS while all `clients`
 /// are connected: the last sample taken while its descriptor count was at
-/// least `target_fds` (the hold starts only once every client is in).
+/// least `target_fds` (the hold starts only once every client is in), and
+/// the CPU it took to get there.
 fn loaded_rss(
     env: &Env,
     server: &Server,
     target_fds: u64,
     clients: u64,
-) -> anyhow::Result<(Run, Option<u64>)> {
+) -> anyhow::Result<(Run, Option<Loaded>)> {
     let plan = &env.plan;
     let args = vec![
         "connect".to_owned(),
@@ -266,8 +291,9 @@ fn loaded_rss(
         duration_arg(plan.hold),
     ];
     let invocation = env.loadgen(server, Placement::Pinned, &format!("connect-{clients}"), args);
+    let cpu_before = probe::cpu_time(server.pid)?;
     let mut child = invocation.spawn()?;
-    let sampled = sample_while_running(&mut child, server.pid, target_fds);
+    let sampled = sample_while_running(&mut child, server.pid, target_fds, cpu_before);
     if sampled.is_err() {
         let _ = child.kill();
     }
@@ -275,15 +301,25 @@ fn loaded_rss(
     Ok((run, sampled?))
 }
 
-fn sample_while_running(child: &mut Child, pid: u32, target_fds: u64) -> anyhow::Result<Option<u64>> {
-    let mut last = None;
+fn sample_while_running(
+    child: &mut Child,
+    pid: u32,
+    target_fds: u64,
+    cpu_before: Duration,
+) -> anyhow::Result<Option<Loaded>> {
+    let mut loaded: Option<Loaded> = None;
     while child.try_wait()?.is_none() {
         if probe::open_fds(pid)? >= target_fds {
-            last = Some(probe::rss_kib(pid)?);
+            let rss_kib = probe::rss_kib(pid)?;
+            let connect_cpu = match loaded {
+                Some(earlier) => earlier.connect_cpu,
+                None => probe::cpu_time(pid)?.saturating_sub(cpu_before),
+            };
+            loaded = Some(Loaded { rss_kib, connect_cpu });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(last)
+    Ok(loaded)
 }
 
 /// Waits until the server has closed the last run's connections.
