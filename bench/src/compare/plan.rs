@@ -108,8 +108,8 @@ impl Plan {
             churn_rooms: 10,
             churn_rate: 1_000.0,
             series: vec![
-                series(20, 100, ladder(20.0, 3.0, 3, 1), true),
-                series(2, 500, ladder(20.0, 3.0, 3, 1), false),
+                series(20, 100, ladder(20.0, 3.0, 4, 1), true),
+                series(2, 500, ladder(20.0, 3.0, 4, 1), false),
             ],
             step_duration: Duration::from_secs(3),
             drain: Duration::from_secs(2),
