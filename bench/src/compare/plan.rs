@@ -69,7 +69,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full comparison (about 30 minutes for three servers, depending
+    /// The full comparison (about 21 minutes for three servers, depending
     /// on how many steps each ladder climbs). The 2×2000 ladder climbs by
     /// ×2: setting up one of its steps means 4 million `user_joined`
     /// notices, about two minutes for NestJS.
