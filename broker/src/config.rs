@@ -364,6 +364,16 @@ mod tests {
     }
 
     #[test]
+    fn write_delay_comes_from_the_file_and_is_bounded() {
+        let file: Overrides = toml::from_str("max_write_delay_ms = 0\n").expect("valid toml");
+        let config = Overrides::default().or(file).apply(Config::default()).expect("valid");
+        assert_eq!(config.max_write_delay, Duration::ZERO, "0 turns pacing off");
+        assert_eq!(Config::default().max_write_delay, Duration::from_millis(30));
+        let too_long = Overrides { max_write_delay_ms: Some(5_000), ..Overrides::default() };
+        assert!(matches!(too_long.apply(Config::default()), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
     fn public_key_algorithms_need_a_key() {
         let config = Config { jwt_algorithm: JwtAlgorithm::RS256, ..Config::default() };
         assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));

@@ -71,6 +71,38 @@ async fn health_answers_200_with_json() {
     let _ = response.json();
 }
 
+/// The value of one sample line of a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> u64 {
+    let line = text.lines().find(|line| line.split(' ').next() == Some(name));
+    let value = line.and_then(|line| line.split(' ').nth(1)).unwrap_or_else(|| panic!("no {name} in {text}"));
+    value.parse().unwrap_or_else(|_| panic!("{name} is not a number: {value:?}"))
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_messages_and_writes() {
+    let server = TestServer::start_default().await;
+    let mut alice = Client::connect_user(&server, "alice").await;
+    let mut bob = Client::connect_user(&server, "bob").await;
+    alice.join("metrics").await;
+    bob.join("metrics").await;
+    alice.send("metrics", "counted").await;
+    bob.expect_message("counted").await;
+    alice.expect_message("counted").await;
+    let response = http::get(server.addr, "/metrics", &[]).await;
+    assert_eq!(response.status, 200, "body {:?}", response.text());
+    assert!(response.header("content-type").is_some_and(|value| value.starts_with("text/plain")));
+    let text = response.text();
+    assert_eq!(metric(&text, "broker_connections_total"), 2);
+    assert_eq!(metric(&text, "broker_connections_open"), 2, "both chatters are still connected");
+    assert_eq!(metric(&text, "broker_messages_total"), 1);
+    assert_eq!(metric(&text, "broker_deliveries_total"), 2, "the message went to both members");
+    let (frames, writes) = (metric(&text, "broker_frames_out_total"), metric(&text, "broker_writes_total"));
+    assert!(writes > 0 && frames >= writes, "{frames} frames in {writes} writes");
+    // The pacer's delay is published; its value depends on how busy this
+    // test's runtime (clients included) happened to be.
+    assert!(metric(&text, "broker_write_delay_us") <= 30_000, "within the default max_write_delay_ms");
+}
+
 fn cors_config() -> Config {
     Config { cors_origins: vec!["http://allowed.test".to_owned()], ..Config::default() }
 }
