@@ -130,51 +130,36 @@ fn run_step(
     let mut child = invocation.spawn()?;
     let samples = sample_counters(&mut child, server);
     let run = invocation.finish(child)?;
-    let batch_size = samples.ok().and_then(|samples| {
-        let (start_ms, end_ms) = publishing_window(&run.report)?;
-        window_batch_size(&samples, start_ms, end_ms)
-    });
+    let batch_size = samples
+        .ok()
+        .zip(run.summary.publishing_unix_ms)
+        .and_then(|(samples, (start, end))| window_batch_size(&samples, start, end));
     let step = Step::new(run.summary.observation(rate));
     Ok(StepRecord { step, batch_size, run })
 }
 
-/// How often the broker's counters are read during a step.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-
 /// A counter reading and when it was taken, ms since the Unix epoch.
 type Sample = (u64, WriteCounters);
 
-/// Reads the broker's write counters every [`SAMPLE_EVERY`] until `child`
-/// exits; the peers have no `/metrics`, and get no samples.
+/// Reads the broker's write counters until `child` exits; the peers have no
+/// `/metrics`, and get no samples.
 fn sample_counters(child: &mut std::process::Child, server: &Server) -> anyhow::Result<Vec<Sample>> {
     let mut samples = Vec::new();
-    while child.try_wait()?.is_none() {
+    probe::while_running(child, || {
         if server.kind == ServerKind::Broker {
             match probe::write_counters(server.port) {
                 Ok(counters) => samples.push((unix_ms(), counters)),
                 Err(e) => eprintln!("compare: reading broker /metrics: {e:#}"),
             }
         }
-        std::thread::sleep(SAMPLE_EVERY);
-    }
+        Ok(())
+    })?;
     Ok(samples)
 }
 
 fn unix_ms() -> u64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The publishing seconds of a loadgen report, from the start of its `run`
-/// stage to the end of its `drain` stage (or of `run`), in Unix ms.
-fn publishing_window(report: &serde_json::Value) -> Option<(u64, u64)> {
-    let started = report["started_unix_ms"].as_u64()?;
-    let stages = report["stages"].as_array()?;
-    let stage = |name: &str| stages.iter().find(|stage| stage["name"] == name);
-    let at = |seconds: f64| started + (seconds * 1000.0) as u64;
-    let run = stage("run")?;
-    let end = stage("drain").unwrap_or(run)["end_s"].as_f64()?;
-    Some((at(run["start_s"].as_f64()?), at(end)))
 }
 
 /// Frames per write between the first sample at or after `start_ms` and the
@@ -226,24 +211,5 @@ mod tests {
         assert_eq!(window_batch_size(&samples, 1_050, 1_350), Some(20.0));
         assert_eq!(window_batch_size(&samples, 1_000, 1_400), Some(13_000.0 / 1_200.0), "the whole run");
         assert_eq!(window_batch_size(&samples, 1_410, 1_500), None, "no sample inside");
-    }
-
-    #[test]
-    fn the_window_runs_from_the_run_stage_to_the_end_of_the_drain() {
-        let report = serde_json::json!({
-            "started_unix_ms": 10_000,
-            "stages": [
-                {"name": "setup", "start_s": 0.0, "end_s": 2.5},
-                {"name": "run", "start_s": 2.5, "end_s": 10.5},
-                {"name": "drain", "start_s": 10.5, "end_s": 11.0},
-            ],
-        });
-        assert_eq!(publishing_window(&report), Some((12_500, 21_000)));
-        let no_drain = serde_json::json!({
-            "started_unix_ms": 0,
-            "stages": [{"name": "run", "start_s": 1.0, "end_s": 2.0}],
-        });
-        assert_eq!(publishing_window(&no_drain), Some((1_000, 2_000)));
-        assert_eq!(publishing_window(&serde_json::json!({})), None);
     }
 }

@@ -131,6 +131,7 @@ impl Run {
 /// The part of loadgen's report the harness reads.
 #[derive(Debug, Clone, Deserialize)]
 struct ReportJson {
+    started_unix_ms: u64,
     stages: Vec<StageJson>,
     clients: ClientsJson,
     phases: Vec<PhaseJson>,
@@ -266,6 +267,10 @@ pub struct Summary {
     pub messages_lost: u64,
     /// Length of the `run` stage (publishing), s.
     pub run_secs: f64,
+    /// From the start of the `run` stage to the end of the `drain` stage (or
+    /// of `run`), in ms since the Unix epoch: when the step's messages went
+    /// out.
+    pub publishing_unix_ms: Option<(u64, u64)>,
     /// Any loss at all.
     pub loss: bool,
     /// What was lost.
@@ -281,7 +286,10 @@ impl Summary {
     /// The JSON lacks a field the harness needs.
     pub fn from_report(report: &serde_json::Value) -> anyhow::Result<Self> {
         let json = ReportJson::deserialize(report).context("not a loadgen report")?;
-        let run = json.stages.iter().find(|stage| stage.name == "run");
+        let stage = |name: &str| json.stages.iter().find(|stage| stage.name == name);
+        let run = stage("run");
+        let at = |seconds: f64| json.started_unix_ms + (seconds * 1000.0) as u64;
+        let publishing_unix_ms = run.map(|run| (at(run.start_s), at(stage("drain").unwrap_or(run).end_s)));
         let lag = json.phases.iter().find(|phase| phase.figures.name == "schedule_lag");
         let self_check = SelfCheck::new(json.self_check.clone(), lag, run);
         Ok(Self {
@@ -291,6 +299,7 @@ impl Summary {
             deliveries: json.messages.as_ref().map_or(0, |tally| tally.unique),
             messages_lost: json.messages.as_ref().map_or(0, |tally| tally.lost),
             run_secs: run.map_or(0.0, |stage| stage.end_s - stage.start_s),
+            publishing_unix_ms,
             loss: json.loss,
             loss_reasons: json.loss_reasons,
             self_check,
@@ -327,6 +336,7 @@ mod tests {
     fn report(lag_ms: f64, lost: u64) -> serde_json::Value {
         serde_json::json!({
             "scenario": "broadcast",
+            "started_unix_ms": 10_000,
             "stages": [
                 {"name": "setup", "start_s": 0.1, "end_s": 1.6},
                 {"name": "run", "start_s": 1.6, "end_s": 4.6},
@@ -362,6 +372,18 @@ mod tests {
         assert!(observation.loss.is_none() && !observation.loadgen_late && !observation.loadgen_saturated);
         let late = Summary::from_report(&report(25.0, 3)).expect("valid report").observation(100.0);
         assert!(late.loss.is_some() && late.loadgen_late);
+    }
+
+    #[test]
+    fn publishing_runs_from_the_run_stage_to_the_end_of_the_drain() {
+        let mut json = report(1.0, 0);
+        let summary = Summary::from_report(&json).expect("valid report");
+        assert_eq!(summary.publishing_unix_ms, Some((11_600, 14_700)));
+        json["stages"].as_array_mut().expect("stages").retain(|stage| stage["name"] != "drain");
+        let no_drain = Summary::from_report(&json).expect("valid report");
+        assert_eq!(no_drain.publishing_unix_ms, Some((11_600, 14_600)));
+        json["stages"].as_array_mut().expect("stages").retain(|stage| stage["name"] != "run");
+        assert_eq!(Summary::from_report(&json).expect("valid report").publishing_unix_ms, None);
     }
 
     #[test]

@@ -82,6 +82,24 @@ pub fn wait_for_fds(pid: u32, timeout: Duration, done: impl Fn(u64) -> bool) -> 
     }
 }
 
+/// How often a probe samples a server while a loadgen run goes on.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Calls `sample` every [`SAMPLE_EVERY`] until `child` exits.
+///
+/// # Errors
+/// The child could not be waited for, or `sample` failed.
+pub fn while_running(
+    child: &mut std::process::Child,
+    mut sample: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    while child.try_wait()?.is_none() {
+        sample()?;
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    Ok(())
+}
+
 /// The broker's write counters at one moment.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct WriteCounters {

@@ -308,7 +308,7 @@ fn sample_while_running(
     cpu_before: Duration,
 ) -> anyhow::Result<Option<Loaded>> {
     let mut loaded: Option<Loaded> = None;
-    while child.try_wait()?.is_none() {
+    probe::while_running(child, || {
         if probe::open_fds(pid)? >= target_fds {
             let rss_kib = probe::rss_kib(pid)?;
             let connect_cpu = match loaded {
@@ -317,8 +317,8 @@ fn sample_while_running(
             };
             loaded = Some(Loaded { rss_kib, connect_cpu });
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Ok(())
+    })?;
     Ok(loaded)
 }
 
