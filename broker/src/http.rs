@@ -1,32 +1,53 @@
-//! The HTTP side, on hyper: the Engine.IO handshake and WebSocket upgrade,
+//! The HTTP side: the Engine.IO handshake and WebSocket upgrade,
 //! `GET /health` and `GET /metrics`, CORS and origin checks.
 //!
-//! After a successful upgrade the raw `TcpStream` is taken back from hyper
-//! (`Upgraded::downcast`) with any bytes hyper read past the request, and
-//! handed to [`crate::conn::serve`]. Every handshake refusal is mapped to its
-//! status and socket.io JSON body in one place, [`HandshakeError`].
+//! [`serve`] reads each connection's request head itself (httparse). A valid
+//! WebSocket upgrade is answered right there, and the `101` goes out in the
+//! same write as the Engine.IO open packet: a connect costs the server one
+//! write fewer and no hyper machinery. Every other request — refusals, the
+//! two GET endpoints, preflights, a head too large for the fast path — is
+//! served by hyper, which is handed the bytes already read. Both paths check
+//! an upgrade with the same [`check_upgrade`] and build the same response;
+//! every handshake refusal is mapped to its status and socket.io JSON body in
+//! one place, [`HandshakeError`].
 
 use std::convert::Infallible;
+use std::io::{self, Cursor};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, Chain, Join};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
+
+use futures_util::FutureExt as _;
+use futures_util::future::OptionFuture;
 
 use crate::conn::{self, Engine, Handshake};
 use crate::socketio::SocketIo;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request head buffer [`serve`] starts with; a client's upgrade request
+/// is 200–700 bytes. It is freed once the head is read.
+const HEAD_BUFFER_BYTES: usize = 1024;
+
+/// The longest head [`serve`] reads itself; hyper takes a longer one.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// The most headers [`serve`] parses itself; hyper takes a request with more.
+const MAX_HEADERS: usize = 32;
 
 /// What the HTTP layer needs.
 pub struct HttpState {
@@ -76,8 +97,149 @@ impl HandshakeError {
 
 /// Serves HTTP on one accepted connection until it closes, is upgraded, or
 /// the server shuts down.
-pub async fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<HttpState>) {
+///
+/// The request head is read here first. A valid WebSocket upgrade to the
+/// Engine.IO path — nearly every connection — is answered without hyper: the
+/// `101` and the open packet leave in one write, and the session runs on in
+/// this task. Anything else (refusals, `/health`, `/metrics`, preflights, a
+/// head too large or malformed to parse here) goes to hyper, together with
+/// the bytes already read.
+pub fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<HttpState>) -> impl Future<Output = ()> {
+    // This future is part of every session's task, so it holds no more than
+    // the session needs: the handshake's state (timer, buffers, hyper) is
+    // boxed and freed when it ends, and the session is chained after it, not
+    // awaited in an async block that would keep the arguments.
+    Box::pin(answer(stream, remote, state)).then(OptionFuture::from).map(drop)
+}
+
+/// Reads the request head. A WebSocket upgrade for the fast path is
+/// answered (the response goes out with the open packet) and its session
+/// returned; anything else is served with hyper until the connection closes.
+async fn answer(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    state: Arc<HttpState>,
+) -> Option<impl Future<Output = ()> + use<>> {
+    let mut buf = Vec::with_capacity(HEAD_BUFFER_BYTES);
+    let head = tokio::select! {
+        head = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut stream, &mut buf)) => head,
+        () = state.engine.shutdown.cancelled() => return None,
+    };
+    match head {
+        Ok(Ok(Head::Complete(request, len))) => {
+            if let Some((handshake, head)) = fast_upgrade(&request, remote, &state) {
+                let read_ahead = buf.split_off(len);
+                return Some(conn::serve(state.engine.clone(), stream, read_ahead, handshake, Some(head)));
+            }
+        }
+        Ok(Ok(Head::Other)) => {}
+        Ok(Ok(Head::Closed)) => return None,
+        Ok(Err(error)) => {
+            debug!(%remote, %error, "reading the request failed");
+            return None;
+        }
+        Err(_) => {
+            debug!(%remote, "no complete request head in time");
+            return None;
+        }
+    }
+    serve_hyper(stream, buf, remote, state).await;
+    None
+}
+
+/// What [`read_head`] found.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "lives only while the head is read; boxing the request would cost an allocation per connect"
+)]
+enum Head {
+    /// A complete, well-formed head of `len` bytes.
+    Complete(Request<()>, usize),
+    /// Something for hyper to answer.
+    Other,
+    /// The client closed before sending anything.
+    Closed,
+}
+
+/// Reads until `buf` holds a complete request head, at most
+/// [`MAX_HEAD_BYTES`].
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= MAX_HEAD_BYTES {
+                return Ok(Head::Other);
+            }
+            buf.reserve(buf.len());
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Ok(if buf.is_empty() { Head::Closed } else { Head::Other });
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                return Ok(to_request(&parsed).map_or(Head::Other, |request| Head::Complete(request, len)));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Ok(Head::Other),
+        }
+    }
+}
+
+fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+    let version = if parsed.version? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let mut builder = Request::builder().method(parsed.method?).uri(parsed.path?).version(version);
+    for header in parsed.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    builder.body(()).ok()
+}
+
+/// The session's handshake and the `101` head, if `request` is an upgrade
+/// this broker accepts.
+fn fast_upgrade(
+    request: &Request<()>,
+    remote: SocketAddr,
+    state: &HttpState,
+) -> Option<(Handshake, Vec<u8>)> {
+    if request.method() != Method::GET
+        || request.version() != Version::HTTP_11
+        || !is_engine_path(request.uri().path(), state)
+    {
+        return None;
+    }
+    let (handshake, key) = check_upgrade(request, remote, state).ok()?;
+    let mut response = switching_protocols(&key);
+    add_cors(&mut response, handshake.origin.as_deref(), state);
+    Some((handshake, encode_head(&response)))
+}
+
+/// A response head as HTTP/1.1 bytes, with room for the open packet.
+fn encode_head(response: &Response<Full<Bytes>>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let status = response.status();
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The IO hyper serves: the bytes [`serve`] already read, then the socket.
+type Replayed = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
+
+async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state: Arc<HttpState>) {
     let shutdown = state.engine.shutdown.clone();
+    let (read_half, write_half) = stream.into_split();
+    let io: Replayed = tokio::io::join(Cursor::new(read).chain(read_half), write_half);
     let service = service_fn(move |request| {
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(route(request, remote, &state)) }
@@ -85,7 +247,7 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<HttpState>)
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
@@ -102,11 +264,17 @@ fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> R
     let path = request.uri().path();
     let origin =
         request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let mut response = if path == state.path || path == state.path.trim_end_matches('/') {
+    let mut response = if is_engine_path(path, state) {
         if request.method() == Method::OPTIONS {
             Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).expect("static response")
         } else {
-            handshake(request, remote, state).unwrap_or_else(HandshakeError::into_response)
+            match check_upgrade(&request, remote, state) {
+                Ok((handshake, key)) => {
+                    spawn_upgrade(request, handshake, remote, state);
+                    switching_protocols(&key)
+                }
+                Err(error) => error.into_response(),
+            }
         }
     } else if request.method() == Method::GET && path == "/health" {
         health(state)
@@ -119,17 +287,21 @@ fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> R
     } else {
         json_response(StatusCode::NOT_FOUND, r#"{"message":"Not found"}"#.to_owned())
     };
-    if let Some(origin) = origin.filter(|origin| origin_allowed(&state.cors_origins, origin)) {
-        add_cors_headers(response.headers_mut(), &origin);
-    }
+    add_cors(&mut response, origin.as_deref(), state);
     response
 }
 
-fn handshake(
-    request: Request<Incoming>,
+fn is_engine_path(path: &str, state: &HttpState) -> bool {
+    path == state.path || path == state.path.trim_end_matches('/')
+}
+
+/// Checks an upgrade request; returns the session's handshake and the
+/// `Sec-WebSocket-Accept` value.
+fn check_upgrade<B>(
+    request: &Request<B>,
     remote: SocketAddr,
     state: &HttpState,
-) -> Result<Response<Full<Bytes>>, HandshakeError> {
+) -> Result<(Handshake, String), HandshakeError> {
     let query: Vec<(String, String)> =
         form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
     let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
@@ -147,43 +319,57 @@ fn handshake(
     if origin.is_some_and(|origin| !origin_allowed(&state.cors_origins, origin)) {
         return Err(HandshakeError::Forbidden);
     }
-    let key = websocket_key(&request).ok_or(HandshakeError::BadRequest)?;
-
+    let key = websocket_key(request).ok_or(HandshakeError::BadRequest)?;
     let handshake = Handshake {
         authorization: header_str(headers, header::AUTHORIZATION).map(str::to_owned),
         origin: origin.map(str::to_owned),
         remote: Some(remote),
         query,
     };
+    Ok((handshake, key))
+}
+
+/// Waits for hyper to hand over an upgraded connection and runs its session.
+/// Only upgrades [`serve`] did not answer itself come this way.
+fn spawn_upgrade(request: Request<Incoming>, handshake: Handshake, remote: SocketAddr, state: &HttpState) {
     let engine = state.engine.clone();
     state.engine.tracker.spawn(async move {
         match hyper::upgrade::on(request).await {
             // The session gets a task of its own, so this one — which holds
             // the whole HTTP request — ends now instead of living as long
             // as the session.
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<Replayed>>() {
                 Ok(parts) => {
-                    let session =
-                        conn::serve(engine.clone(), parts.io.into_inner(), parts.read_buf, handshake);
-                    engine.tracker.spawn(session);
+                    let (reader, write_half) = parts.io.into_inner().into_inner();
+                    let (replay, read_half) = reader.into_inner();
+                    let Ok(stream) = read_half.reunite(write_half) else {
+                        return debug!(%remote, "upgraded halves do not belong together");
+                    };
+                    // hyper read these first; any replayed bytes it left come after.
+                    let mut read_ahead = parts.read_buf.to_vec();
+                    let replayed = usize::try_from(replay.position()).unwrap_or(usize::MAX);
+                    read_ahead.extend_from_slice(replay.get_ref().get(replayed..).unwrap_or_default());
+                    engine.tracker.spawn(conn::serve(engine.clone(), stream, read_ahead, handshake, None));
                 }
-                Err(_) => debug!(%remote, "upgraded connection is not a TcpStream"),
+                Err(_) => debug!(%remote, "upgraded connection is not the one served"),
             },
             Err(error) => debug!(%remote, %error, "upgrade failed"),
         }
     });
+}
 
-    Ok(Response::builder()
+fn switching_protocols(accept_key: &str) -> Response<Full<Bytes>> {
+    Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, key)
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key)
         .body(Full::default())
-        .expect("valid upgrade response"))
+        .expect("valid upgrade response")
 }
 
 /// The `Sec-WebSocket-Accept` value, if this is a valid version-13 upgrade.
-fn websocket_key(request: &Request<Incoming>) -> Option<String> {
+fn websocket_key<B>(request: &Request<B>) -> Option<String> {
     let headers = request.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers
@@ -216,6 +402,13 @@ fn health(state: &HttpState) -> Response<Full<Bytes>> {
 
 fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     allowed.is_empty() || allowed.iter().any(|entry| entry == origin || entry == "*")
+}
+
+/// Adds the CORS headers when `origin` is allowed.
+fn add_cors<B>(response: &mut Response<B>, origin: Option<&str>, state: &HttpState) {
+    if let Some(origin) = origin.filter(|origin| origin_allowed(&state.cors_origins, origin)) {
+        add_cors_headers(response.headers_mut(), origin);
+    }
 }
 
 fn add_cors_headers(headers: &mut HeaderMap, origin: &str) {

@@ -12,7 +12,8 @@
 //!   per connection doing vectored writes.
 //! - [`socketio`]: namespaces, sockets, acks, the four ways to emit.
 //! - [`gateway`]: the chat application, the only module that knows chat.
-//! - [`http`]: hyper — handshake, upgrade, `/health`, `/metrics`.
+//! - [`http`]: handshake and upgrade (a lean path of its own, hyper for the
+//!   rest), `/health`, `/metrics`.
 //! - [`metrics`], [`config`], [`ids`].
 
 pub mod auth;

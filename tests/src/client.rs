@@ -17,7 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::server::{CHAT, TestServer, WAIT};
@@ -224,6 +224,7 @@ pub struct ClientBuilder<'a> {
     header_token: Option<String>,
     payload: Option<Value>,
     origin: Option<String>,
+    headers: Vec<(String, String)>,
     namespace: String,
     recv_buffer: Option<u32>,
     label: String,
@@ -237,6 +238,7 @@ impl<'a> ClientBuilder<'a> {
             header_token: None,
             payload: None,
             origin: None,
+            headers: Vec::new(),
             namespace: server.config.namespaces.first().cloned().unwrap_or_else(|| CHAT.to_owned()),
             recv_buffer: None,
             label: "client".to_owned(),
@@ -301,6 +303,13 @@ impl<'a> ClientBuilder<'a> {
         self
     }
 
+    /// Any other header on the upgrade request.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// The namespace to CONNECT to (default: the server's first).
     #[must_use]
     pub fn namespace(mut self, namespace: &str) -> Self {
@@ -339,6 +348,11 @@ impl<'a> ClientBuilder<'a> {
         if let Some(origin) = &self.origin {
             let value = HeaderValue::from_str(origin).expect("an origin is a header value");
             request.headers_mut().insert("Origin", value);
+        }
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+            let value = HeaderValue::from_str(value).expect("a valid header value");
+            request.headers_mut().append(name, value);
         }
         let socket = TcpSocket::new_v4().expect("creating a TCP socket");
         if let Some(bytes) = self.recv_buffer {

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use tests::http::{self, HttpResponse};
-use tests::{Client, Config, TestServer, assert_server_still_chats, json};
+use tests::{Client, Config, TestServer, Value, assert_server_still_chats, json};
 
 fn assert_refusal(response: &HttpResponse, status: u16, code: u64, message: &str) {
     assert_eq!(response.status, status, "status; body {:?}", response.text());
@@ -142,6 +145,89 @@ async fn allowed_origin_is_upgraded() {
     assert_eq!(response.status, 101);
     let token = server.token("allowed-origin").sign();
     Client::builder(&server).origin("http://allowed.test").payload_token(&token).connect().await;
+}
+
+/// The upgrade request as a browser would send it, from `origin`.
+fn upgrade_request(server: &TestServer, origin: &str) -> String {
+    let mut request =
+        format!("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n", server.addr);
+    for (name, value) in http::UPGRADE_HEADERS.iter().chain(&[("Origin", origin)]) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// Reads the response head and the first WebSocket frame after it.
+async fn read_head_and_frame(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(head_end) = buf.windows(4).position(|window| window == b"\r\n\r\n") {
+            let frame = &buf[head_end + 4..];
+            if frame.len() >= 2 && frame[1] < 126 && frame.len() >= 2 + usize::from(frame[1]) {
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                return (head, frame[..2 + usize::from(frame[1])].to_vec());
+            }
+        }
+        let mut chunk = [0_u8; 4096];
+        let read = tokio::time::timeout(tests::WAIT, stream.read(&mut chunk))
+            .await
+            .expect("the response within the wait")
+            .expect("reading the response");
+        assert!(read > 0, "closed before the open packet; got {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+#[tokio::test]
+async fn upgrade_request_arriving_in_pieces_gets_the_101_and_the_open_packet() {
+    let server = TestServer::start(cors_config()).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connecting");
+    for piece in upgrade_request(&server, "http://allowed.test").as_bytes().chunks(37) {
+        stream.write_all(piece).await.expect("writing a piece of the request");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (head, frame) = read_head_and_frame(&mut stream).await;
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 switching protocols\r\n"), "head {head:?}");
+    for line in [
+        "connection: upgrade",
+        "upgrade: websocket",
+        // RFC 6455's own example key and answer.
+        "sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=",
+        "access-control-allow-origin: http://allowed.test",
+    ] {
+        assert!(head.split("\r\n").any(|header| header == line), "{line:?} in {head:?}");
+    }
+    assert_eq!(frame[0], 0x81, "an unmasked final text frame");
+    let open = std::str::from_utf8(&frame[2..]).expect("UTF-8 text");
+    let open: Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("open packet JSON");
+    assert!(open["sid"].as_str().is_some_and(|sid| !sid.is_empty()), "open packet {open}");
+}
+
+#[tokio::test]
+async fn upgrade_with_a_large_or_long_head_is_served_too() {
+    // More than the fast path reads itself (8 KiB, 32 headers): hyper
+    // answers these, and the session is the same.
+    let server = TestServer::start_default().await;
+    let cookie = format!("session={}", "c".repeat(9 * 1024));
+    let token = server.token("big-cookie").sign();
+    let mut client = Client::builder(&server)
+        .header("Cookie", &cookie)
+        .payload_token(&token)
+        .label("cookie")
+        .connect()
+        .await;
+    client.join("big-heads").await;
+
+    let mut builder = Client::builder(&server).label("many-headers");
+    for index in 0..40 {
+        builder = builder.header(&format!("X-Extra-{index}"), "1");
+    }
+    let token = server.token("many-headers").sign();
+    let mut client = builder.payload_token(&token).connect().await;
+    client.join("big-heads").await;
 }
 
 #[tokio::test]

@@ -204,14 +204,44 @@ pub struct Engine {
     pub pacer: Arc<WritePacer>,
 }
 
-/// Runs one WebSocket session on an upgraded connection until it closes.
-/// `read_buf` holds bytes the HTTP layer read past the upgrade request.
-pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake: Handshake) {
+/// Starts one WebSocket session on an upgraded connection: queues the open
+/// packet, spawns the writer, and returns the future that reads the session
+/// until it closes.
+///
+/// `read_ahead` holds bytes the HTTP layer read past the upgrade request.
+/// `response_head`, when the HTTP layer has not answered the upgrade itself,
+/// is the `101` head: the open packet is appended to it, so the client gets
+/// both in one write.
+///
+/// The setup is done here, not in the returned future, so that the future
+/// holds only what the session needs while it runs: it is part of every
+/// session's task.
+pub fn serve(
+    engine: Engine,
+    stream: TcpStream,
+    read_ahead: Vec<u8>,
+    handshake: Handshake,
+    response_head: Option<Vec<u8>>,
+) -> impl Future<Output = ()> + Send + use<> {
     let settings = &engine.settings;
     let session = Session {
         sid: Sid::random(),
         handshake: Arc::new(handshake),
         outbox: Outbox::new(settings.outbox_bytes),
+    };
+    let open = Frame::text(&engineio::encode_open(&OpenParams {
+        sid: &session.sid.to_string(),
+        ping_interval_ms: millis(settings.ping_interval),
+        ping_timeout_ms: millis(settings.ping_timeout),
+        max_payload: settings.max_payload,
+    }));
+    // A fresh outbox is empty and open: this push cannot fail.
+    let _ = match response_head {
+        Some(mut head) => {
+            head.extend_from_slice(open.as_bytes());
+            session.outbox.try_push_bytes(&Bytes::from(head))
+        }
+        None => session.outbox.try_push(&open),
     };
     let (read_half, write_half) = stream.into_split();
     engine.tracker.spawn(writer::run(
@@ -220,40 +250,30 @@ pub async fn serve(engine: Engine, stream: TcpStream, read_buf: Bytes, handshake
         Arc::clone(&engine.metrics),
         Arc::clone(&engine.pacer),
     ));
-
-    let open = engineio::encode_open(&OpenParams {
-        sid: &session.sid.to_string(),
-        ping_interval_ms: millis(settings.ping_interval),
-        ping_timeout_ms: millis(settings.ping_timeout),
-        max_payload: settings.max_payload,
-    });
-    // A fresh outbox is empty and open: this push cannot fail.
-    let _ = session.outbox.try_push(&Frame::text(&open));
     Metrics::add(&engine.metrics.connections_total, 1);
     Metrics::add(&engine.metrics.connections_open, 1);
     debug!(sid = %session.sid, remote = ?session.handshake.remote, "session opened");
-
-    // `read_buf` may be a view into hyper's whole read buffer: copy out the
-    // few bytes it holds and let that buffer go now, not at session end.
-    let read_ahead = read_buf.to_vec();
-    drop(read_buf);
     let handler = engine.app.open(&session);
-    // Boxed: held inline, the reader's state machine made this future
-    // 4.9 KB; boxed, the two together take 2.3 KB.
-    let reason =
-        Box::pin(reader::run(&session, read_half, read_ahead, handler, settings, &engine.shutdown)).await;
 
-    engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    if reason == CloseReason::SlowConsumer {
-        Metrics::add(&engine.metrics.slow_consumers, 1);
-        warn!(
-            sid = %session.sid,
-            remote = ?session.handshake.remote,
-            limit_bytes = settings.outbox_bytes,
-            "slow consumer cut off: its outbox went over the byte budget"
-        );
+    async move {
+        let settings = &engine.settings;
+        // Boxed: held inline, the reader's state machine made this future
+        // 4.9 KB; boxed, the two together take 2.3 KB.
+        let reason =
+            Box::pin(reader::run(&session, read_half, read_ahead, handler, settings, &engine.shutdown)).await;
+
+        engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if reason == CloseReason::SlowConsumer {
+            Metrics::add(&engine.metrics.slow_consumers, 1);
+            warn!(
+                sid = %session.sid,
+                remote = ?session.handshake.remote,
+                limit_bytes = settings.outbox_bytes,
+                "slow consumer cut off: its outbox went over the byte budget"
+            );
+        }
+        debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
     }
-    debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -89,7 +89,15 @@ impl Outbox {
     /// dropped and the connection closes with [`CloseReason::SlowConsumer`].
     /// [`PushError::Closed`] once the connection is closing.
     pub fn try_push(&self, frame: &Frame) -> Result<(), PushError> {
-        let bytes = frame.as_bytes();
+        self.try_push_bytes(frame.as_bytes())
+    }
+
+    /// Queues bytes that are not (only) a WebSocket frame: the HTTP `101`
+    /// head followed by the Engine.IO open packet.
+    ///
+    /// # Errors
+    /// As [`try_push`](Self::try_push).
+    pub fn try_push_bytes(&self, bytes: &Bytes) -> Result<(), PushError> {
         let mut state = self.inner.state.lock();
         if state.close.is_some() {
             return Err(PushError::Closed);
