@@ -41,7 +41,11 @@ pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metric
         }
         let drained = outbox.drain(&mut batch);
         if !batch.is_empty() {
-            let written = bounded(&outbox, write_batch(&mut socket, &batch, &metrics)).await;
+            // Boxed, like every write below: the write's state (slices, the
+            // close-grace timer) held inline would more than double the
+            // size of every connection's writer, idle or not. One small
+            // allocation per write is noise beside the write itself.
+            let written = Box::pin(bounded(&outbox, write_batch(&mut socket, &batch, &metrics))).await;
             batch.clear();
             last_write = Some(Instant::now());
             if let Err(error) = written {
@@ -54,9 +58,9 @@ pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metric
         if let Drained::Closing(reason) = drained {
             if let Some(code) = reason.close_code() {
                 let close = Frame::close(code, reason.as_str());
-                let _ = bounded(&outbox, socket.write_all(close.as_bytes())).await;
+                let _ = Box::pin(bounded(&outbox, socket.write_all(close.as_bytes()))).await;
             }
-            let _ = bounded(&outbox, socket.shutdown()).await;
+            let _ = Box::pin(bounded(&outbox, socket.shutdown())).await;
             return;
         }
         // A VecDeque that once held a burst keeps its capacity; give it back
