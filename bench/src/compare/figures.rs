@@ -40,6 +40,7 @@ pub fn rows(results: &[ServerResults]) -> Vec<Row> {
     rows.push(row(&format!("{connect}: connected"), Better::Neither, results, |r| {
         r.connect.as_ref().map_or_else(|| missing(r), |run| Cell::Value(run.summary.clients_connected as f64))
     }));
+    rows.extend(storm_rows(results));
     rows.push(row("join: ack p99 ms", Better::Lower, results, |r| phase(&r.join, "join_ack", P99)));
     rows.push(row("join: user_joined p99 ms", Better::Lower, results, |r| {
         phase(&r.join, "join_notice", P99)
@@ -65,6 +66,35 @@ fn accepted(run: &Option<Run>) -> Cell {
     let offered = run.report["config"]["scenario"]["rate"].as_f64().unwrap_or(f64::INFINITY);
     if connect.rate_per_s >= KEPT_UP * offered {
         Cell::AtLeast(connect.rate_per_s, "offered rate".to_owned())
+    } else {
+        Cell::Value(connect.rate_per_s)
+    }
+}
+
+/// A server busy for less than this share of the storm's ramp had CPU to
+/// spare: the connects came no faster, so its accept rate is a lower bound.
+pub const SATURATED: f64 = 0.9;
+
+fn storm_rows(results: &[ServerResults]) -> Vec<Row> {
+    let name = format!("connect storm {}", first_run_clients(results, |r| r.storm.as_ref()));
+    let cpu = |r: &ServerResults| r.storm_cpu_us.map_or_else(|| missing(r), Cell::Value);
+    vec![
+        row(&format!("{name}: accepted/s"), Better::Higher, results, storm_accepted),
+        row(&format!("{name}: p99 ms"), Better::Lower, results, |r| phase(&r.storm, "connect", P99)),
+        row(&format!("{name}: server CPU µs per connect"), Better::Lower, results, cpu),
+        row(&format!("{name}: connects/s per server core (from CPU)"), Better::Higher, results, |r| {
+            r.storm_cpu_us.filter(|&us| us > 0.0).map_or_else(|| missing(r), |us| Cell::Value(1e6 / us))
+        }),
+    ]
+}
+
+fn storm_accepted(results: &ServerResults) -> Cell {
+    let Some(run) = &results.storm else { return missing(results) };
+    let Some(connect) = run.summary.phase("connect") else { return Cell::Missing("no samples".to_owned()) };
+    // Busy share of the ramp: CPU per connect × connects per second.
+    let busy = results.storm_cpu_us.map(|us| us * connect.rate_per_s / 1e6);
+    if busy.is_some_and(|busy| busy < SATURATED) {
+        Cell::AtLeast(connect.rate_per_s, "server not saturated".to_owned())
     } else {
         Cell::Value(connect.rate_per_s)
     }
@@ -194,4 +224,52 @@ fn batch_size(series: &SeriesResult) -> Cell {
     sustainable_step(series)
         .and_then(|record| record.batch_size)
         .map_or(Cell::Missing("n/a".to_owned()), Cell::Value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::server::ServerKind;
+
+    fn storm_run(accepted_per_s: f64) -> Run {
+        let report = serde_json::json!({
+            "scenario": "connect",
+            "started_unix_ms": 10_000,
+            "stages": [{"name": "connect", "start_s": 0.0, "end_s": 1.0}],
+            "clients": {"planned": 10000, "connected": 10000, "joined": 0},
+            "phases": [{"name": "connect", "count": 10000, "p50_ms": 2.0, "p99_ms": 9.0,
+                        "rate_per_s": accepted_per_s, "min_ms": 0.5, "per_second": [10000],
+                        "mean_ms_per_second": [2.0]}],
+            "messages": {"expected": 0, "unique": 0, "lost": 0},
+            "self_check": {"cpu": {"cpu_secs": 1.0, "wall_secs": 1.0, "cores_per_second": [1.0]},
+                           "worker_threads": 1, "utilization": 1.0, "busy_seconds": 1,
+                           "schedule_lag_p99_ms": 1.0, "warnings": []},
+            "loss": false,
+            "loss_reasons": []
+        });
+        Run { summary: super::super::loadgen::Summary::from_report(&report).expect("valid report"), report }
+    }
+
+    fn storm(accepted_per_s: f64, cpu_us: f64) -> ServerResults {
+        ServerResults {
+            storm: Some(storm_run(accepted_per_s)),
+            storm_cpu_us: Some(cpu_us),
+            ..ServerResults::new(ServerKind::Broker)
+        }
+    }
+
+    #[test]
+    fn a_storm_accept_rate_is_a_lower_bound_when_the_server_had_cpu_to_spare() {
+        // 10 000/s × 50 µs: busy half the ramp.
+        assert_eq!(
+            storm_accepted(&storm(10_000.0, 50.0)),
+            Cell::AtLeast(10_000.0, "server not saturated".to_owned())
+        );
+        // 6 000/s × 160 µs: busy all of it, so 6 000/s is its rate.
+        assert_eq!(storm_accepted(&storm(6_000.0, 160.0)), Cell::Value(6_000.0));
+        assert_eq!(
+            storm_accepted(&ServerResults::new(ServerKind::Broker)),
+            Cell::Missing("not run".to_owned())
+        );
+    }
 }

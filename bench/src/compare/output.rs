@@ -160,8 +160,11 @@ fn notes(out: &mut String, servers: &[ServerResults]) {
          \"≥ X (loadgen-bound)\": loadgen used ≥ {:.0}% of its threads, or its mean schedule lag passed \
          {LOADGEN_LATE_MEAN_MS} ms in a publishing second, so X is a lower bound, not the server's capacity. \
          \"≥ X (step limit)\": the ladder ran out of steps. \"≥ X (offered rate)\": the server accepted \
-         connections as fast as loadgen offered them.\n",
-        LOADGEN_BUSY_UTILIZATION * 100.0
+         connections as fast as loadgen offered them. \"≥ X (server not saturated)\": in the connect storm \
+         (clients offered as fast as one loadgen core can) the server was busy less than {:.0}% of the ramp, \
+         so the connects came no faster; its CPU per connect is the capacity figure.\n",
+        LOADGEN_BUSY_UTILIZATION * 100.0,
+        super::figures::SATURATED * 100.0
     );
 }
 

@@ -13,6 +13,9 @@ use super::steps::Ladder;
 /// pipes, Node's internals), when checking a memory point against the limit.
 pub const SPARE_FDS: u64 = 1_024;
 
+/// The `connect storm` offered rate, the same in both modes.
+const STORM_RATE: f64 = 100_000.0;
+
 /// One broadcast shape: rooms × members, one publisher per room.
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
@@ -50,6 +53,10 @@ pub struct Plan {
     pub connect_clients: u32,
     /// Connects per second of the memory/`connect` runs.
     pub connect_rate: f64,
+    /// Connects per second offered in the `connect storm` run: more than
+    /// one loadgen core can make, so it connects as fast as it can and a
+    /// server that cannot keep up shows its own accept rate.
+    pub storm_rate: f64,
     /// How long clients stay connected after the ramp while RSS is read.
     pub hold: Duration,
     /// Clients and rooms of the `join` and `disconnect` runs.
@@ -79,6 +86,7 @@ impl Plan {
             memory_clients: vec![1_000, 10_000, 50_000],
             connect_clients: 10_000,
             connect_rate: 2_000.0,
+            storm_rate: STORM_RATE,
             hold: Duration::from_secs(5),
             churn_clients: 2_000,
             churn_rooms: 20,
@@ -103,6 +111,7 @@ impl Plan {
             memory_clients: vec![1_000, 10_000, 50_000],
             connect_clients: 10_000,
             connect_rate: 4_000.0,
+            storm_rate: STORM_RATE,
             hold: Duration::from_secs(2),
             churn_clients: 1_000,
             churn_rooms: 10,

@@ -127,6 +127,10 @@ pub struct ServerResults {
     pub connect: Option<Run>,
     /// Every memory run, in order.
     pub memory_runs: Vec<Run>,
+    /// The `connect storm` run: `connect_clients` offered as fast as loadgen can.
+    pub storm: Option<Run>,
+    /// Server CPU per connect in the storm, µs.
+    pub storm_cpu_us: Option<f64>,
     /// The `join` run.
     pub join: Option<Run>,
     /// The `disconnect` run.
@@ -146,6 +150,8 @@ impl ServerResults {
             memory: Vec::new(),
             connect: None,
             memory_runs: Vec::new(),
+            storm: None,
+            storm_cpu_us: None,
             join: None,
             disconnect: None,
             series: Vec::new(),
@@ -186,6 +192,7 @@ fn memory_and_churn(env: &Env, kind: ServerKind, results: &mut ServerResults) ->
         let point = memory_point(env, &server, baseline_fds, clients, idle, results)?;
         results.memory.push(point);
     }
+    storm(env, &server, baseline_fds, results)?;
     let plan = &env.plan;
     let sizes = churn_sizes(plan);
     results.join = Some(churn_run(env, &server, baseline_fds, "join", &sizes)?);
@@ -242,7 +249,8 @@ fn memory_point(
             note: Some(note),
         });
     }
-    let (run, loaded) = loaded_rss(env, server, baseline_fds + clients, clients)?;
+    let (run, loaded) =
+        loaded_rss(env, server, baseline_fds + clients, clients, env.plan.connect_rate, "connect")?;
     report_line(server.kind, &format!("connect {clients}"), &run);
     if clients == u64::from(env.plan.connect_clients) {
         results.connect = Some(run.clone());
@@ -258,6 +266,27 @@ fn memory_point(
         server.kind.name()
     );
     Ok(MemoryPoint { clients, rss_kib: rss, per_connection_kib, connect_cpu_us, note })
+}
+
+/// The `connect storm`: the `connect` run's clients, offered faster than
+/// one loadgen core can connect them. The server's CPU per connect here is
+/// its cost under full load, where a slow server also shows its accept rate.
+fn storm(env: &Env, server: &Server, baseline_fds: u64, results: &mut ServerResults) -> anyhow::Result<()> {
+    let clients = u64::from(env.plan.connect_clients);
+    if env.fd_hard_limit.is_some_and(|limit| clients + SPARE_FDS > limit) {
+        return Ok(());
+    }
+    let (run, loaded) =
+        loaded_rss(env, server, baseline_fds + clients, clients, env.plan.storm_rate, "storm")?;
+    report_line(server.kind, &format!("connect storm {clients}"), &run);
+    results.storm_cpu_us = loaded.map(|loaded| loaded.connect_cpu.as_secs_f64() * 1e6 / clients as f64);
+    eprintln!(
+        "compare: {} connect storm {clients}: server CPU {:.1?} µs per connect",
+        server.kind.name(),
+        results.storm_cpu_us
+    );
+    results.storm = Some(run);
+    settle(server, baseline_fds)
 }
 
 /// The server with every client of a `connect` run in.
@@ -279,18 +308,19 @@ fn loaded_rss(
     server: &Server,
     target_fds: u64,
     clients: u64,
+    rate: f64,
+    name: &str,
 ) -> anyhow::Result<(Run, Option<Loaded>)> {
-    let plan = &env.plan;
     let args = vec![
         "connect".to_owned(),
         "--clients".to_owned(),
         clients.to_string(),
         "--rate".to_owned(),
-        plan.connect_rate.to_string(),
+        rate.to_string(),
         "--hold".to_owned(),
-        duration_arg(plan.hold),
+        duration_arg(env.plan.hold),
     ];
-    let invocation = env.loadgen(server, Placement::Pinned, &format!("connect-{clients}"), args);
+    let invocation = env.loadgen(server, Placement::Pinned, &format!("{name}-{clients}"), args);
     let cpu_before = probe::cpu_time(server.pid)?;
     let mut child = invocation.spawn()?;
     let sampled = sample_while_running(&mut child, server.pid, target_fds, cpu_before);
