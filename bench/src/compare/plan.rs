@@ -53,6 +53,8 @@ pub struct Plan {
     pub connect_clients: u32,
     /// Connects per second of the memory/`connect` runs.
     pub connect_rate: f64,
+    /// Clients of the `connect storm` run.
+    pub storm_clients: u32,
     /// Connects per second offered in the `connect storm` run: more than
     /// one loadgen core can make, so it connects as fast as it can and a
     /// server that cannot keep up shows its own accept rate.
@@ -76,7 +78,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full comparison (about 21 minutes for three servers, depending
+    /// The full comparison (about 20 minutes for three servers, depending
     /// on how many steps each ladder climbs). The 2×2000 ladder climbs by
     /// ×2: setting up one of its steps means 4 million `user_joined`
     /// notices, about two minutes for NestJS.
@@ -86,6 +88,7 @@ impl Plan {
             memory_clients: vec![1_000, 10_000, 50_000],
             connect_clients: 10_000,
             connect_rate: 2_000.0,
+            storm_clients: 10_000,
             storm_rate: STORM_RATE,
             hold: Duration::from_secs(5),
             churn_clients: 2_000,
@@ -111,6 +114,8 @@ impl Plan {
             memory_clients: vec![1_000, 10_000, 50_000],
             connect_clients: 10_000,
             connect_rate: 4_000.0,
+            // Half: NestJS accepts a storm at about 200/s.
+            storm_clients: 5_000,
             storm_rate: STORM_RATE,
             hold: Duration::from_secs(2),
             churn_clients: 1_000,

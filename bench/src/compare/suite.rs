@@ -127,7 +127,7 @@ pub struct ServerResults {
     pub connect: Option<Run>,
     /// Every memory run, in order.
     pub memory_runs: Vec<Run>,
-    /// The `connect storm` run: `connect_clients` offered as fast as loadgen can.
+    /// The `connect storm` run: `storm_clients` offered as fast as loadgen can.
     pub storm: Option<Run>,
     /// Server CPU per connect in the storm, µs.
     pub storm_cpu_us: Option<f64>,
@@ -268,11 +268,11 @@ fn memory_point(
     Ok(MemoryPoint { clients, rss_kib: rss, per_connection_kib, connect_cpu_us, note })
 }
 
-/// The `connect storm`: the `connect` run's clients, offered faster than
+/// The `connect storm`: the plan's storm clients, offered faster than
 /// one loadgen core can connect them. The server's CPU per connect here is
 /// its cost under full load, where a slow server also shows its accept rate.
 fn storm(env: &Env, server: &Server, baseline_fds: u64, results: &mut ServerResults) -> anyhow::Result<()> {
-    let clients = u64::from(env.plan.connect_clients);
+    let clients = u64::from(env.plan.storm_clients);
     if env.fd_hard_limit.is_some_and(|limit| clients + SPARE_FDS > limit) {
         return Ok(());
     }
