@@ -202,10 +202,8 @@ fn fast_upgrade(
     remote: SocketAddr,
     state: &HttpState,
 ) -> Option<(Handshake, Vec<u8>)> {
-    if request.method() != Method::GET
-        || request.version() != Version::HTTP_11
-        || !is_engine_path(request.uri().path(), state)
-    {
+    // Anything but a GET is refused by `check_upgrade` (via `websocket_key`).
+    if request.version() != Version::HTTP_11 || !is_engine_path(request.uri().path(), state) {
         return None;
     }
     let (handshake, key) = check_upgrade(request, remote, state).ok()?;

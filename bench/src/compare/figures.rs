@@ -28,15 +28,7 @@ pub fn rows(results: &[ServerResults]) -> Vec<Row> {
         let point = r.memory.iter().find(|point| point.clients == connect_clients);
         point.and_then(|point| point.connect_cpu_us)
     };
-    rows.push(row(&format!("{connect}: server CPU µs per connect"), Better::Lower, results, |r| {
-        connect_cpu(r).map_or_else(|| missing(r), Cell::Value)
-    }));
-    rows.push(row(
-        &format!("{connect}: connects/s per server core (from CPU)"),
-        Better::Higher,
-        results,
-        |r| connect_cpu(r).filter(|&us| us > 0.0).map_or_else(|| missing(r), |us| Cell::Value(1e6 / us)),
-    ));
+    rows.extend(cpu_rows(&connect, results, connect_cpu));
     rows.push(row(&format!("{connect}: connected"), Better::Neither, results, |r| {
         r.connect.as_ref().map_or_else(|| missing(r), |run| Cell::Value(run.summary.clients_connected as f64))
     }));
@@ -77,13 +69,26 @@ pub const SATURATED: f64 = 0.9;
 
 fn storm_rows(results: &[ServerResults]) -> Vec<Row> {
     let name = format!("connect storm {}", first_run_clients(results, |r| r.storm.as_ref()));
-    let cpu = |r: &ServerResults| r.storm_cpu_us.map_or_else(|| missing(r), Cell::Value);
-    vec![
+    let mut rows = vec![
         row(&format!("{name}: accepted/s"), Better::Higher, results, storm_accepted),
         row(&format!("{name}: p99 ms"), Better::Lower, results, |r| phase(&r.storm, "connect", P99)),
-        row(&format!("{name}: server CPU µs per connect"), Better::Lower, results, cpu),
+    ];
+    rows.extend(cpu_rows(&name, results, |r| r.storm_cpu_us));
+    rows
+}
+
+/// Server CPU µs per connect, and its inverse: connects/s one core could take.
+fn cpu_rows(
+    name: &str,
+    results: &[ServerResults],
+    cpu_us: impl Fn(&ServerResults) -> Option<f64>,
+) -> [Row; 2] {
+    [
+        row(&format!("{name}: server CPU µs per connect"), Better::Lower, results, |r| {
+            cpu_us(r).map_or_else(|| missing(r), Cell::Value)
+        }),
         row(&format!("{name}: connects/s per server core (from CPU)"), Better::Higher, results, |r| {
-            r.storm_cpu_us.filter(|&us| us > 0.0).map_or_else(|| missing(r), |us| Cell::Value(1e6 / us))
+            cpu_us(r).filter(|&us| us > 0.0).map_or_else(|| missing(r), |us| Cell::Value(1e6 / us))
         }),
     ]
 }

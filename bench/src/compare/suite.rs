@@ -64,6 +64,12 @@ impl Placement {
 }
 
 impl Env {
+    /// The hard open-file limit, if it leaves no room for `clients` sockets
+    /// (plus [`SPARE_FDS`]) in the server or in loadgen.
+    fn fd_limit_too_low(&self, clients: u64) -> Option<u64> {
+        self.fd_hard_limit.filter(|&limit| clients + SPARE_FDS > limit)
+    }
+
     fn cpus(&self, placement: Placement) -> (Option<u32>, Option<u32>) {
         match placement {
             Placement::Pinned if self.pinning => (Some(SERVER_CPU), Some(LOADGEN_CPU)),
@@ -236,7 +242,7 @@ fn memory_point(
     results: &mut ServerResults,
 ) -> anyhow::Result<MemoryPoint> {
     let clients = u64::from(clients);
-    if let Some(limit) = env.fd_hard_limit.filter(|&limit| clients + SPARE_FDS > limit) {
+    if let Some(limit) = env.fd_limit_too_low(clients) {
         let note = format!(
             "not measured: the hard open-file limit ({limit} per process) leaves neither server nor loadgen \
              room for {clients} sockets"
@@ -259,7 +265,7 @@ fn memory_point(
     settle(server, baseline_fds)?;
     let rss = loaded.map(|loaded| loaded.rss_kib);
     let per_connection_kib = rss.map(|rss| (rss as f64 - idle as f64) / clients as f64);
-    let connect_cpu_us = loaded.map(|loaded| loaded.connect_cpu.as_secs_f64() * 1e6 / clients as f64);
+    let connect_cpu_us = loaded.map(|loaded| loaded.cpu_us_per_connect(clients));
     let note = rss.is_none().then(|| "not every client was connected at once".to_owned());
     eprintln!(
         "compare: {} with {clients} clients: RSS {rss:?} KiB, connect CPU {connect_cpu_us:.1?} µs each",
@@ -273,13 +279,13 @@ fn memory_point(
 /// its cost under full load, where a slow server also shows its accept rate.
 fn storm(env: &Env, server: &Server, baseline_fds: u64, results: &mut ServerResults) -> anyhow::Result<()> {
     let clients = u64::from(env.plan.storm_clients);
-    if env.fd_hard_limit.is_some_and(|limit| clients + SPARE_FDS > limit) {
+    if env.fd_limit_too_low(clients).is_some() {
         return Ok(());
     }
     let (run, loaded) =
         loaded_rss(env, server, baseline_fds + clients, clients, env.plan.storm_rate, "storm")?;
     report_line(server.kind, &format!("connect storm {clients}"), &run);
-    results.storm_cpu_us = loaded.map(|loaded| loaded.connect_cpu.as_secs_f64() * 1e6 / clients as f64);
+    results.storm_cpu_us = loaded.map(|loaded| loaded.cpu_us_per_connect(clients));
     eprintln!(
         "compare: {} connect storm {clients}: server CPU {:.1?} µs per connect",
         server.kind.name(),
@@ -297,6 +303,13 @@ struct Loaded {
     /// Server CPU from the start of the run to the first sample with every
     /// client connected.
     connect_cpu: Duration,
+}
+
+impl Loaded {
+    /// The connect CPU shared out over `clients`, µs.
+    fn cpu_us_per_connect(&self, clients: u64) -> f64 {
+        self.connect_cpu.as_secs_f64() * 1e6 / clients as f64
+    }
 }
 
 /// Runs `connect --hold` and reads the server's RSS while all `clients`
