@@ -28,6 +28,11 @@ use crate::metrics::Metrics;
 /// How often the pacer samples the workers and adjusts the delay.
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// How often it samples them while they are idle (no delay, and busy under
+/// half the target), so that an idle broker does not wake 50 times a second.
+/// A burst is noticed within this, and paced from the next [`TICK`] on.
+pub const IDLE_TICK: Duration = Duration::from_millis(250);
+
 /// The share of time the workers may be busy before writes are delayed.
 pub const TARGET_BUSY: f64 = 0.75;
 
@@ -67,8 +72,15 @@ impl WritePacer {
         Duration::from_micros(next)
     }
 
-    /// Samples the current runtime's workers every [`TICK`] and adjusts the
-    /// delay until `shutdown`; the delay is published as a metric.
+    /// How long to wait before the next sample, given the last one.
+    #[must_use]
+    pub fn next_tick(&self, busy: f64) -> Duration {
+        if self.delay_us.load(Relaxed) == 0 && busy < TARGET_BUSY / 2.0 { IDLE_TICK } else { TICK }
+    }
+
+    /// Samples the current runtime's workers every [`TICK`] (every
+    /// [`IDLE_TICK`] while they idle) and adjusts the delay until
+    /// `shutdown`; the delay is published as a metric.
     pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
         if self.max_us == 0 {
             return;
@@ -76,20 +88,20 @@ impl WritePacer {
         let runtime = Handle::current().metrics();
         let workers = runtime.num_workers();
         let busy_total = || (0..workers).map(|w| runtime.worker_total_busy_duration(w)).sum::<Duration>();
-        let mut ticks = tokio::time::interval(TICK);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = (tokio::time::Instant::now(), busy_total());
+        let mut tick = TICK;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
+                () = tokio::time::sleep(tick) => {}
             }
             let now = (tokio::time::Instant::now(), busy_total());
             let elapsed = now.0.duration_since(last.0).as_secs_f64() * workers as f64;
             if elapsed > 0.0 {
-                let busy = now.1.saturating_sub(last.1).as_secs_f64() / elapsed;
-                let delay = self.adjust(busy.min(1.0));
+                let busy = (now.1.saturating_sub(last.1).as_secs_f64() / elapsed).min(1.0);
+                let delay = self.adjust(busy);
                 metrics.write_delay_us.store(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX), Relaxed);
+                tick = self.next_tick(busy);
             }
             last = now;
         }
@@ -152,6 +164,15 @@ mod tests {
             wait_for(&pacer, |delay| delay.is_zero()).await;
             shutdown.cancel();
         });
+    }
+
+    #[test]
+    fn an_idle_pacer_samples_less_often() {
+        let pacer = WritePacer::new(Duration::from_millis(20));
+        assert_eq!(pacer.next_tick(0.0), IDLE_TICK, "idle: no need to look often");
+        assert_eq!(pacer.next_tick(TARGET_BUSY / 2.0), TICK, "getting busy: watch closely");
+        pacer.adjust(1.0);
+        assert_eq!(pacer.next_tick(0.0), TICK, "a delay to bring back to zero: watch closely");
     }
 
     #[test]
