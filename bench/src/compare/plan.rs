@@ -95,8 +95,8 @@ impl Plan {
             churn_rooms: 20,
             churn_rate: 500.0,
             series: vec![
-                series(20, 100, ladder(10.0, 1.5, 12, 2), true),
-                series(2, 2_000, ladder(2.5, 2.0, 9, 2), true),
+                series(20, 100, ladder(10.0, 1.5, 12, 2, 1), true),
+                series(2, 2_000, ladder(2.5, 2.0, 9, 2, 1), true),
             ],
             step_duration: Duration::from_secs(8),
             drain: Duration::from_secs(5),
@@ -122,8 +122,8 @@ impl Plan {
             churn_rooms: 10,
             churn_rate: 1_000.0,
             series: vec![
-                series(20, 100, ladder(20.0, 3.0, 4, 1), true),
-                series(2, 500, ladder(20.0, 3.0, 4, 1), false),
+                series(20, 100, ladder(20.0, 3.0, 4, 1, 0), true),
+                series(2, 500, ladder(20.0, 3.0, 4, 1, 0), false),
             ],
             step_duration: Duration::from_secs(3),
             drain: Duration::from_secs(2),
@@ -141,6 +141,12 @@ fn series(rooms: u32, members: u32, ladder: Ladder, multicore: bool) -> Series {
     Series { rooms, members, ladder, multicore }
 }
 
-fn ladder(start_rate: f64, factor: f64, max_steps: usize, max_step_downs: usize) -> Ladder {
-    Ladder { start_rate, factor, max_steps, max_step_downs }
+fn ladder(
+    start_rate: f64,
+    factor: f64,
+    max_steps: usize,
+    max_step_downs: usize,
+    refinements: usize,
+) -> Ladder {
+    Ladder { start_rate, factor, max_steps, max_step_downs, refinements }
 }

@@ -31,7 +31,15 @@ pub struct Ladder {
     pub max_steps: usize,
     /// When the first step fails, how many times to divide by `factor`.
     pub max_step_downs: usize,
+    /// Once a pass and a failure above it bracket the capacity, how many
+    /// steps to spend narrowing the bracket (each at the geometric middle
+    /// of the highest pass and the lowest failure above it). They come on
+    /// top of `max_steps`.
+    pub refinements: usize,
 }
+
+/// A bracket narrower than this ratio is not refined further.
+const MIN_BRACKET: f64 = 1.15;
 
 /// What one loadgen run at one rate observed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -154,26 +162,53 @@ pub enum Next {
 /// The next move of the ladder given the steps so far (in run order).
 pub fn next(ladder: &Ladder, steps: &[Step]) -> Next {
     let Some(last) = steps.last() else { return Next::Run(ladder.start_rate) };
-    let best = best_pass(steps);
-    match (&last.verdict, best) {
-        (Verdict::PassLoadgenBound, _) => Next::Done(at_least(last, Bound::Loadgen)),
-        (Verdict::Pass, _) if failed_above(steps, last.observation.rate) => {
-            Next::Done(Capacity::Sustained { step: last.observation.clone() })
-        }
-        (Verdict::Pass, _) if steps.len() >= ladder.max_steps => Next::Done(at_least(last, Bound::StepLimit)),
-        (Verdict::Pass, _) => Next::Run(last.observation.rate * ladder.factor),
-        (Verdict::Fail(_), Some(best)) => Next::Done(Capacity::Sustained { step: best.observation.clone() }),
-        (Verdict::LoadgenBound(_), Some(best)) => Next::Done(at_least(best, Bound::Loadgen)),
-        (verdict, None) => {
-            let lowest_rate = last.observation.rate;
-            let loadgen_bound = matches!(verdict, Verdict::LoadgenBound(_));
-            if loadgen_bound || steps.len() > ladder.max_step_downs || steps.len() >= ladder.max_steps {
-                Next::Done(Capacity::NonePassed { lowest_rate, loadgen_bound })
-            } else {
-                Next::Run(lowest_rate / ladder.factor)
-            }
-        }
+    let Some(best) = best_pass(steps) else { return step_down(ladder, steps, last) };
+    if best.verdict == Verdict::PassLoadgenBound {
+        // Nothing measured at or above a saturated loadgen can be trusted.
+        return Next::Done(at_least(best, Bound::Loadgen));
     }
+    let Some(ceiling) = lowest_failure_above(steps, best.observation.rate) else {
+        return if steps.len() >= ladder.max_steps {
+            Next::Done(at_least(best, Bound::StepLimit))
+        } else {
+            Next::Run(best.observation.rate * ladder.factor)
+        };
+    };
+    let bracket = ceiling.observation.rate / best.observation.rate;
+    if refinements_run(steps) < ladder.refinements && bracket > MIN_BRACKET {
+        return Next::Run((best.observation.rate * ceiling.observation.rate).sqrt());
+    }
+    match ceiling.verdict {
+        Verdict::LoadgenBound(_) => Next::Done(at_least(best, Bound::Loadgen)),
+        _ => Next::Done(Capacity::Sustained { step: best.observation.clone() }),
+    }
+}
+
+/// No step has passed yet: divide the rate while step-downs are left.
+fn step_down(ladder: &Ladder, steps: &[Step], last: &Step) -> Next {
+    let lowest_rate = steps.iter().map(|step| step.observation.rate).fold(last.observation.rate, f64::min);
+    let loadgen_bound = matches!(last.verdict, Verdict::LoadgenBound(_));
+    if loadgen_bound || steps.len() > ladder.max_step_downs || steps.len() >= ladder.max_steps {
+        Next::Done(Capacity::NonePassed { lowest_rate, loadgen_bound })
+    } else {
+        Next::Run(lowest_rate / ladder.factor)
+    }
+}
+
+/// Steps run after the first pass and a failure above it were both known.
+fn refinements_run(steps: &[Step]) -> usize {
+    let bracketed = (1..=steps.len()).find(|&n| {
+        best_pass(&steps[..n])
+            .is_some_and(|best| lowest_failure_above(&steps[..n], best.observation.rate).is_some())
+    });
+    bracketed.map_or(0, |n| steps.len() - n)
+}
+
+fn lowest_failure_above(steps: &[Step], rate: f64) -> Option<&Step> {
+    steps
+        .iter()
+        .filter(|step| !step.verdict.is_pass() && step.observation.rate > rate)
+        .min_by(|a, b| a.observation.rate.total_cmp(&b.observation.rate))
 }
 
 fn best_pass(steps: &[Step]) -> Option<&Step> {
@@ -181,10 +216,6 @@ fn best_pass(steps: &[Step]) -> Option<&Step> {
         .iter()
         .filter(|step| step.verdict.is_pass())
         .max_by(|a, b| a.observation.rate.total_cmp(&b.observation.rate))
-}
-
-fn failed_above(steps: &[Step], rate: f64) -> bool {
-    steps.iter().any(|step| !step.verdict.is_pass() && step.observation.rate > rate)
 }
 
 fn at_least(step: &Step, bound: Bound) -> Capacity {
@@ -195,7 +226,8 @@ fn at_least(step: &Step, bound: Bound) -> Capacity {
 mod tests {
     use super::*;
 
-    const LADDER: Ladder = Ladder { start_rate: 10.0, factor: 2.0, max_steps: 5, max_step_downs: 1 };
+    const LADDER: Ladder =
+        Ladder { start_rate: 10.0, factor: 2.0, max_steps: 5, max_step_downs: 1, refinements: 0 };
 
     fn observed(rate: f64, p99_ms: f64) -> Observation {
         Observation {
@@ -264,5 +296,49 @@ mod tests {
         let hopeless = steps(&[observed(10.0, 99.0), observed(5.0, 98.0)]);
         let expected = Capacity::NonePassed { lowest_rate: 5.0, loadgen_bound: false };
         assert_eq!(next(&LADDER, &hopeless), Next::Done(expected));
+    }
+
+    #[test]
+    fn a_refining_ladder_narrows_the_bracket_before_it_stops() {
+        let ladder = Ladder { refinements: 2, ..LADDER };
+        let bracketed = steps(&[observed(10.0, 3.0), observed(20.0, 9.0), observed(40.0, 70.0)]);
+        let Next::Run(middle) = next(&ladder, &bracketed) else { panic!("expected a refinement") };
+        assert!((middle - 800f64.sqrt()).abs() < 1e-9, "geometric middle of 20 and 40, got {middle}");
+
+        // The middle passes: the bracket is now 28.3..40, refined once more.
+        let mut history = bracketed.clone();
+        history.push(Step::new(observed(middle, 30.0)));
+        let Next::Run(upper) = next(&ladder, &history) else { panic!("expected a second refinement") };
+        assert!(upper > middle && upper < 40.0);
+
+        // It fails: two refinements spent, the middle is the figure.
+        history.push(Step::new(observed(upper, 60.0)));
+        assert_eq!(next(&ladder, &history), Next::Done(Capacity::Sustained { step: observed(middle, 30.0) }));
+    }
+
+    #[test]
+    fn a_refinement_keeps_a_loadgen_bound_ceiling_a_lower_bound() {
+        let ladder = Ladder { refinements: 1, ..LADDER };
+        let late = Observation { loadgen_late: true, ..observed(40.0, 90.0) };
+        let mut history = steps(&[observed(20.0, 9.0), late]);
+        let Next::Run(middle) = next(&ladder, &history) else { panic!("expected a refinement") };
+        history.push(Step::new(observed(middle, 20.0)));
+        let expected = Capacity::AtLeast { step: observed(middle, 20.0), bound: Bound::Loadgen };
+        assert_eq!(next(&ladder, &history), Next::Done(expected), "the failure above was loadgen's");
+
+        // A refinement that saturates loadgen ends the ladder there.
+        let busy = Observation { loadgen_saturated: true, ..observed(middle, 20.0) };
+        let history = steps(&[observed(20.0, 9.0), observed(40.0, 90.0), busy.clone()]);
+        assert_eq!(
+            next(&ladder, &history),
+            Next::Done(Capacity::AtLeast { step: busy, bound: Bound::Loadgen })
+        );
+    }
+
+    #[test]
+    fn a_narrow_bracket_is_not_refined() {
+        let ladder = Ladder { factor: 1.1, refinements: 3, ..LADDER };
+        let history = steps(&[observed(10.0, 3.0), observed(11.0, 70.0)]);
+        assert_eq!(next(&ladder, &history), Next::Done(Capacity::Sustained { step: observed(10.0, 3.0) }));
     }
 }
