@@ -78,7 +78,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full comparison (about 20 minutes for three servers, depending
+    /// The full comparison (about 23 minutes for three servers, depending
     /// on how many steps each ladder climbs). The 2×2000 ladder climbs by
     /// ×2: setting up one of its steps means 4 million `user_joined`
     /// notices, about two minutes for NestJS.
