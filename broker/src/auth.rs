@@ -175,9 +175,13 @@ impl Authenticator {
         if self.revoked.is_revoked(token, raw.jti.as_deref()) {
             return Err(AuthError::Revoked);
         }
-        let expires_at = raw.exp.filter(|exp| exp.is_finite() && *exp >= 0.0).map(|exp| {
-            UNIX_EPOCH + Duration::from_secs_f64(exp) + Duration::from_secs(self.validation.leeway)
-        });
+        // Checked: `exp` is whatever number the token holds (1e19 included),
+        // and an instant the clock cannot hold is treated as no expiry.
+        let expires_at = raw
+            .exp
+            .and_then(|exp| Duration::try_from_secs_f64(exp).ok())
+            .and_then(|exp| exp.checked_add(Duration::from_secs(self.validation.leeway)))
+            .and_then(|exp| UNIX_EPOCH.checked_add(exp));
         let name = match raw.name {
             Some(serde_json::Value::String(name)) => Some(name),
             _ => None,

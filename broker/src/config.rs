@@ -80,6 +80,24 @@ pub struct Config {
     /// Events one connection may send in a burst above the sustained rate.
     /// Defaults to 200.
     pub rate_limit_burst: u32,
+    /// Largest HTTP request head, in bytes; a larger one is answered 431. Defaults to 16 KiB (Node.js' limit).
+    pub max_head_bytes: usize,
+    /// How long a client may take to send its request head. Defaults to 10 000 ms.
+    pub handshake_timeout: Duration,
+    /// How long a session may stay without a namespace before it is closed (socket.io's `connectTimeout`). Defaults to 45 000 ms.
+    pub connect_timeout: Duration,
+    /// Open connections one source IP may hold; more are answered 503. 0 turns the limit off. Defaults to 1024.
+    pub max_connections_per_ip: usize,
+    /// Open connections in total; more are answered 503. 0 turns the limit off. Defaults to 100 000.
+    pub max_connections: usize,
+    /// Deepest nesting of arrays and objects in a client's JSON; deeper is a protocol error. Defaults to 32.
+    pub max_json_depth: usize,
+    /// Binary attachments one packet may announce; more is a protocol error. Defaults to 10 (socket.io-parser's `maxAttachments`).
+    pub max_attachments: usize,
+    /// Rooms one socket may be in; `join_room` beyond it gets error 429. Defaults to 256.
+    pub max_rooms_per_socket: usize,
+    /// Refused CONNECTs one connection may make; the next refusal closes it (1008). Defaults to 5.
+    pub max_connect_failures: u32,
     /// File of revoked tokens: one `jti` or whole token per line, `#` starts a
     /// comment. Defaults to none.
     pub revocation_file: Option<PathBuf>,
@@ -111,6 +129,15 @@ impl Default for Config {
             max_write_delay: Duration::from_millis(30),
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
+            max_head_bytes: 16 * 1024,
+            handshake_timeout: Duration::from_millis(10_000),
+            connect_timeout: Duration::from_millis(45_000),
+            max_connections_per_ip: 1024,
+            max_connections: 100_000,
+            max_json_depth: 32,
+            max_attachments: 10,
+            max_rooms_per_socket: 256,
+            max_connect_failures: 5,
             revocation_file: None,
             revocation_reload: Duration::from_millis(2000),
             shutdown_timeout: Duration::from_millis(5000),
@@ -204,6 +231,33 @@ pub struct Overrides {
     /// Burst of events above the sustained rate [default: 200]
     #[arg(long, env = "BROKER_RATE_LIMIT_BURST", global = true)]
     pub rate_limit_burst: Option<u32>,
+    /// Largest HTTP request head in bytes; larger gets 431 [default: 16384]
+    #[arg(long, env = "BROKER_MAX_HEAD_BYTES", global = true)]
+    pub max_head_bytes: Option<usize>,
+    /// Time a client has to send its request head, in ms [default: 10000]
+    #[arg(long, env = "BROKER_HANDSHAKE_TIMEOUT_MS", global = true)]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Time a session may stay without a namespace, in ms [default: 45000]
+    #[arg(long, env = "BROKER_CONNECT_TIMEOUT_MS", global = true)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Open connections per source IP, 0 = unlimited; more get 503 [default: 1024]
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS_PER_IP", global = true)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Open connections in total, 0 = unlimited; more get 503 [default: 100000]
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Deepest JSON nesting a client may send; deeper closes with 1002 [default: 32]
+    #[arg(long, env = "BROKER_MAX_JSON_DEPTH", global = true)]
+    pub max_json_depth: Option<usize>,
+    /// Binary attachments per packet; more closes with 1002 [default: 10]
+    #[arg(long, env = "BROKER_MAX_ATTACHMENTS", global = true)]
+    pub max_attachments: Option<usize>,
+    /// Rooms one socket may be in; more gets error 429 [default: 256]
+    #[arg(long, env = "BROKER_MAX_ROOMS_PER_SOCKET", global = true)]
+    pub max_rooms_per_socket: Option<usize>,
+    /// Refused CONNECTs per connection before it is closed [default: 5]
+    #[arg(long, env = "BROKER_MAX_CONNECT_FAILURES", global = true)]
+    pub max_connect_failures: Option<u32>,
     /// File of revoked tokens: one `jti` or whole token per line
     #[arg(long, env = "BROKER_REVOCATION_FILE", global = true)]
     pub revocation_file: Option<PathBuf>,
@@ -250,6 +304,15 @@ impl Overrides {
             max_write_delay_ms: self.max_write_delay_ms.or(lower.max_write_delay_ms),
             rate_limit_per_sec: self.rate_limit_per_sec.or(lower.rate_limit_per_sec),
             rate_limit_burst: self.rate_limit_burst.or(lower.rate_limit_burst),
+            max_head_bytes: self.max_head_bytes.or(lower.max_head_bytes),
+            handshake_timeout_ms: self.handshake_timeout_ms.or(lower.handshake_timeout_ms),
+            connect_timeout_ms: self.connect_timeout_ms.or(lower.connect_timeout_ms),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_json_depth: self.max_json_depth.or(lower.max_json_depth),
+            max_attachments: self.max_attachments.or(lower.max_attachments),
+            max_rooms_per_socket: self.max_rooms_per_socket.or(lower.max_rooms_per_socket),
+            max_connect_failures: self.max_connect_failures.or(lower.max_connect_failures),
             revocation_file: self.revocation_file.or(lower.revocation_file),
             revocation_reload_ms: self.revocation_reload_ms.or(lower.revocation_reload_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
@@ -282,6 +345,15 @@ impl Overrides {
             max_write_delay: self.max_write_delay_ms.map_or(base.max_write_delay, ms),
             rate_limit_per_sec: self.rate_limit_per_sec.unwrap_or(base.rate_limit_per_sec),
             rate_limit_burst: self.rate_limit_burst.unwrap_or(base.rate_limit_burst),
+            max_head_bytes: self.max_head_bytes.unwrap_or(base.max_head_bytes),
+            handshake_timeout: self.handshake_timeout_ms.map_or(base.handshake_timeout, ms),
+            connect_timeout: self.connect_timeout_ms.map_or(base.connect_timeout, ms),
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(base.max_connections_per_ip),
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
+            max_json_depth: self.max_json_depth.unwrap_or(base.max_json_depth),
+            max_attachments: self.max_attachments.unwrap_or(base.max_attachments),
+            max_rooms_per_socket: self.max_rooms_per_socket.unwrap_or(base.max_rooms_per_socket),
+            max_connect_failures: self.max_connect_failures.unwrap_or(base.max_connect_failures),
             revocation_file: self.revocation_file.or(base.revocation_file),
             revocation_reload: self.revocation_reload_ms.map_or(base.revocation_reload, ms),
             shutdown_timeout: self.shutdown_timeout_ms.map_or(base.shutdown_timeout, ms),
@@ -321,6 +393,18 @@ impl Config {
         }
         if self.max_write_delay > Duration::from_secs(1) {
             return invalid("max_write_delay_ms must be at most 1000");
+        }
+        if self.max_head_bytes < 1024 {
+            return invalid("max_head_bytes must be at least 1024");
+        }
+        if self.handshake_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return invalid("handshake_timeout_ms and connect_timeout_ms must be above 0");
+        }
+        if self.max_json_depth < 2 || self.max_json_depth > 512 {
+            return invalid("max_json_depth must be between 2 and 512");
+        }
+        if self.max_rooms_per_socket == 0 {
+            return invalid("max_rooms_per_socket must be above 0");
         }
         if self.revocation_reload.is_zero() {
             return invalid("revocation_reload_ms must be above 0");

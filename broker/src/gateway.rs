@@ -25,24 +25,109 @@ use crate::auth::{AuthError, Authenticator, Claims, UserId};
 use crate::config::Config;
 use crate::conn::{CloseReason, Handshake};
 use crate::ids::RoomId;
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 use crate::socketio::{
-    Accepted, ConnectError, DisconnectReason, Event, Handler, Socket, SocketIo, event_frame,
+    Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, Socket, SocketIo, event_frame,
 };
 
 /// Limits the gateway enforces on client input.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    max_message_length: usize,
-    max_room_id_length: usize,
-    rate_per_sec: u32,
-    burst: u32,
+pub struct ChatLimits {
+    /// Largest `content`, in bytes (error 413 above).
+    pub max_message_length: usize,
+    /// Largest `roomId`, in bytes (error 400 above).
+    pub max_room_id_length: usize,
+    /// Rooms one socket may be in (error 429 on `join_room` above).
+    pub max_rooms_per_socket: usize,
+    /// Sustained events per second per connection; 0 = unlimited.
+    pub rate_per_sec: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+}
+
+impl From<&Config> for ChatLimits {
+    fn from(config: &Config) -> Self {
+        Self {
+            max_message_length: config.max_message_length,
+            max_room_id_length: config.max_room_id_length,
+            max_rooms_per_socket: config.max_rooms_per_socket,
+            rate_per_sec: config.rate_limit_per_sec,
+            burst: config.rate_limit_burst,
+        }
+    }
+}
+
+/// A chat request from a client, its payload checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatRequest<'a> {
+    /// `join_room`.
+    Join(RoomId),
+    /// `leave_room`.
+    Leave(RoomId),
+    /// `send_message`; `room` is `None` for "the room joined last".
+    Send {
+        /// The message text, not empty after trimming, within the limit.
+        content: &'a str,
+        /// The room named in the payload.
+        room: Option<RoomId>,
+    },
+}
+
+/// Checks an event's name and payload against the chat contract and
+/// `limits`. Pure, for the fuzzer too: every input gives an answer.
+///
+/// # Errors
+/// The [`ChatError`] answered to the client (400, 404 or 413).
+pub fn parse_request<'a>(
+    name: &str,
+    args: &'a [BorrowedValue<'a>],
+    limits: &ChatLimits,
+) -> Result<ChatRequest<'a>, ChatError> {
+    match name {
+        "join_room" => room_arg(args, limits).map(ChatRequest::Join),
+        "leave_room" => room_arg(args, limits).map(ChatRequest::Leave),
+        "send_message" => {
+            let payload = args
+                .first()
+                .and_then(ValueAsObject::as_object)
+                .ok_or_else(|| ChatError::new(400, "send_message takes an object {content, roomId?}"))?;
+            let content = payload
+                .get("content")
+                .and_then(ValueAsScalar::as_str)
+                .ok_or_else(|| ChatError::new(400, "content must be a string"))?;
+            if content.trim().is_empty() {
+                return Err(ChatError::new(400, "content is empty"));
+            }
+            if content.len() > limits.max_message_length {
+                return Err(ChatError::new(
+                    413,
+                    format!("content is longer than {} bytes", limits.max_message_length),
+                ));
+            }
+            let room = payload.get("roomId").map(|value| room_id(value, limits)).transpose()?;
+            Ok(ChatRequest::Send { content, room })
+        }
+        other => Err(ChatError::new(404, format!("Unknown event: {}", truncate(other, 64)))),
+    }
+}
+
+/// Where the chat namespace takes a client's token from, in PROTOCOL's
+/// order: the handshake query `token`, an `Authorization: Bearer` header,
+/// the CONNECT payload's `token`.
+#[must_use]
+pub fn find_token<'a>(handshake: &'a Handshake, auth: Option<&'a BorrowedValue<'a>>) -> Option<&'a str> {
+    let payload_token = auth.and_then(|value| value.get("token")).and_then(ValueAsScalar::as_str);
+    handshake
+        .query("token")
+        .filter(|token| !token.is_empty())
+        .or_else(|| handshake.bearer_token())
+        .or(payload_token)
 }
 
 /// The chat application, shared by every chat namespace.
 pub struct ChatGateway {
     auth: Arc<Authenticator>,
-    limits: Limits,
+    limits: ChatLimits,
     /// Message ids: unique and increasing for the whole process, so
     /// increasing within every room. Seeded with the start time in
     /// microseconds so ids also increase across restarts.
@@ -64,10 +149,12 @@ struct ChatUser {
 }
 
 /// An error answered to the sender: `error` event, and the ack if any.
-#[derive(Debug, Clone)]
-struct ChatError {
-    code: u16,
-    message: Cow<'static, str>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatError {
+    /// The error code of PROTOCOL's table.
+    pub code: u16,
+    /// A message for people.
+    pub message: Cow<'static, str>,
 }
 
 impl ChatError {
@@ -131,12 +218,7 @@ impl ChatGateway {
         let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
         Self {
             auth,
-            limits: Limits {
-                max_message_length: config.max_message_length,
-                max_room_id_length: config.max_room_id_length,
-                rate_per_sec: config.rate_limit_per_sec,
-                burst: config.rate_limit_burst,
-            },
+            limits: ChatLimits::from(config),
             next_message_id: AtomicU64::new(u64::try_from(micros).unwrap_or(0)),
         }
     }
@@ -146,9 +228,11 @@ impl ChatGateway {
             match limiter.lock().check(std::time::Instant::now()) {
                 Verdict::Allowed => {}
                 Verdict::Limited => {
+                    socket.namespace().metrics().refuse(Limit::EventRate);
                     return self.reply(socket, event.ack_id, Err(ChatError::new(429, "Too many requests")));
                 }
                 Verdict::Abusive => {
+                    socket.namespace().metrics().refuse(Limit::EventRate);
                     self.reply(socket, event.ack_id, Err(ChatError::new(429, "Too many requests")));
                     warn!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), "far over the rate limit, disconnecting");
                     socket.disconnect(CloseReason::PolicyViolation);
@@ -157,14 +241,11 @@ impl ChatGateway {
             }
         }
         let reply = if event.attachments.is_empty() {
-            match event.name {
-                "join_room" => room_arg(event.args, self.limits).map(|room| self.join(socket, user, &room)),
-                "leave_room" => {
-                    room_arg(event.args, self.limits).and_then(|room| self.leave(socket, user, &room))
-                }
-                "send_message" => self.send_message(socket, user, event.args),
-                other => Err(ChatError::new(404, format!("Unknown event: {}", truncate(other, 64)))),
-            }
+            parse_request(event.name, event.args, &self.limits).and_then(|request| match request {
+                ChatRequest::Join(room) => self.join(socket, user, &room),
+                ChatRequest::Leave(room) => self.leave(socket, user, &room),
+                ChatRequest::Send { content, room } => self.send_message(socket, user, content, room),
+            })
         } else {
             Err(ChatError::new(400, "Binary payloads are not accepted"))
         };
@@ -192,14 +273,21 @@ impl ChatGateway {
         }
     }
 
-    fn join(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> serde_json::Value {
+    fn join(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Reply {
+        if socket.room_count() >= self.limits.max_rooms_per_socket && !socket.is_in(room.as_str()) {
+            socket.namespace().metrics().refuse(Limit::RoomsPerSocket);
+            return Err(ChatError::new(
+                429,
+                format!("Too many rooms: at most {} per connection", self.limits.max_rooms_per_socket),
+            ));
+        }
         let namespace = socket.namespace().name();
         let notice =
             UserNotice { user_id: &user.claims.user_id, room_id: room.as_str(), timestamp: now_ms() };
         let joined = socket.join(room, |_| Some(event_frame(namespace, None, "user_joined", &notice)));
         let _ =
             socket.emit("status", &Status { room_id: room.as_str(), members: joined.members, joined: true });
-        json(&RoomAck { room_id: room.as_str(), members: joined.members })
+        Ok(json(&RoomAck { room_id: room.as_str(), members: joined.members }))
     }
 
     fn leave(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Reply {
@@ -218,27 +306,10 @@ impl ChatGateway {
         socket.leave(room, |_| Some(event_frame(namespace, None, "user_left", &notice)))
     }
 
-    fn send_message(&self, socket: &Socket, user: &ChatUser, args: &[BorrowedValue<'_>]) -> Reply {
-        let payload = args
-            .first()
-            .and_then(ValueAsObject::as_object)
-            .ok_or_else(|| ChatError::new(400, "send_message takes an object {content, roomId?}"))?;
-        let content = payload
-            .get("content")
-            .and_then(ValueAsScalar::as_str)
-            .ok_or_else(|| ChatError::new(400, "content must be a string"))?;
-        if content.trim().is_empty() {
-            return Err(ChatError::new(400, "content is empty"));
-        }
-        if content.len() > self.limits.max_message_length {
-            return Err(ChatError::new(
-                413,
-                format!("content is longer than {} bytes", self.limits.max_message_length),
-            ));
-        }
-        let room = match payload.get("roomId") {
+    fn send_message(&self, socket: &Socket, user: &ChatUser, content: &str, room: Option<RoomId>) -> Reply {
+        let room = match room {
             None => socket.last_room().ok_or_else(|| ChatError::new(400, "No room joined: give a roomId"))?,
-            Some(value) => room_id(value, self.limits)?,
+            Some(room) => room,
         };
         if !socket.is_in(room.as_str()) {
             return Err(ChatError::new(403, "Not a member of this room"));
@@ -272,13 +343,7 @@ impl ChatGateway {
         handshake: &Handshake,
         auth: Option<&BorrowedValue<'_>>,
     ) -> Result<(Claims, Box<str>), AuthError> {
-        let payload_token = auth.and_then(|value| value.get("token")).and_then(ValueAsScalar::as_str);
-        let token = handshake
-            .query("token")
-            .filter(|token| !token.is_empty())
-            .or_else(|| handshake.bearer_token())
-            .or(payload_token)
-            .ok_or(AuthError::Missing)?;
+        let token = find_token(handshake, auth).ok_or(AuthError::Missing)?;
         let claims = self.auth.authenticate(token)?;
         Ok((claims, Box::from(token)))
     }
@@ -308,9 +373,10 @@ impl Handler for ChatGateway {
     ) -> Result<Accepted, ConnectError> {
         match self.authenticate(handshake, auth) {
             Ok((claims, token)) => {
-                let expires_at = claims.expires_at.map(|at| {
+                // An expiry too far off for the clock to hold is no expiry.
+                let expires_at = claims.expires_at.and_then(|at| {
                     let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-                    tokio::time::Instant::now() + left
+                    tokio::time::Instant::now().checked_add(left)
                 });
                 let limiter = (self.limits.rate_per_sec > 0)
                     .then(|| Mutex::new(RateLimiter::new(self.limits.rate_per_sec, self.limits.burst)));
@@ -338,7 +404,7 @@ impl Handler for ChatGateway {
             "connected"
         );
         if let Some(room) = socket.handshake().query("roomId") {
-            let reply = room_id_str(room, self.limits).map(|room| self.join(socket, user, &room));
+            let reply = room_id_str(room, &self.limits).and_then(|room| self.join(socket, user, &room));
             if let Err(error) = reply {
                 self.reply(socket, None, Err(error));
             }
@@ -364,6 +430,10 @@ impl Handler for ChatGateway {
             DisconnectReason::SessionClosed(reason) => reason.as_str(),
         };
         info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), reason, "disconnected");
+    }
+
+    fn on_refused_event(&self, socket: &Arc<Socket>, ack_id: Option<u64>, error: JsonError) {
+        self.reply(socket, ack_id, Err(ChatError::new(400, format!("Bad request: {error}"))));
     }
 
     fn on_expired(&self, socket: &Arc<Socket>) {
@@ -408,7 +478,7 @@ pub async fn watch_revocations(
     }
 }
 
-fn room_arg(args: &[BorrowedValue<'_>], limits: Limits) -> Result<RoomId, ChatError> {
+fn room_arg(args: &[BorrowedValue<'_>], limits: &ChatLimits) -> Result<RoomId, ChatError> {
     let room = args
         .first()
         .and_then(|payload| payload.get("roomId"))
@@ -416,11 +486,11 @@ fn room_arg(args: &[BorrowedValue<'_>], limits: Limits) -> Result<RoomId, ChatEr
     room_id(room, limits)
 }
 
-fn room_id(value: &BorrowedValue<'_>, limits: Limits) -> Result<RoomId, ChatError> {
+fn room_id(value: &BorrowedValue<'_>, limits: &ChatLimits) -> Result<RoomId, ChatError> {
     room_id_str(value.as_str().ok_or_else(|| ChatError::new(400, "roomId must be a string"))?, limits)
 }
 
-fn room_id_str(room: &str, limits: Limits) -> Result<RoomId, ChatError> {
+fn room_id_str(room: &str, limits: &ChatLimits) -> Result<RoomId, ChatError> {
     if room.trim().is_empty() {
         return Err(ChatError::new(400, "roomId is empty"));
     }
@@ -524,9 +594,15 @@ mod tests {
 
     #[test]
     fn room_ids_are_checked() {
-        let limits = Limits { max_message_length: 10, max_room_id_length: 4, rate_per_sec: 0, burst: 0 };
-        assert!(room_id_str("abcd", limits).is_ok());
-        assert_eq!(room_id_str("abcde", limits).map_err(|e| e.code).err(), Some(400));
-        assert_eq!(room_id_str("  ", limits).map_err(|e| e.code).err(), Some(400));
+        let limits = ChatLimits {
+            max_message_length: 10,
+            max_room_id_length: 4,
+            max_rooms_per_socket: 1,
+            rate_per_sec: 0,
+            burst: 0,
+        };
+        assert!(room_id_str("abcd", &limits).is_ok());
+        assert_eq!(room_id_str("abcde", &limits).map_err(|e| e.code).err(), Some(400));
+        assert_eq!(room_id_str("  ", &limits).map_err(|e| e.code).err(), Some(400));
     }
 }

@@ -33,21 +33,32 @@ use tracing::debug;
 use futures_util::FutureExt as _;
 use futures_util::future::OptionFuture;
 
+use crate::admission::Admission;
 use crate::conn::{self, Engine, Handshake};
+use crate::metrics::Limit;
 use crate::socketio::SocketIo;
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The request head buffer [`serve`] starts with; a client's upgrade request
 /// is 200–700 bytes. It is freed once the head is read.
 const HEAD_BUFFER_BYTES: usize = 1024;
 
-/// The longest head [`serve`] reads itself; hyper takes a longer one.
-const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// The most headers a request may have; more is answered 431.
+const MAX_HEADERS: usize = 64;
 
-/// The most headers [`serve`] parses itself; hyper takes a request with more.
-const MAX_HEADERS: usize = 32;
+/// Bounds on HTTP requests and on connections, from the [`crate::Config`].
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request head; larger is answered 431.
+    pub max_head_bytes: usize,
+    /// How long a client may take to send its request head.
+    pub handshake_timeout: Duration,
+}
+
+impl From<&crate::Config> for HttpLimits {
+    fn from(config: &crate::Config) -> Self {
+        Self { max_head_bytes: config.max_head_bytes, handshake_timeout: config.handshake_timeout }
+    }
+}
 
 /// What the HTTP layer needs.
 pub struct HttpState {
@@ -59,6 +70,10 @@ pub struct HttpState {
     pub engine: Engine,
     /// For `/health`.
     pub io: SocketIo,
+    /// Request bounds.
+    pub limits: HttpLimits,
+    /// Open connections per source address, and in total.
+    pub admission: Arc<Admission>,
 }
 
 /// Why a handshake request is refused: socket.io's error codes.
@@ -74,6 +89,12 @@ pub enum HandshakeError {
     Forbidden,
     /// `EIO` is not 4 (code 5).
     UnsupportedProtocolVersion,
+    /// The request head is larger than `max_head_bytes` or has too many
+    /// headers (HTTP 431, code 3).
+    HeadTooLarge,
+    /// The source address or the broker holds as many connections as it
+    /// may (HTTP 503, code 3).
+    TooManyConnections,
 }
 
 impl HandshakeError {
@@ -86,12 +107,29 @@ impl HandshakeError {
             Self::BadRequest => (StatusCode::BAD_REQUEST, 3, "Bad request"),
             Self::Forbidden => (StatusCode::FORBIDDEN, 4, "Forbidden"),
             Self::UnsupportedProtocolVersion => (StatusCode::BAD_REQUEST, 5, "Unsupported protocol version"),
+            Self::HeadTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 3, "Request header too large")
+            }
+            Self::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, 3, "Too many connections"),
         }
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
         let (status, code, message) = self.parts();
         json_response(status, format!(r#"{{"code":{code},"message":"{message}"}}"#))
+    }
+
+    /// The whole response, for a connection that is closed right after it.
+    fn into_closing_bytes(self) -> Vec<u8> {
+        let (status, code, message) = self.parts();
+        let body = format!(r#"{{"code":{code},"message":"{message}"}}"#);
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 
@@ -105,11 +143,31 @@ impl HandshakeError {
 /// head too large or malformed to parse here) goes to hyper, together with
 /// the bytes already read.
 pub fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<HttpState>) -> impl Future<Output = ()> {
+    // Counted from accept to close, the session included: the permit is
+    // released when this future ends, however it ends.
+    let permit = state.admission.admit(remote.ip());
     // This future is part of every session's task, so it holds no more than
     // the session needs: the handshake's state (timer, buffers, hyper) is
     // boxed and freed when it ends, and the session is chained after it, not
     // awaited in an async block that would keep the arguments.
-    Box::pin(answer(stream, remote, state)).then(OptionFuture::from).map(drop)
+    Box::pin(answer(stream, remote, state, permit.is_ok()))
+        .then(OptionFuture::from)
+        .map(move |_| drop(permit))
+}
+
+/// Refuses a connection after reading its request head: answers `refusal`
+/// and closes.
+async fn refuse(mut stream: TcpStream, remote: SocketAddr, refusal: HandshakeError) {
+    use tokio::io::AsyncWriteExt as _;
+    debug!(%remote, ?refusal, "request refused");
+    let _ = stream.write_all(&refusal.into_closing_bytes()).await;
+    let _ = stream.shutdown().await;
+    // Drain briefly so the close is not a reset that eats the response.
+    let mut sink = [0u8; 256];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(1..) = stream.read(&mut sink).await {}
+    })
+    .await;
 }
 
 /// Reads the request head. A WebSocket upgrade for the fast path is
@@ -119,13 +177,29 @@ async fn answer(
     mut stream: TcpStream,
     remote: SocketAddr,
     state: Arc<HttpState>,
+    admitted: bool,
 ) -> Option<impl Future<Output = ()> + use<>> {
     let mut buf = Vec::with_capacity(HEAD_BUFFER_BYTES);
+    let limits = state.limits;
     let head = tokio::select! {
-        head = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut stream, &mut buf)) => head,
+        head = tokio::time::timeout(limits.handshake_timeout, read_head(&mut stream, &mut buf, limits.max_head_bytes)) => head,
         () = state.engine.shutdown.cancelled() => return None,
     };
+    let metrics = &state.engine.metrics;
     match head {
+        Ok(Ok(Head::Complete(..) | Head::Other)) if !admitted => {
+            refuse(stream, remote, HandshakeError::TooManyConnections).await;
+            return None;
+        }
+        Ok(Ok(Head::TooLarge)) => {
+            metrics.refuse(Limit::HeadSize);
+            refuse(stream, remote, HandshakeError::HeadTooLarge).await;
+            return None;
+        }
+        Ok(Ok(Head::Malformed)) => {
+            refuse(stream, remote, HandshakeError::BadRequest).await;
+            return None;
+        }
         Ok(Ok(Head::Complete(request, len))) => {
             if let Some((handshake, head)) = fast_upgrade(&request, remote, &state) {
                 let read_ahead = buf.split_off(len);
@@ -139,6 +213,7 @@ async fn answer(
             return None;
         }
         Err(_) => {
+            metrics.refuse(Limit::HandshakeTimeout);
             debug!(%remote, "no complete request head in time");
             return None;
         }
@@ -155,34 +230,56 @@ async fn answer(
 enum Head {
     /// A complete, well-formed head of `len` bytes.
     Complete(Request<()>, usize),
-    /// Something for hyper to answer.
+    /// A complete head that `http::Request` does not take (an unusual
+    /// method or header value): for hyper to answer.
     Other,
+    /// Over the head size limit or [`MAX_HEADERS`] (431).
+    TooLarge,
+    /// Not an HTTP/1.x request head (400).
+    Malformed,
     /// The client closed before sending anything.
     Closed,
 }
 
-/// Reads until `buf` holds a complete request head, at most
-/// [`MAX_HEAD_BYTES`].
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+/// Reads until `buf` holds a complete request head of at most
+/// `max_head_bytes`.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max_head_bytes: usize) -> io::Result<Head> {
     loop {
         if buf.len() == buf.capacity() {
-            if buf.len() >= MAX_HEAD_BYTES {
-                return Ok(Head::Other);
+            if buf.len() >= max_head_bytes {
+                return Ok(Head::TooLarge);
             }
-            buf.reserve(buf.len());
+            buf.reserve(buf.len().min(max_head_bytes - buf.len()));
         }
-        if stream.read_buf(buf).await? == 0 {
-            return Ok(if buf.is_empty() { Head::Closed } else { Head::Other });
+        let read = stream.read_buf(buf).await?;
+        if read == 0 {
+            return Ok(if buf.is_empty() { Head::Closed } else { Head::Malformed });
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                return Ok(to_request(&parsed).map_or(Head::Other, |request| Head::Complete(request, len)));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => return Ok(Head::Other),
+        match parse_head(buf, max_head_bytes) {
+            Head::Closed => {}
+            head => return Ok(head),
         }
+    }
+}
+
+/// Parses a request head from the bytes read so far. `Head::Closed` here
+/// means "incomplete: read more".
+///
+/// Pure, for the fuzzer: every input gives an answer, none panics.
+#[must_use]
+#[allow(private_interfaces, reason = "the outcome type is internal; fuzz targets only run it")]
+pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > max_head_bytes => Head::TooLarge,
+        Ok(httparse::Status::Complete(len)) => {
+            to_request(&parsed).map_or(Head::Other, |request| Head::Complete(request, len))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= max_head_bytes => Head::TooLarge,
+        Ok(httparse::Status::Partial) => Head::Closed,
+        Err(httparse::Error::TooManyHeaders) => Head::TooLarge,
+        Err(_) => Head::Malformed,
     }
 }
 
@@ -236,6 +333,7 @@ type Replayed = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
 
 async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state: Arc<HttpState>) {
     let shutdown = state.engine.shutdown.clone();
+    let limits = state.limits;
     let (read_half, write_half) = stream.into_split();
     let io: Replayed = tokio::io::join(Cursor::new(read).chain(read_half), write_half);
     let service = service_fn(move |request| {
@@ -244,7 +342,10 @@ async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.handshake_timeout)
+        // hyper's floor is 8 KiB; `read_head` already refused larger first heads.
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -277,7 +378,9 @@ fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> R
     } else if request.method() == Method::GET && path == "/health" {
         health(state)
     } else if request.method() == Method::GET && path == "/metrics" {
-        let mut response = Response::new(Full::from(state.engine.metrics.render()));
+        let mut gauges = state.io.gauges();
+        gauges.tasks = state.engine.tracker.len() as u64;
+        let mut response = Response::new(Full::from(state.engine.metrics.render(&gauges)));
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
@@ -300,8 +403,7 @@ fn check_upgrade<B>(
     remote: SocketAddr,
     state: &HttpState,
 ) -> Result<(Handshake, String), HandshakeError> {
-    let query: Vec<(String, String)> =
-        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let query = parse_query(request.uri().query().unwrap_or(""))?;
     let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     if param("EIO") != Some("4") {
         return Err(HandshakeError::UnsupportedProtocolVersion);
@@ -319,7 +421,13 @@ fn check_upgrade<B>(
     }
     let key = websocket_key(request).ok_or(HandshakeError::BadRequest)?;
     let handshake = Handshake {
-        authorization: header_str(headers, header::AUTHORIZATION).map(str::to_owned),
+        // Only a bearer token is kept for the session's life, not any other
+        // credentials a client happens to send.
+        authorization: header_str(headers, header::AUTHORIZATION)
+            .filter(|value| {
+                value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            })
+            .map(str::to_owned),
         origin: origin.map(str::to_owned),
         remote: Some(remote),
         query,
@@ -354,6 +462,30 @@ fn spawn_upgrade(request: Request<Incoming>, handshake: Handshake, remote: Socke
             Err(error) => debug!(%remote, %error, "upgrade failed"),
         }
     });
+}
+
+/// Decodes a query string strictly: a percent-encoded byte sequence that is
+/// not UTF-8 is refused, never replaced, so two different values cannot
+/// decode to one.
+///
+/// # Errors
+/// [`HandshakeError::BadRequest`] for invalid UTF-8.
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, HandshakeError> {
+    let decode = |part: &str| -> Result<String, HandshakeError> {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| HandshakeError::BadRequest)
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(key)?, decode(value)?))
+        })
+        .collect()
 }
 
 fn switching_protocols(accept_key: &str) -> Response<Full<Bytes>> {

@@ -16,6 +16,7 @@
 //!   rest), `/health`, `/metrics`.
 //! - [`metrics`], [`config`], [`ids`].
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod conn;
@@ -37,12 +38,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::JwtAlgorithm;
 use crate::conn::{Engine, EngineSettings, WritePacer};
 use crate::gateway::ChatGateway;
 use crate::metrics::Metrics;
-use crate::socketio::{Handler, SocketIo};
+use crate::socketio::{Handler, PacketLimits, SocketIo};
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -75,23 +77,40 @@ pub async fn run(
     let auth = Arc::new(Authenticator::from_config(&config)?);
     log_start(&config, &listener);
 
-    let metrics = Arc::new(Metrics::default());
     let gateway = Arc::new(ChatGateway::new(Arc::clone(&auth), &config));
     let namespaces = config
         .namespaces
         .iter()
         .map(|name| (name.clone(), Arc::clone(&gateway) as Arc<dyn Handler>))
         .collect();
-    let io = SocketIo::new(namespaces, Arc::clone(&metrics));
+    let revocations = config.revocation_file.clone().map(|path| {
+        let reload = config.revocation_reload;
+        let shutdown = shutdown.clone();
+        move |io: SocketIo| gateway::watch_revocations(gateway, io, path, reload, shutdown)
+    });
+    serve(config, listener, shutdown, namespaces, revocations).await;
+    Ok(())
+}
+
+/// Serves any Socket.IO application: `namespaces` with their handlers, on
+/// the broker's Engine.IO sessions, HTTP side and limits from `config`, until
+/// `shutdown` is cancelled. [`run`] is this with the chat gateway; the
+/// conformance server and tests give handlers of their own. `background`,
+/// if given, makes a task from the server's [`SocketIo`] that runs beside it.
+///
+/// The configuration is not validated here; [`run`] does that.
+pub async fn serve<B: Future<Output = ()> + Send + 'static>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    namespaces: Vec<(String, Arc<dyn Handler>)>,
+    background: Option<impl FnOnce(SocketIo) -> B>,
+) {
+    let metrics = Arc::new(Metrics::default());
+    let io = SocketIo::with_limits(namespaces, Arc::clone(&metrics), PacketLimits::from(&config));
     let tracker = TaskTracker::new();
-    if let Some(path) = &config.revocation_file {
-        tracker.spawn(gateway::watch_revocations(
-            Arc::clone(&gateway),
-            io.clone(),
-            path.clone(),
-            config.revocation_reload,
-            shutdown.clone(),
-        ));
+    if let Some(background) = background {
+        tracker.spawn(background(io.clone()));
     }
     let pacer = Arc::new(WritePacer::new(config.max_write_delay));
     tracker.spawn(Arc::clone(&pacer).run(Arc::clone(&metrics), shutdown.clone()));
@@ -103,7 +122,7 @@ pub async fn run(
             outbox_bytes: config.outbox_bytes,
         }),
         app: Arc::new(io.clone()),
-        metrics,
+        metrics: Arc::clone(&metrics),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         pacer,
@@ -113,6 +132,8 @@ pub async fn run(
         cors_origins: config.cors_origins.clone(),
         engine,
         io,
+        limits: http::HttpLimits::from(&config),
+        admission: Arc::new(Admission::new(config.max_connections_per_ip, config.max_connections, metrics)),
     });
 
     loop {
@@ -140,7 +161,6 @@ pub async fn run(
     } else {
         info!("shutdown complete");
     }
-    Ok(())
 }
 
 fn log_start(config: &Config, listener: &TcpListener) {

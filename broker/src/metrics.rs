@@ -30,6 +30,98 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// The write pacer's current delay between a connection's writes, in µs.
     pub write_delay_us: AtomicU64,
+    /// Sessions that panicked; each was closed (1011) and cleaned up alone.
+    pub session_panics: AtomicU64,
+    /// Refusals by each limit of [`Limit`], indexed by `Limit as usize`.
+    pub limit_refusals: [AtomicU64; Limit::ALL.len()],
+}
+
+/// Every limit the broker enforces on what clients send; each refusal is
+/// counted as `broker_limit_refusals_total{limit="…"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A request head over `max_head_bytes` (HTTP 431).
+    HeadSize,
+    /// No complete request head within `handshake_timeout_ms`.
+    HandshakeTimeout,
+    /// Over `max_connections_per_ip` (HTTP 503).
+    ConnectionsPerIp,
+    /// Over `max_connections` (HTTP 503).
+    Connections,
+    /// A message over `max_payload` (close 1009).
+    Payload,
+    /// JSON nested deeper than `max_json_depth` (protocol error, close 1002).
+    JsonDepth,
+    /// A binary packet over `max_attachments`, over `max_payload` in
+    /// attachments, or for a namespace the session has not joined.
+    Attachments,
+    /// A string that is not valid Unicode (error 400, or a refused CONNECT).
+    InvalidUnicode,
+    /// A JSON object with a key twice (error 400, or a refused CONNECT).
+    DuplicateKey,
+    /// `join_room` over `max_rooms_per_socket` (error 429).
+    RoomsPerSocket,
+    /// More failed CONNECTs than `max_connect_failures` (close 1008).
+    ConnectFailures,
+    /// No namespace joined within `connect_timeout_ms`.
+    ConnectTimeout,
+    /// Events over the rate limit (error 429).
+    EventRate,
+}
+
+impl Limit {
+    /// Every limit, in the order of their counters.
+    pub const ALL: [Self; 13] = [
+        Self::HeadSize,
+        Self::HandshakeTimeout,
+        Self::ConnectionsPerIp,
+        Self::Connections,
+        Self::Payload,
+        Self::JsonDepth,
+        Self::Attachments,
+        Self::InvalidUnicode,
+        Self::DuplicateKey,
+        Self::RoomsPerSocket,
+        Self::ConnectFailures,
+        Self::ConnectTimeout,
+        Self::EventRate,
+    ];
+
+    /// The `limit` label value.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::HeadSize => "head_size",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::ConnectionsPerIp => "connections_per_ip",
+            Self::Connections => "connections",
+            Self::Payload => "payload",
+            Self::JsonDepth => "json_depth",
+            Self::Attachments => "attachments",
+            Self::InvalidUnicode => "invalid_unicode",
+            Self::DuplicateKey => "duplicate_key",
+            Self::RoomsPerSocket => "rooms_per_socket",
+            Self::ConnectFailures => "connect_failures",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::EventRate => "event_rate",
+        }
+    }
+}
+
+/// Gauges read from the broker's state when `/metrics` is rendered, not
+/// kept as counters on the hot path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Sockets connected to a namespace.
+    pub sockets: u64,
+    /// Non-empty rooms.
+    pub rooms: u64,
+    /// Room memberships (one socket in three rooms counts three).
+    pub room_members: u64,
+    /// Bytes queued in outboxes and not yet taken by a writer.
+    pub outbox_bytes: u64,
+    /// Tasks the broker tracks (sessions, writers, background tasks).
+    pub tasks: u64,
 }
 
 impl Metrics {
@@ -38,9 +130,20 @@ impl Metrics {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// The counters in the Prometheus text exposition format.
+    /// Counts one refusal by `limit`.
+    pub fn refuse(&self, limit: Limit) {
+        Self::add(&self.limit_refusals[limit as usize], 1);
+    }
+
+    /// Refusals by `limit` so far.
     #[must_use]
-    pub fn render(&self) -> String {
+    pub fn refusals(&self, limit: Limit) -> u64 {
+        self.limit_refusals[limit as usize].load(Relaxed)
+    }
+
+    /// The counters and `gauges` in the Prometheus text exposition format.
+    #[must_use]
+    pub fn render(&self, gauges: &Gauges) -> String {
         let rows: [(&str, &str, &str, &AtomicU64); 11] = [
             ("broker_connections_open", "gauge", "Open WebSocket sessions", &self.connections_open),
             ("broker_connections_total", "counter", "Sessions accepted", &self.connections_total),
@@ -59,10 +162,34 @@ impl Metrics {
                 &self.write_delay_us,
             ),
         ];
-        let mut out = String::with_capacity(1024);
+        let mut out = String::with_capacity(4096);
         for (name, kind, help, value) in rows {
             let _ =
                 writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));
+        }
+        let gauge_rows = [
+            ("broker_sockets", "Sockets connected to a namespace", gauges.sockets),
+            ("broker_rooms", "Non-empty rooms", gauges.rooms),
+            ("broker_room_members", "Room memberships", gauges.room_members),
+            ("broker_outbox_bytes", "Bytes queued for writers", gauges.outbox_bytes),
+            ("broker_tasks", "Tasks tracked by the broker", gauges.tasks),
+            (
+                "broker_session_panics_total",
+                "Sessions closed after a panic",
+                self.session_panics.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in gauge_rows {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        let name = "broker_limit_refusals_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests, packets and events refused by a limit\n# TYPE {name} counter"
+        );
+        for limit in Limit::ALL {
+            let _ = writeln!(out, "{name}{{limit=\"{}\"}} {}", limit.as_str(), self.refusals(limit));
         }
         out
     }

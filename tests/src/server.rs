@@ -2,8 +2,10 @@
 //! interface, running on the test's own tokio runtime.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use broker::socketio::Handler;
 use broker::{Config, StartError};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -47,6 +49,68 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(config.clone(), listener, shutdown.clone()));
         Self { addr, config, shutdown, task: Some(task) }
+    }
+
+    /// Binds `127.0.0.1:0` and serves the namespaces `handlers` makes (given
+    /// the config with its secret filled in) with `broker::serve`: the
+    /// broker's sessions, HTTP side and limits under an application of the
+    /// test's own.
+    pub async fn start_with_handlers(
+        mut config: Config,
+        handlers: impl FnOnce(&Config) -> Vec<(String, Arc<dyn Handler>)>,
+    ) -> Self {
+        if config.jwt_secret.is_none() {
+            config.jwt_secret = Some(TEST_SECRET.to_owned());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        config.listen = addr;
+        let namespaces = handlers(&config);
+        let shutdown = CancellationToken::new();
+        let serve = broker::serve(
+            config.clone(),
+            listener,
+            shutdown.clone(),
+            namespaces,
+            None::<fn(broker::socketio::SocketIo) -> std::future::Ready<()>>,
+        );
+        let task = tokio::spawn(async move {
+            serve.await;
+            Ok(())
+        });
+        Self { addr, config, shutdown, task: Some(task) }
+    }
+
+    /// The value of metric `name` (a full series name such as
+    /// `broker_limit_refusals_total{limit="head_size"}`) on `GET /metrics`.
+    ///
+    /// # Panics
+    /// When the series is missing.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = crate::http::get(self.addr, "/metrics", &[]).await.text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Waits (at most [`WAIT`]) until metric `name` reads `value`.
+    ///
+    /// # Panics
+    /// When it does not in time; the message gives the last value seen.
+    pub async fn wait_for_metric(&self, name: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let seen = self.metric(name).await;
+            if seen == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "metric {name} is {seen}, expected {value} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A broker with the default configuration.

@@ -92,7 +92,7 @@ impl ServerKind {
     /// How it is configured for the comparison, in words.
     pub fn settings(self) -> String {
         match self {
-            ServerKind::Broker => "broker: BROKER_RATE_LIMIT_PER_SEC=0, other settings default".to_owned(),
+            ServerKind::Broker => "broker: BROKER_RATE_LIMIT_PER_SEC=0, BROKER_MAX_CONNECTIONS_PER_IP=0 (all load comes from 127.0.0.1), other settings default".to_owned(),
             ServerKind::Socketioxide => format!(
                 "socketioxide: MAX_BUFFER_SIZE={}",
                 std::env::var("MAX_BUFFER_SIZE").unwrap_or_else(|_| SOCKETIOXIDE_BUFFER.to_owned())
@@ -110,6 +110,7 @@ impl ServerKind {
                     .env("BROKER_LISTEN", "127.0.0.1:0")
                     .env("BROKER_JWT_SECRET", secret)
                     .env("BROKER_RATE_LIMIT_PER_SEC", "0")
+                    .env("BROKER_MAX_CONNECTIONS_PER_IP", "0")
                     .env("RUST_LOG", "warn");
                 command
             }

@@ -20,11 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
+use std::panic::AssertUnwindSafe;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 pub use outbox::{Drained, Outbox, PushError};
 pub use pacer::WritePacer;
@@ -60,6 +62,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// A message was larger than maxPayload. Code 1009.
     MessageTooBig,
+    /// The broker failed while serving this session (a panic on its path,
+    /// caught and contained to it). Code 1011.
+    InternalError,
 }
 
 impl CloseReason {
@@ -76,6 +81,7 @@ impl CloseReason {
             Self::InvalidData => Some(1007),
             Self::PolicyViolation | Self::SlowConsumer => Some(1008),
             Self::MessageTooBig => Some(1009),
+            Self::InternalError => Some(1011),
         }
     }
 
@@ -94,6 +100,7 @@ impl CloseReason {
             Self::PolicyViolation => "policy violation",
             Self::SlowConsumer => "slow consumer",
             Self::MessageTooBig => "message too big",
+            Self::InternalError => "internal error",
         }
     }
 }
@@ -255,25 +262,89 @@ pub fn serve(
     debug!(sid = %session.sid, remote = ?session.handshake.remote, "session opened");
     let handler = engine.app.open(&session);
 
+    let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
+
     async move {
+        let mut guard = guard;
         let settings = &engine.settings;
         // Boxed: held inline, the reader's state machine made this future
-        // 4.9 KB; boxed, the two together take 2.3 KB.
-        let reason =
-            Box::pin(reader::run(&session, read_half, read_ahead, handler, settings, &engine.shutdown)).await;
-
-        engine.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // 4.9 KB; boxed, the two together take 2.3 KB. A panic anywhere on
+        // the session's path (decoders, handlers) is caught here: it costs
+        // this session only, which is then cleaned up like any other.
+        let SessionGuard { session, handler, .. } = &mut guard;
+        let read = reader::run(session, read_half, read_ahead, handler.as_mut(), settings, &engine.shutdown);
+        let ended = AssertUnwindSafe(Box::pin(read)).catch_unwind().await;
+        let (reason, read_half) = match ended {
+            Ok(ended) => ended,
+            Err(panic) => {
+                Metrics::add(&engine.metrics.session_panics, 1);
+                error!(
+                    sid = %guard.session.sid,
+                    remote = ?guard.session.handshake.remote,
+                    panic = panic_message(panic.as_ref()),
+                    "session panicked; closing it"
+                );
+                (CloseReason::InternalError, None)
+            }
+        };
+        guard.close(reason);
         if reason == CloseReason::SlowConsumer {
             Metrics::add(&engine.metrics.slow_consumers, 1);
             warn!(
-                sid = %session.sid,
-                remote = ?session.handshake.remote,
+                sid = %guard.session.sid,
+                remote = ?guard.session.handshake.remote,
                 limit_bytes = settings.outbox_bytes,
                 "slow consumer cut off: its outbox went over the byte budget"
             );
         }
-        debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+        debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
+        if let Some(read_half) = read_half {
+            reader::linger(read_half).await;
+        }
     }
+}
+
+/// Owns what a session must give back however it ends: its handler (whose
+/// `on_close` takes its sockets out of their rooms), its outbox (closing it
+/// ends the writer) and its place in the open-connections count. Dropped
+/// without [`close`](Self::close) — the task aborted, or a panic during the
+/// cleanup itself — it still closes, as a transport error.
+struct SessionGuard {
+    session: Session,
+    handler: Box<dyn SessionHandler>,
+    metrics: Arc<Metrics>,
+    closed: bool,
+}
+
+impl SessionGuard {
+    fn close(&mut self, reason: CloseReason) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        // Close the outbox first: whatever on_close does, the writer ends.
+        self.session.outbox.close(reason);
+        self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let handler = &mut self.handler;
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(reason))) {
+            Metrics::add(&self.metrics.session_panics, 1);
+            error!(sid = %self.session.sid, panic = panic_message(panic.as_ref()), "session cleanup panicked");
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.close(CloseReason::TransportError);
+    }
+}
+
+/// The text of a caught panic, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 fn millis(duration: Duration) -> u64 {

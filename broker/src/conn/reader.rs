@@ -38,15 +38,17 @@ const READ_BUFFER_BYTES: usize = 512;
 /// the error, the DISCONNECT and the close frame that explain the close.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Reads the session until it closes and returns why.
+/// Reads the session until it closes and returns why, with the read half
+/// when the caller should [`linger`] on it. The caller closes the handler and
+/// the outbox (see `SessionGuard`), so that a panic in here skips no cleanup.
 pub async fn run(
     session: &Session,
     read_half: OwnedReadHalf,
     read_ahead: Vec<u8>,
-    mut handler: Box<dyn SessionHandler>,
+    handler: &mut dyn SessionHandler,
     settings: &EngineSettings,
     shutdown: &CancellationToken,
-) -> CloseReason {
+) -> (CloseReason, Option<OwnedReadHalf>) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_payload))
@@ -77,7 +79,7 @@ pub async fn run(
                 handler.on_shutdown();
                 Err(CloseReason::ServerShutdown)
             }
-            message = ws.next() => on_message(message, session, handler.as_mut(), &mut heartbeat),
+            message = ws.next() => on_message(message, session, handler, &mut heartbeat),
             () = &mut timer => {
                 let now = Instant::now();
                 let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
@@ -93,12 +95,10 @@ pub async fn run(
             timer.as_mut().reset(wake);
         }
     };
-    handler.on_close(reason);
+    // Stop taking frames before anything else can be queued.
     outbox.close(reason);
-    if reason != CloseReason::TransportError {
-        linger(ws.into_inner().0).await;
-    }
-    reason
+    let read_half = (reason != CloseReason::TransportError).then(|| ws.into_inner().0);
+    (reason, read_half)
 }
 
 fn next_wake(heartbeat: &Heartbeat, deadline: Option<Instant>) -> Instant {
@@ -106,7 +106,7 @@ fn next_wake(heartbeat: &Heartbeat, deadline: Option<Instant>) -> Instant {
 }
 
 /// Discards input until the client closes its side or [`LINGER`] passes.
-async fn linger(mut read_half: OwnedReadHalf) {
+pub async fn linger(mut read_half: OwnedReadHalf) {
     // On the heap: an array here would be part of every session's task.
     let mut sink = vec![0u8; 512];
     let _ =
@@ -144,9 +144,19 @@ fn on_message(
             let _ = session.outbox.try_push(&Frame::pong(&data));
             Ok(())
         }
-        Message::Close(_) => Err(CloseReason::ClientClosed),
+        Message::Close(frame) => match frame {
+            Some(frame) if !is_valid_close_code(frame.code.into()) => Err(CloseReason::ProtocolError),
+            _ => Err(CloseReason::ClientClosed),
+        },
         Message::Pong(_) | Message::Frame(_) => Ok(()),
     }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 7.4): the
+/// defined codes other than those reserved for local use (1004–1006, 1015),
+/// and the registered and private ranges 3000–4999.
+fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn close_reason_of(error: &WsError) -> CloseReason {

@@ -4,6 +4,7 @@
 
 pub mod engineio;
 pub mod frame;
+pub mod json;
 pub mod socketio;
 
 pub use frame::Frame;

@@ -171,6 +171,15 @@ impl RoomTable {
         self.shards.iter().map(|shard| shard.lock().rooms.len()).sum()
     }
 
+    /// Memberships over every room (walks every shard; for tests and stats).
+    #[must_use]
+    pub fn memberships(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().rooms.values().map(|room| room.members.len()).sum::<usize>())
+            .sum()
+    }
+
     /// Whether no room has members.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use simd_json::BorrowedValue;
@@ -13,12 +12,9 @@ use tracing::debug;
 
 use super::{ConnectError, DisconnectReason, Event, Socket, SocketIo, disconnect_frame, packet_frame};
 use crate::conn::{CloseReason, Session, SessionHandler};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
+use crate::protocol::json::{self, JsonError};
 use crate::protocol::socketio::{self, Packet, PacketType, check_placeholders, split_event};
-
-/// How long a session may stay without any namespace (socket.io's
-/// `connectTimeout`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A parse buffer larger than this is given back after use, so one big
 /// message does not pin memory.
@@ -37,18 +33,22 @@ thread_local! {
         RefCell::new(Parser { input: Vec::new(), buffers: simd_json::Buffers::default() });
 }
 
-/// Parses `json` and runs `f` on the value (`None` if it is not JSON).
-/// `f` must not parse again: the thread's parser is borrowed meanwhile, and
-/// handlers, which `f` runs, never parse.
-fn with_parsed<R>(json: &str, f: impl FnOnce(Option<&BorrowedValue<'_>>) -> R) -> R {
+/// Parses `json` with the checks of [`json::parse`] and runs `f` on the
+/// outcome. `f` must not parse again: the thread's parser is borrowed
+/// meanwhile, and handlers, which `f` runs, never parse.
+fn with_parsed<R>(
+    json: &str,
+    max_depth: usize,
+    f: impl FnOnce(Result<&BorrowedValue<'_>, JsonError>) -> R,
+) -> R {
     PARSER.with(|parser| {
         let mut parser = parser.borrow_mut();
         let Parser { input, buffers } = &mut *parser;
         input.clear();
         input.extend_from_slice(json.as_bytes());
         let result = {
-            let value = simd_json::to_borrowed_value_with_buffers(input, buffers).ok();
-            f(value.as_ref())
+            let value = json::parse(input, buffers, max_depth);
+            f(value.as_ref().map_err(|error| *error))
         };
         if input.capacity() > PARSER_KEEP_BYTES {
             *input = Vec::new();
@@ -67,17 +67,28 @@ pub(super) struct Connection {
     pending: Option<PendingBinary>,
     /// When the session was last without any namespace.
     lonely_since: Instant,
+    /// CONNECTs refused so far.
+    connect_failures: u32,
 }
 
 struct PendingBinary {
     packet_text: String,
     expected: usize,
     attachments: Vec<Bytes>,
+    /// The attachments' bytes so far.
+    buffered_bytes: usize,
 }
 
 impl Connection {
     pub(super) fn new(server: SocketIo, session: Session) -> Self {
-        Self { server, session, sockets: Vec::new(), pending: None, lonely_since: Instant::now() }
+        Self {
+            server,
+            session,
+            sockets: Vec::new(),
+            pending: None,
+            lonely_since: Instant::now(),
+            connect_failures: 0,
+        }
     }
 
     /// Dispatches one packet. As in socket.io 4.x, a CONNECT for a
@@ -87,10 +98,7 @@ impl Connection {
         Metrics::add(&self.server.metrics.packets_in, 1);
         let index = self.socket_index(packet.namespace);
         match (packet.kind, index) {
-            (PacketType::Connect, None) => {
-                self.connect(packet);
-                Ok(())
-            }
+            (PacketType::Connect, None) => self.connect(packet),
             (PacketType::Disconnect, Some(index)) => {
                 self.remove_socket(index, DisconnectReason::ClientDisconnect);
                 Ok(())
@@ -99,14 +107,14 @@ impl Connection {
                 self.event(index, packet, attachments)
             }
             (PacketType::Ack | PacketType::BinaryAck, Some(index)) => {
-                let answer: serde_json::Value =
-                    serde_json::from_str(packet.payload).map_err(|_| CloseReason::ProtocolError)?;
+                let answer = json::parse_owned(packet.payload, self.server.limits.max_json_depth)
+                    .map_err(|error| self.refuse_json(error))?;
                 let first = match answer {
                     serde_json::Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
                     _ => serde_json::Value::Null,
                 };
-                if let Some(id) = packet.ack_id {
-                    self.sockets[index].resolve_ack(id, first);
+                if let (Some(id), Some(socket)) = (packet.ack_id, self.sockets.get(index)) {
+                    socket.resolve_ack(id, first);
                 }
                 Ok(())
             }
@@ -121,31 +129,44 @@ impl Connection {
         self.sockets.iter().position(|socket| socket.namespace().name() == namespace)
     }
 
-    fn connect(&mut self, packet: &Packet<'_>) {
+    /// Runs the namespace middleware on a CONNECT and answers it.
+    ///
+    /// # Errors
+    /// Closes the session for a payload nested too deep, or once the session
+    /// has had more refusals than `max_connect_failures`.
+    fn connect(&mut self, packet: &Packet<'_>) -> Result<(), CloseReason> {
         let outbox = &self.session.outbox;
         let Some(namespace) = self.server.namespace(packet.namespace).cloned() else {
             let refusal = ConnectError { message: "Invalid namespace".to_owned(), data: None };
-            let _ =
-                outbox.try_push(&packet_frame(PacketType::ConnectError, packet.namespace, None, &refusal));
-            return;
+            return self.refuse_connect(packet.namespace, &refusal);
         };
         // A CONNECT payload that is not JSON counts as no payload: the
-        // middleware then decides on the other token sources.
+        // middleware then decides on the other token sources. One that
+        // cannot be represented faithfully is refused.
         let handshake = &self.session.handshake;
         let accepted = if packet.payload.is_empty() {
             namespace.handler().authorize(handshake, None)
         } else {
-            with_parsed(packet.payload, |auth| namespace.handler().authorize(handshake, auth))
+            with_parsed(packet.payload, self.server.limits.max_json_depth, |auth| match auth {
+                Ok(auth) => Ok(namespace.handler().authorize(handshake, Some(auth))),
+                Err(JsonError::Syntax) => Ok(namespace.handler().authorize(handshake, None)),
+                Err(error) => Err(error),
+            })
+            .or_else(|error| match error {
+                JsonError::TooDeep(_) => Err(self.refuse_json(error)),
+                _ => {
+                    self.refuse_json(error);
+                    Ok(Err(ConnectError {
+                        message: format!("Bad request: {error}"),
+                        data: Some(serde_json::json!({ "code": 400 })),
+                    }))
+                }
+            })?
         };
         match accepted {
             Err(refusal) => {
                 Metrics::add(&self.server.metrics.auth_refusals, 1);
-                let _ = outbox.try_push(&packet_frame(
-                    PacketType::ConnectError,
-                    namespace.name(),
-                    None,
-                    &refusal,
-                ));
+                self.refuse_connect(namespace.name(), &refusal)
             }
             Ok(accepted) => {
                 let socket = Arc::new(Socket::new(
@@ -165,14 +186,53 @@ impl Connection {
                 ));
                 self.sockets.push(Arc::clone(&socket));
                 namespace.handler().on_connect(&socket);
+                Ok(())
             }
         }
     }
 
+    /// Answers a CONNECT with CONNECT_ERROR, and closes the session once it
+    /// has been refused more than `max_connect_failures` times: each attempt
+    /// may cost a signature check, and a client that keeps guessing is not
+    /// one to keep serving.
+    fn refuse_connect(&mut self, namespace: &str, refusal: &ConnectError) -> Result<(), CloseReason> {
+        let _ =
+            self.session.outbox.try_push(&packet_frame(PacketType::ConnectError, namespace, None, refusal));
+        self.connect_failures = self.connect_failures.saturating_add(1);
+        if self.connect_failures > self.server.limits.max_connect_failures {
+            self.server.metrics.refuse(Limit::ConnectFailures);
+            debug!(sid = %self.session.sid, failures = self.connect_failures, "too many refused CONNECTs");
+            return Err(CloseReason::PolicyViolation);
+        }
+        Ok(())
+    }
+
+    /// Counts a refused payload and says how the session ends for it: a
+    /// document nested too deep or one that is not JSON is a protocol error.
+    fn refuse_json(&self, error: JsonError) -> CloseReason {
+        let metrics = &self.server.metrics;
+        match error {
+            JsonError::TooDeep(_) => metrics.refuse(Limit::JsonDepth),
+            JsonError::InvalidUnicode => metrics.refuse(Limit::InvalidUnicode),
+            JsonError::DuplicateKey => metrics.refuse(Limit::DuplicateKey),
+            JsonError::Syntax => {}
+        }
+        debug!(sid = %self.session.sid, %error, "refused JSON payload");
+        CloseReason::ProtocolError
+    }
+
     fn event(&mut self, index: usize, packet: &Packet<'_>, attachments: &[Bytes]) -> Result<(), CloseReason> {
-        let socket = Arc::clone(&self.sockets[index]);
-        with_parsed(packet.payload, |value| {
-            let value = value.ok_or(CloseReason::ProtocolError)?;
+        let socket = Arc::clone(self.sockets.get(index).ok_or(CloseReason::InternalError)?);
+        with_parsed(packet.payload, self.server.limits.max_json_depth, |value| {
+            let value = match value {
+                Ok(value) => value,
+                Err(error @ (JsonError::InvalidUnicode | JsonError::DuplicateKey)) => {
+                    self.refuse_json(error);
+                    socket.namespace().handler().on_refused_event(&socket, packet.ack_id, error);
+                    return Ok(());
+                }
+                Err(error) => return Err(self.refuse_json(error)),
+            };
             let (name, args) = split_event(value).map_err(|_| CloseReason::ProtocolError)?;
             if packet.kind == PacketType::BinaryEvent {
                 check_placeholders(value, attachments.len()).map_err(|_| CloseReason::ProtocolError)?;
@@ -214,10 +274,20 @@ impl SessionHandler for Connection {
             CloseReason::ProtocolError
         })?;
         if packet.kind.is_binary() {
+            // Attachments are buffered only for a namespace this session has
+            // joined (so never before authentication), and only so many.
+            if packet.attachments > self.server.limits.max_attachments
+                || self.socket_index(packet.namespace).is_none()
+            {
+                self.server.metrics.refuse(Limit::Attachments);
+                debug!(sid = %self.session.sid, attachments = packet.attachments, "refused binary packet");
+                return Err(CloseReason::ProtocolError);
+            }
             self.pending = Some(PendingBinary {
                 packet_text: text.to_owned(),
                 expected: packet.attachments,
                 attachments: Vec::with_capacity(packet.attachments),
+                buffered_bytes: 0,
             });
             return self.finish_binary();
         }
@@ -228,19 +298,25 @@ impl SessionHandler for Connection {
         let Some(pending) = self.pending.as_mut() else {
             return Err(CloseReason::ProtocolError);
         };
+        pending.buffered_bytes = pending.buffered_bytes.saturating_add(data.len());
+        if pending.buffered_bytes > self.server.limits.max_attachment_bytes {
+            self.server.metrics.refuse(Limit::Attachments);
+            return Err(CloseReason::MessageTooBig);
+        }
         pending.attachments.push(data);
         self.finish_binary()
     }
 
     fn deadline(&self) -> Option<Instant> {
         if self.sockets.is_empty() {
-            return Some(self.lonely_since + CONNECT_TIMEOUT);
+            return Some(self.lonely_since + self.server.limits.connect_timeout);
         }
         self.sockets.iter().filter_map(|socket| socket.expires_at()).min()
     }
 
     fn on_deadline(&mut self) -> Result<(), CloseReason> {
         if self.sockets.is_empty() {
+            self.server.metrics.refuse(Limit::ConnectTimeout);
             return Err(CloseReason::ConnectTimeout);
         }
         let now = Instant::now();

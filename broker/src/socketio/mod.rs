@@ -31,6 +31,7 @@ pub use socket::Socket;
 use crate::conn::{Application, CloseReason, Handshake, Session, SessionHandler};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
+pub use crate::protocol::json::JsonError;
 use crate::protocol::socketio::{PacketType, write_header};
 
 /// A namespace's application: middleware and event callbacks.
@@ -60,6 +61,47 @@ pub trait Handler: Send + Sync + 'static {
     /// then disconnects it and closes the session.
     fn on_expired(&self, socket: &Arc<Socket>) {
         let _ = socket;
+    }
+
+    /// The client emitted an event whose payload the layer refused: JSON
+    /// that cannot be represented faithfully (a lone surrogate escape, a key
+    /// given twice). The connection stays up; the handler answers it.
+    fn on_refused_event(&self, socket: &Arc<Socket>, ack_id: Option<u64>, error: JsonError) {
+        let _ = (socket, ack_id, error);
+    }
+}
+
+/// Bounds on what one session may send the Socket.IO layer.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketLimits {
+    /// Deepest nesting of a JSON payload; deeper closes the session.
+    pub max_json_depth: usize,
+    /// Binary attachments one packet may announce.
+    pub max_attachments: usize,
+    /// Bytes of binary attachments one packet may carry in all.
+    pub max_attachment_bytes: usize,
+    /// Refused CONNECTs one session may make before it is closed.
+    pub max_connect_failures: u32,
+    /// How long a session may stay without a namespace.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for PacketLimits {
+    fn default() -> Self {
+        let config = crate::Config::default();
+        Self::from(&config)
+    }
+}
+
+impl From<&crate::Config> for PacketLimits {
+    fn from(config: &crate::Config) -> Self {
+        Self {
+            max_json_depth: config.max_json_depth,
+            max_attachments: config.max_attachments,
+            max_attachment_bytes: config.max_payload,
+            max_connect_failures: config.max_connect_failures,
+            connect_timeout: config.connect_timeout,
+        }
     }
 }
 
@@ -109,12 +151,23 @@ pub enum DisconnectReason {
 pub struct SocketIo {
     namespaces: Arc<HashMap<Box<str>, Arc<Namespace>>>,
     metrics: Arc<Metrics>,
+    limits: PacketLimits,
 }
 
 impl SocketIo {
-    /// A server with the given namespaces.
+    /// A server with the given namespaces and the default [`PacketLimits`].
     #[must_use]
     pub fn new(namespaces: Vec<(String, Arc<dyn Handler>)>, metrics: Arc<Metrics>) -> Self {
+        Self::with_limits(namespaces, metrics, PacketLimits::default())
+    }
+
+    /// A server with the given namespaces and limits.
+    #[must_use]
+    pub fn with_limits(
+        namespaces: Vec<(String, Arc<dyn Handler>)>,
+        metrics: Arc<Metrics>,
+        limits: PacketLimits,
+    ) -> Self {
         let namespaces = namespaces
             .into_iter()
             .map(|(name, handler)| {
@@ -122,7 +175,7 @@ impl SocketIo {
                 (Box::from(name), namespace)
             })
             .collect();
-        Self { namespaces: Arc::new(namespaces), metrics }
+        Self { namespaces: Arc::new(namespaces), metrics, limits }
     }
 
     /// The namespace called `name`.
@@ -134,6 +187,28 @@ impl SocketIo {
     /// Every namespace.
     pub fn namespaces(&self) -> impl Iterator<Item = &Arc<Namespace>> {
         self.namespaces.values()
+    }
+
+    /// The server's counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Sockets, rooms, memberships and queued bytes, summed over every
+    /// namespace (walks every registry stripe and room shard: for
+    /// `/metrics` and tests, not the hot path).
+    #[must_use]
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        let mut gauges = crate::metrics::Gauges::default();
+        for namespace in self.namespaces() {
+            let sockets = namespace.sockets();
+            gauges.sockets += sockets.len() as u64;
+            gauges.outbox_bytes += sockets.iter().map(|socket| socket.pending_bytes() as u64).sum::<u64>();
+            gauges.rooms += namespace.rooms().len() as u64;
+            gauges.room_members += namespace.rooms().memberships() as u64;
+        }
+        gauges
     }
 }
 

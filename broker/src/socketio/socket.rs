@@ -2,7 +2,10 @@
 //! application data and the outbox its frames go to.
 
 use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use ahash::RandomState;
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -21,12 +24,43 @@ pub struct Socket {
     namespace: Arc<Namespace>,
     outbox: Outbox,
     handshake: Arc<Handshake>,
-    /// The rooms joined, oldest first. Only the socket's own reader task
-    /// changes it; others may read it.
-    rooms: Mutex<Vec<RoomId>>,
+    /// The rooms joined. Only the socket's own reader task changes it;
+    /// others may read it.
+    rooms: Mutex<JoinedRooms>,
     data: Box<dyn Any + Send + Sync>,
     expires_at: Option<Instant>,
     acks: Mutex<PendingAcks>,
+}
+
+/// The rooms a socket is in, in the order it joined them: membership,
+/// removal and "the room joined last" cost O(log n), so neither a message
+/// (which checks membership) nor a disconnect (which leaves every room) grows
+/// with the square of the room count.
+#[derive(Debug, Default)]
+struct JoinedRooms {
+    /// Room to its join sequence number.
+    by_room: HashMap<RoomId, u64, RandomState>,
+    /// Join sequence number to room: the join order.
+    by_order: BTreeMap<u64, RoomId>,
+    next: u64,
+}
+
+impl JoinedRooms {
+    fn insert(&mut self, room: &RoomId) {
+        if self.by_room.contains_key(room) {
+            return;
+        }
+        let order = self.next;
+        self.next += 1;
+        self.by_room.insert(room.clone(), order);
+        self.by_order.insert(order, room.clone());
+    }
+
+    fn remove(&mut self, room: &str) -> bool {
+        let Some(order) = self.by_room.remove(room) else { return false };
+        self.by_order.remove(&order);
+        true
+    }
 }
 
 #[derive(Default)]
@@ -99,6 +133,12 @@ impl Socket {
         self.outbox.try_push(frame)
     }
 
+    /// Bytes queued for this socket's session and not yet written.
+    #[must_use]
+    pub fn pending_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
+    }
+
     /// Emits `event` with `data` to this client.
     ///
     /// # Errors
@@ -152,7 +192,7 @@ impl Socket {
         let member = Member { sid: self.sid, outbox: self.outbox.clone() };
         let joined = self.namespace.rooms().join(room, member, notice);
         if joined.is_new {
-            self.rooms.lock().push(room.clone());
+            self.rooms.lock().insert(room);
         }
         joined
     }
@@ -161,32 +201,38 @@ impl Socket {
     /// how many are left, or `None` when the socket was not a member.
     pub fn leave(&self, room: &str, notice: impl FnOnce(usize) -> Option<Frame>) -> Option<usize> {
         let left = self.namespace.rooms().leave(room, self.sid, notice)?;
-        self.rooms.lock().retain(|joined| joined.as_str() != room);
+        self.rooms.lock().remove(room);
         Some(left)
     }
 
     /// Whether the socket is in `room`.
     #[must_use]
     pub fn is_in(&self, room: &str) -> bool {
-        self.rooms.lock().iter().any(|joined| joined.as_str() == room)
+        self.rooms.lock().by_room.contains_key(room)
+    }
+
+    /// The number of rooms joined.
+    #[must_use]
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().by_room.len()
     }
 
     /// The rooms joined, oldest first.
     #[must_use]
     pub fn rooms(&self) -> Vec<RoomId> {
-        self.rooms.lock().clone()
+        self.rooms.lock().by_order.values().cloned().collect()
     }
 
     /// The room joined most recently and not left.
     #[must_use]
     pub fn last_room(&self) -> Option<RoomId> {
-        self.rooms.lock().last().cloned()
+        self.rooms.lock().by_order.last_key_value().map(|(_, room)| room.clone())
     }
 
     /// Leaves every room without telling anyone.
     pub(super) fn leave_all_silently(&self) {
-        let rooms = std::mem::take(&mut *self.rooms.lock());
-        for room in rooms {
+        let rooms = std::mem::take(&mut *self.rooms.lock()).by_order;
+        for room in rooms.into_values() {
             self.namespace.rooms().leave(room.as_str(), self.sid, |_| None);
         }
     }
