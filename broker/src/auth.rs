@@ -359,6 +359,17 @@ mod tests {
     }
 
     #[test]
+    fn absurd_expiry_is_no_expiry_not_a_panic() {
+        let auth = authenticator(Config { jwt_secret: Some("s".into()), ..Config::default() });
+        for exp in [serde_json::json!(1e19), serde_json::json!(u64::MAX), serde_json::json!(1.7e308)] {
+            let token = sign(&serde_json::json!({"sub": 1, "exp": exp}), "s");
+            if let Ok(claims) = auth.authenticate(&token) {
+                assert!(claims.expires_at.is_none(), "exp {exp}");
+            }
+        }
+    }
+
+    #[test]
     fn minted_tokens_verify() {
         let auth = authenticator(Config::default());
         let token =

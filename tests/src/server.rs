@@ -87,11 +87,22 @@ impl TestServer {
     /// # Panics
     /// When the series is missing.
     pub async fn metric(&self, name: &str) -> u64 {
+        match self.try_metric(name).await {
+            Ok(value) => value,
+            Err(text) => panic!("no metric {name} in:\n{text}"),
+        }
+    }
+
+    /// The value of metric `name`, or what `/metrics` answered instead.
+    ///
+    /// # Errors
+    /// The response text when the series is not in it (or it was refused).
+    pub async fn try_metric(&self, name: &str) -> Result<u64, String> {
         let text = crate::http::get(self.addr, "/metrics", &[]).await.text();
         text.lines()
             .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+            .ok_or(text)
     }
 
     /// Waits (at most [`WAIT`]) until metric `name` reads `value`.
@@ -101,13 +112,13 @@ impl TestServer {
     pub async fn wait_for_metric(&self, name: &str, value: u64) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let seen = self.metric(name).await;
-            if seen == value {
+            let seen = self.try_metric(name).await;
+            if seen == Ok(value) {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "metric {name} is {seen}, expected {value} within {WAIT:?}"
+                "metric {name} is {seen:?}, expected {value} within {WAIT:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

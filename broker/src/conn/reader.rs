@@ -144,8 +144,12 @@ fn on_message(
             let _ = session.outbox.try_push(&Frame::pong(&data));
             Ok(())
         }
+        // tungstenite hands over a close with a code a peer may not send
+        // (999, 1005, …) as 1002; answer that with 1002, not 1000.
         Message::Close(frame) => match frame {
-            Some(frame) if !is_valid_close_code(frame.code.into()) => Err(CloseReason::ProtocolError),
+            Some(frame) if !is_valid_close_code(frame.code.into()) || u16::from(frame.code) == 1002 => {
+                Err(CloseReason::ProtocolError)
+            }
             _ => Err(CloseReason::ClientClosed),
         },
         Message::Pong(_) | Message::Frame(_) => Ok(()),
