@@ -11,6 +11,8 @@
 //! The per-address counts are striped: accepts on different stripes never
 //! contend, and no lock is held for more than one map operation.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -67,7 +69,9 @@ impl Admission {
     }
 
     fn stripe(&self, address: IpAddr) -> &Mutex<HashMap<IpAddr, usize, RandomState>> {
-        let index = usize::try_from(self.hasher.hash_one(address) % STRIPES as u64).unwrap_or(0);
+        let index = usize::try_from(self.hasher.hash_one(address).checked_rem(STRIPES as u64).unwrap_or(0))
+            .unwrap_or(0);
+        #[allow(clippy::indexing_slicing, reason = "index < STRIPES, the table's length")]
         &self.per_address[index]
     }
 
@@ -90,7 +94,7 @@ impl Admission {
             self.metrics.refuse(Limit::ConnectionsPerIp);
             return Err(Refused::PerAddress);
         }
-        *count += 1;
+        *count = count.saturating_add(1);
         Ok(Permit { admission: Arc::clone(self), address })
     }
 

@@ -263,9 +263,9 @@ pub fn mint_hs256(
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": now + ttl.as_secs() });
-    if let Some(name) = name {
-        claims["name"] = serde_json::Value::from(name);
+    let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": now.saturating_add(ttl.as_secs()) });
+    if let (Some(name), Some(claims)) = (name, claims.as_object_mut()) {
+        claims.insert("name".to_owned(), serde_json::Value::from(name));
     }
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

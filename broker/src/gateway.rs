@@ -7,6 +7,8 @@
 //! sockets whose token is revoked while they are connected. Wire shapes and
 //! error codes are those of `shared/PROTOCOL.md`.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -503,6 +505,7 @@ fn room_id_str(room: &str, limits: &ChatLimits) -> Result<RoomId, ChatError> {
     Ok(RoomId::from(room))
 }
 
+#[allow(clippy::expect_used, reason = "the ack bodies are the gateway's own structs of strings and numbers")]
 fn json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("ack bodies serialize")
 }
@@ -512,11 +515,9 @@ fn now_ms() -> u64 {
 }
 
 fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    // 0 is always a boundary, so the search always ends.
+    let end = (0..=text.len().min(max)).rev().find(|&end| text.is_char_boundary(end)).unwrap_or(0);
+    text.get(..end).unwrap_or("")
 }
 
 /// The answer of the rate limiter to one event.
@@ -562,7 +563,7 @@ impl RateLimiter {
             self.refused_in_a_row = 0;
             return Verdict::Allowed;
         }
-        self.refused_in_a_row += 1;
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
         if self.refused_in_a_row > self.burst_events { Verdict::Abusive } else { Verdict::Limited }
     }
 }

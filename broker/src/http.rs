@@ -11,6 +11,8 @@
 //! every handshake refusal is mapped to its status and socket.io JSON body in
 //! one place, [`HandshakeError`].
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::convert::Infallible;
 use std::io::{self, Cursor};
 use std::net::SocketAddr;
@@ -249,7 +251,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max_head_bytes: us
             if buf.len() >= max_head_bytes {
                 return Ok(Head::TooLarge);
             }
-            buf.reserve(buf.len().min(max_head_bytes - buf.len()));
+            buf.reserve(buf.len().min(max_head_bytes.saturating_sub(buf.len())));
         }
         let read = stream.read_buf(buf).await?;
         if read == 0 {
@@ -365,7 +367,9 @@ fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> R
         request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let mut response = if is_engine_path(path, state) {
         if request.method() == Method::OPTIONS {
-            Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).expect("static response")
+            let mut response = Response::new(Full::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
         } else {
             match check_upgrade(&request, remote, state) {
                 Ok((handshake, key)) => {
@@ -488,6 +492,7 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, HandshakeError>
         .collect()
 }
 
+#[allow(clippy::expect_used, reason = "a fixed status and headers; the accept key is base64")]
 fn switching_protocols(accept_key: &str) -> Response<Full<Bytes>> {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -558,6 +563,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
+#[allow(clippy::expect_used, reason = "a valid status and a fixed header")]
 fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)

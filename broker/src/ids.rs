@@ -27,6 +27,11 @@ impl Sid {
 }
 
 impl fmt::Display for Sid {
+    #[allow(
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "8 bytes always encode to 11 ASCII characters"
+    )]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = [0u8; 11];
         let written = URL_SAFE_NO_PAD

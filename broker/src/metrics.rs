@@ -132,13 +132,15 @@ impl Metrics {
 
     /// Counts one refusal by `limit`.
     pub fn refuse(&self, limit: Limit) {
-        Self::add(&self.limit_refusals[limit as usize], 1);
+        if let Some(counter) = self.limit_refusals.get(limit as usize) {
+            Self::add(counter, 1);
+        }
     }
 
     /// Refusals by `limit` so far.
     #[must_use]
     pub fn refusals(&self, limit: Limit) -> u64 {
-        self.limit_refusals[limit as usize].load(Relaxed)
+        self.limit_refusals.get(limit as usize).map_or(0, |counter| counter.load(Relaxed))
     }
 
     /// The counters and `gauges` in the Prometheus text exposition format.

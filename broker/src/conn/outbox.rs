@@ -102,7 +102,7 @@ impl Outbox {
         if state.close.is_some() {
             return Err(PushError::Closed);
         }
-        if state.pending_bytes + bytes.len() > self.inner.limit_bytes {
+        if state.pending_bytes.saturating_add(bytes.len()) > self.inner.limit_bytes {
             state.queue = VecDeque::new();
             state.pending_bytes = 0;
             state.close = Some(CloseReason::SlowConsumer);

@@ -4,6 +4,8 @@
 //! (`4hello`). A binary message is a `message` packet whose data is the raw
 //! bytes, with no type prefix.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use super::DecodeError;
 
 /// The server's ping packet.

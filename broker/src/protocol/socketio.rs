@@ -5,6 +5,8 @@
 //! above, once. Encoding writes the envelope into a frame buffer, after which
 //! the caller serializes the payload in place.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use bytes::{BufMut, BytesMut};
 use simd_json::BorrowedValue;
 use simd_json::prelude::*;
@@ -102,7 +104,7 @@ pub fn decode(text: &str) -> Result<Packet<'_>, DecodeError> {
         if attachments > MAX_ATTACHMENTS {
             return Err(DecodeError::BadAttachments);
         }
-        rest = &rest[dash + 1..];
+        rest = rest.get(dash.saturating_add(1)..).unwrap_or("");
     }
 
     let mut namespace = ROOT_NAMESPACE;
@@ -110,7 +112,7 @@ pub fn decode(text: &str) -> Result<Packet<'_>, DecodeError> {
         match rest.find(',') {
             Some(comma) => {
                 namespace = &rest[..comma];
-                rest = &rest[comma + 1..];
+                rest = rest.get(comma.saturating_add(1)..).unwrap_or("");
             }
             // `1/chat` (DISCONNECT) and `0/chat` (CONNECT) may omit the comma.
             None => {

@@ -2,6 +2,8 @@
 //! namespace middleware on CONNECT, dispatches events and acks to the
 //! namespace handlers, and gathers binary attachments.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -309,7 +311,7 @@ impl SessionHandler for Connection {
 
     fn deadline(&self) -> Option<Instant> {
         if self.sockets.is_empty() {
-            return Some(self.lonely_since + self.server.limits.connect_timeout);
+            return self.lonely_since.checked_add(self.server.limits.connect_timeout);
         }
         self.sockets.iter().filter_map(|socket| socket.expires_at()).min()
     }
@@ -338,8 +340,8 @@ impl SessionHandler for Connection {
     }
 
     fn on_close(&mut self, reason: CloseReason) {
-        while !self.sockets.is_empty() {
-            self.remove_socket(self.sockets.len() - 1, DisconnectReason::SessionClosed(reason));
+        while let Some(last) = self.sockets.len().checked_sub(1) {
+            self.remove_socket(last, DisconnectReason::SessionClosed(reason));
         }
     }
 }

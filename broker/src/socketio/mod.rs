@@ -254,6 +254,7 @@ pub fn packet_frame<T: Serialize + ?Sized>(
         write_header(buf, kind, namespace, ack_id);
         // Payloads are the server's own types, which always serialize: a
         // failure here is a bug, not something a client can cause.
+        #[allow(clippy::expect_used, reason = "the server's own payload types always serialize")]
         serde_json::to_writer(buf.writer(), payload).expect("server payloads serialize to JSON");
     })
 }

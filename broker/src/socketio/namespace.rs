@@ -104,6 +104,7 @@ impl Namespace {
         self.sockets.iter().map(|stripe| stripe.lock().len()).sum()
     }
 
+    #[allow(clippy::indexing_slicing, reason = "modulo REGISTRY_STRIPES, the registry's length")]
     fn stripe(&self, sid: Sid) -> &RegistryStripe {
         &self.sockets[(self.hasher.hash_one(sid) as usize) % REGISTRY_STRIPES]
     }
