@@ -224,12 +224,13 @@ async fn answer(
     None
 }
 
-/// What [`read_head`] found.
+/// What [`parse_head`] found.
 #[allow(
     clippy::large_enum_variant,
     reason = "lives only while the head is read; boxing the request would cost an allocation per connect"
 )]
-enum Head {
+#[derive(Debug)]
+pub enum Head {
     /// A complete, well-formed head of `len` bytes.
     Complete(Request<()>, usize),
     /// A complete head that `http::Request` does not take (an unusual
@@ -269,7 +270,6 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, max_head_bytes: us
 ///
 /// Pure, for the fuzzer: every input gives an answer, none panics.
 #[must_use]
-#[allow(private_interfaces, reason = "the outcome type is internal; fuzz targets only run it")]
 pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
