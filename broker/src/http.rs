@@ -385,9 +385,10 @@ fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> R
         let mut gauges = state.io.gauges();
         gauges.tasks = state.engine.tracker.len() as u64;
         let mut response = Response::new(Full::from(state.engine.metrics.render(&gauges)));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
         response
     } else {
         json_response(StatusCode::NOT_FOUND, r#"{"message":"Not found"}"#.to_owned())

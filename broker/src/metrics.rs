@@ -1,9 +1,14 @@
-//! Every counter the broker keeps, in one place, rendered as Prometheus text
+//! Every counter the broker keeps, in one place, rendered as OpenMetrics text
 //! on `GET /metrics`. Counters are relaxed atomics: they are statistics, not
 //! synchronization.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 /// The broker's counters. One per server, shared by every connection.
 #[derive(Debug, Default)]
@@ -143,56 +148,80 @@ impl Metrics {
         self.limit_refusals.get(limit as usize).map_or(0, |counter| counter.load(Relaxed))
     }
 
-    /// The counters and `gauges` in the Prometheus text exposition format.
+    /// The counters and `gauges` in the OpenMetrics text format, encoded by
+    /// `prometheus-client`. Counters live as plain atomics on the hot path;
+    /// each rendering copies them into a registry of its own.
     #[must_use]
     pub fn render(&self, gauges: &Gauges) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
-            ("broker_connections_open", "gauge", "Open WebSocket sessions", &self.connections_open),
-            ("broker_connections_total", "counter", "Sessions accepted", &self.connections_total),
-            ("broker_auth_refusals_total", "counter", "Connects refused by auth", &self.auth_refusals),
-            ("broker_slow_consumers_total", "counter", "Sessions cut off as slow", &self.slow_consumers),
-            ("broker_packets_in_total", "counter", "Socket.IO packets received", &self.packets_in),
-            ("broker_frames_out_total", "counter", "WebSocket frames written", &self.frames_out),
-            ("broker_writes_total", "counter", "writev calls by connection writers", &self.writes),
-            ("broker_bytes_out_total", "counter", "Bytes written to sockets", &self.bytes_out),
-            ("broker_messages_total", "counter", "Chat messages broadcast", &self.messages),
-            ("broker_deliveries_total", "counter", "Frames queued by broadcasts", &self.deliveries),
-            (
-                "broker_write_delay_us",
-                "gauge",
-                "Pacer's delay between a connection's writes",
-                &self.write_delay_us,
-            ),
+        let mut registry = Registry::default();
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            ("broker_connections", "Sessions accepted", &self.connections_total),
+            ("broker_auth_refusals", "Connects refused by auth", &self.auth_refusals),
+            ("broker_slow_consumers", "Sessions cut off as slow", &self.slow_consumers),
+            ("broker_packets_in", "Socket.IO packets received", &self.packets_in),
+            ("broker_frames_out", "WebSocket frames written", &self.frames_out),
+            ("broker_writes", "writev calls by connection writers", &self.writes),
+            ("broker_bytes_out", "Bytes written to sockets", &self.bytes_out),
+            ("broker_messages", "Chat messages broadcast", &self.messages),
+            ("broker_deliveries", "Frames queued by broadcasts", &self.deliveries),
+            ("broker_session_panics", "Sessions closed after a panic", &self.session_panics),
         ];
-        let mut out = String::with_capacity(4096);
-        for (name, kind, help, value) in rows {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));
+        for (name, help, value) in counters {
+            registry.register(name, help, ConstCounter::new(value.load(Relaxed)));
         }
         let gauge_rows = [
+            ("broker_connections_open", "Open sessions", self.connections_open.load(Relaxed)),
+            (
+                "broker_write_delay_us",
+                "Pacer's delay between a connection's writes",
+                self.write_delay_us.load(Relaxed),
+            ),
             ("broker_sockets", "Sockets connected to a namespace", gauges.sockets),
             ("broker_rooms", "Non-empty rooms", gauges.rooms),
             ("broker_room_members", "Room memberships", gauges.room_members),
             ("broker_outbox_bytes", "Bytes queued for writers", gauges.outbox_bytes),
             ("broker_tasks", "Tasks tracked by the broker", gauges.tasks),
-            (
-                "broker_session_panics_total",
-                "Sessions closed after a panic",
-                self.session_panics.load(Relaxed),
-            ),
         ];
         for (name, help, value) in gauge_rows {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            registry.register(name, help, ConstGauge::new(value));
         }
-        let name = "broker_limit_refusals_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Requests, packets and events refused by a limit\n# TYPE {name} counter"
-        );
+        let refusals = Family::<[(&'static str, &'static str); 1], Counter>::default();
         for limit in Limit::ALL {
-            let _ = writeln!(out, "{name}{{limit=\"{}\"}} {}", limit.as_str(), self.refusals(limit));
+            refusals.get_or_create(&[("limit", limit.as_str())]).inc_by(self.refusals(limit));
         }
+        registry.register(
+            "broker_limit_refusals",
+            "Requests, packets and events refused by a limit",
+            refusals,
+        );
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series_in_the_exposition_format() {
+        let metrics = Metrics::default();
+        Metrics::add(&metrics.frames_out, 7);
+        metrics.refuse(Limit::JsonDepth);
+        metrics.refuse(Limit::JsonDepth);
+        let text = metrics.render(&Gauges { rooms: 3, ..Gauges::default() });
+        for line in [
+            "# TYPE broker_frames_out counter",
+            "broker_frames_out_total 7",
+            "broker_rooms 3",
+            "broker_connections_open 0",
+            "broker_limit_refusals_total{limit=\"json_depth\"} 2",
+            "broker_limit_refusals_total{limit=\"head_size\"} 0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|got| got == line), "no line {line:?} in:\n{text}");
+        }
     }
 }

@@ -74,7 +74,7 @@ async fn health_answers_200_with_json() {
     let _ = response.json();
 }
 
-/// The value of one sample line of a Prometheus text exposition.
+/// The value of one sample line of an OpenMetrics text exposition.
 fn metric(text: &str, name: &str) -> u64 {
     let line = text.lines().find(|line| line.split(' ').next() == Some(name));
     let value = line.and_then(|line| line.split(' ').nth(1)).unwrap_or_else(|| panic!("no {name} in {text}"));
@@ -93,7 +93,11 @@ async fn metrics_count_sessions_messages_and_writes() {
     alice.expect_message("counted").await;
     let response = http::get(server.addr, "/metrics", &[]).await;
     assert_eq!(response.status, 200, "body {:?}", response.text());
-    assert!(response.header("content-type").is_some_and(|value| value.starts_with("text/plain")));
+    assert!(
+        response.header("content-type").is_some_and(|value| value.starts_with("application/openmetrics-text")),
+        "content type {:?}",
+        response.header("content-type")
+    );
     let text = response.text();
     assert_eq!(metric(&text, "broker_connections_total"), 2);
     assert_eq!(metric(&text, "broker_connections_open"), 2, "both chatters are still connected");
