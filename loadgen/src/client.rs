@@ -108,6 +108,16 @@ impl Target {
         &self.source_ips
     }
 
+    /// The Engine.IO endpoint path, e.g. `/socket.io/`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `host:port` as given in the URL.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// The per-client connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
@@ -213,7 +223,19 @@ pub struct Connection {
     /// The server closed (or the stream ended); sticky.
     closed: bool,
     eof: bool,
+    /// The code of the server's WebSocket close, if it sent one.
+    close_code: Option<u16>,
+    /// pingInterval + pingTimeout, from the Engine.IO open.
+    heartbeat: Option<Duration>,
     next_ack: u32,
+}
+
+/// Socket options for clients that misbehave on purpose.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// `SO_RCVBUF` before connecting: a small one makes a client that stops
+    /// reading back up into the server quickly.
+    pub recv_buffer: Option<u32>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -232,26 +254,47 @@ impl Connection {
     /// # Errors
     /// [`ConnectError`] for whichever step failed, or [`ConnectError::Timeout`].
     pub async fn open(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
-        tokio::time::timeout(target.connect_timeout, Self::handshake(target, id, token))
-            .await
-            .unwrap_or(Err(ConnectError::Timeout))
+        tokio::time::timeout(target.connect_timeout, async {
+            let mut conn = Self::upgrade(target, id, Some(token), &Tuning::default()).await?;
+            conn.connect_namespace(target, Some(token)).await?;
+            Ok(conn)
+        })
+        .await
+        .unwrap_or(Err(ConnectError::Timeout))
     }
 
-    async fn handshake(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
+    /// The TCP connect, WebSocket upgrade and Engine.IO open, without the
+    /// namespace CONNECT: the state a client is in before it authenticates.
+    /// `token` goes into the URL or header as the target's auth mode says
+    /// (never into a CONNECT: none is sent). No timeout of its own.
+    ///
+    /// # Errors
+    /// [`ConnectError`] for whichever step failed.
+    pub async fn upgrade(
+        target: &Target,
+        id: u32,
+        token: Option<&str>,
+        tuning: &Tuning,
+    ) -> Result<Self, ConnectError> {
         let socket = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
             .map_err(ConnectError::Tcp)?;
         if !target.source_ips.is_empty() {
             let ip = target.source_ips[id as usize % target.source_ips.len()];
             socket.bind(SocketAddr::new(ip, 0)).map_err(ConnectError::Bind)?;
         }
+        if let Some(bytes) = tuning.recv_buffer {
+            socket.set_recv_buffer_size(bytes).map_err(ConnectError::Tcp)?;
+        }
         let stream = socket.connect(target.addr).await.map_err(ConnectError::Tcp)?;
         stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
 
         let mut request = target
-            .handshake_url(token)
+            .handshake_url(token.unwrap_or_default())
             .into_client_request()
             .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
-        if target.auth == AuthMode::Header {
+        if target.auth == AuthMode::Header
+            && let Some(token) = token
+        {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
             request.headers_mut().insert(AUTHORIZATION, value);
@@ -278,24 +321,46 @@ impl Connection {
             mask_state: RandomState::new().hash_one(id) | 1,
             closed: false,
             eof: false,
+            close_code: None,
+            heartbeat: None,
             next_ack: 0,
         };
 
         match conn.recv_owned().await {
-            Ok(Some(frame)) if frame.starts_with('0') => {}
+            Ok(Some(frame)) if frame.starts_with('0') => {
+                let interval = wire::number_field(&frame, "\"pingInterval\"");
+                let timeout = wire::number_field(&frame, "\"pingTimeout\"");
+                if let (Some(interval), Some(timeout)) = (interval, timeout) {
+                    conn.heartbeat = Some(Duration::from_millis(interval.saturating_add(timeout)));
+                }
+            }
             Ok(Some(frame)) => {
                 return Err(ConnectError::Protocol(format!("expected Engine.IO open, got {frame:.40}")));
             }
             Ok(None) | Err(_) => return Err(ConnectError::Closed),
         }
-        let payload_token = (target.auth == AuthMode::Payload).then_some(token);
-        conn.send(&target.namespace.connect_frame(payload_token)).await.map_err(|_| ConnectError::Closed)?;
+        Ok(conn)
+    }
+
+    /// Sends the namespace CONNECT (with `token` in its payload when the
+    /// target's auth mode says so) and waits for the answer.
+    ///
+    /// # Errors
+    /// [`ConnectError::Refused`] with the server's message, or
+    /// [`ConnectError::Closed`].
+    pub async fn connect_namespace(
+        &mut self,
+        target: &Target,
+        token: Option<&str>,
+    ) -> Result<(), ConnectError> {
+        let payload_token = if target.auth == AuthMode::Payload { token } else { None };
+        self.send(&target.namespace.connect_frame(payload_token)).await.map_err(|_| ConnectError::Closed)?;
         loop {
-            let Ok(Some(frame)) = conn.recv_owned().await else {
+            let Ok(Some(frame)) = self.recv_owned().await else {
                 return Err(ConnectError::Closed);
             };
             match wire::scan(&frame, &target.namespace) {
-                Packet::Connected(_) => return Ok(conn),
+                Packet::Connected(_) => return Ok(()),
                 Packet::ConnectError(payload) => {
                     let message = wire::string_field(payload, wire::keys::MESSAGE).unwrap_or(payload);
                     return Err(ConnectError::Refused(message.to_owned()));
@@ -304,6 +369,17 @@ impl Connection {
                 _ => {}
             }
         }
+    }
+
+    /// pingInterval + pingTimeout from the server's Engine.IO open: how long
+    /// a client that never answers a ping may stay connected.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat
+    }
+
+    /// The WebSocket close code the server sent, once it closed with one.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// The next text frame already received, or `None` when more must be
@@ -340,6 +416,7 @@ impl Connection {
                     queue(&mut self.outgoing, &mut self.mask_state, Opcode::Pong, payload);
                 }
                 Kind::Close(code) => {
+                    self.close_code = code;
                     // Echo the close, as RFC 6455 asks; best effort, since
                     // the connection is over either way.
                     let payload = code.map(u16::to_be_bytes);
@@ -435,6 +512,53 @@ impl Connection {
     /// Drops the TCP connection without any goodbye.
     pub fn abort(self) {
         drop(self);
+    }
+
+    /// Drops the TCP connection with a reset (`SO_LINGER` 0) instead of a FIN.
+    pub fn abort_with_reset(self) {
+        // Best effort: without the option the drop still ends the connection.
+        let _ = self.stream.set_zero_linger();
+        drop(self);
+    }
+
+    /// Sends one frame with any opcode and payload, as given (masked, as
+    /// every client frame must be): for sending what a server must refuse.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub async fn send_raw(&mut self, opcode: Opcode, payload: &[u8]) -> Result<(), TransportError> {
+        queue(&mut self.outgoing, &mut self.mask_state, opcode, payload);
+        Ok(self.flush().await?)
+    }
+
+    /// Writes `bytes` to the socket as they are, outside any frame.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.outgoing.extend_from_slice(bytes);
+        Ok(self.flush().await?)
+    }
+
+    /// Reads and discards everything until the server closes the TCP
+    /// connection, answering nothing (not even pings), for at most
+    /// `timeout`. Returns whether the server closed it.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> bool {
+        if self.eof {
+            return true;
+        }
+        let mut sink = vec![0u8; 16 << 10];
+        let drained = tokio::time::timeout(timeout, async {
+            loop {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        self.eof = drained.is_ok();
+        self.eof
     }
 }
 

@@ -155,6 +155,10 @@ pub enum Scenario {
     Disconnect(DisconnectConfig),
     /// Broadcast plus clients churning in and out, for a set duration
     Mixed(MixedConfig),
+    /// Well-behaved chatters beside faulty clients (vanishing, silent,
+    /// stalled, flooding, garbage, bad tokens, reconnect storms); then the
+    /// target's gauges must return to idle
+    Soak(SoakConfig),
 }
 
 impl Scenario {
@@ -166,6 +170,7 @@ impl Scenario {
             Scenario::Broadcast(_) => "broadcast",
             Scenario::Disconnect(_) => "disconnect",
             Scenario::Mixed(_) => "mixed",
+            Scenario::Soak(_) => "soak",
         }
     }
 
@@ -179,6 +184,18 @@ impl Scenario {
             Scenario::Disconnect(c) => u64::from(c.clients),
             Scenario::Mixed(c) => {
                 u64::from(c.clients) + (c.churn * (c.churn_lifetime.as_secs_f64() + 1.0)).ceil() as u64
+            }
+            Scenario::Soak(c) => {
+                let fault_rate = c.vanish_rate
+                    + c.silent_rate
+                    + c.stall_rate
+                    + c.flood_rate
+                    + c.garbage_rate
+                    + c.expired_rate
+                    + c.revoked_rate
+                    + c.forged_rate;
+                let lingering = (fault_rate.max(0.0) * c.fault_timeout.as_secs_f64()).ceil() as u64;
+                u64::from(c.clients) + u64::from(c.storm_size) + lingering
             }
         }
     }
@@ -358,6 +375,127 @@ impl Default for MixedConfig {
             churn: 20.0,
             churn_lifetime: Duration::from_secs(2),
             connect_rate: 1000.0,
+        }
+    }
+}
+
+/// Sizes of the `soak` scenario: the well-behaved chatters, then one rate
+/// per kind of faulty client (0 turns a kind off).
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Sizes")]
+pub struct SoakConfig {
+    /// Well-behaved chatters, spread evenly over the rooms; each publishes
+    #[arg(long, default_value_t = 40)]
+    pub clients: u32,
+    /// Rooms of chatters
+    #[arg(long, default_value_t = 4)]
+    pub rooms: u32,
+    /// Messages per second per chatter (open loop)
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+    /// Bytes of message content
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How long chatters publish and faults are started
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub duration: Duration,
+    /// Connects per second while setting up the chatters
+    #[arg(long, default_value_t = 200.0)]
+    pub connect_rate: f64,
+    /// Clients per second that join a chatter room and drop the TCP
+    /// connection without a close (half with a FIN, half with a reset)
+    #[arg(long, default_value_t = 2.0)]
+    pub vanish_rate: f64,
+    /// Clients per second that join a chatter room, then go silent: they
+    /// never read or answer a ping again
+    #[arg(long, default_value_t = 0.5)]
+    pub silent_rate: f64,
+    /// Clients per second that join a chatter room, stop reading and send
+    /// themselves large messages until the server cuts them off
+    #[arg(long, default_value_t = 0.5)]
+    pub stall_rate: f64,
+    /// Clients per second that send over the rate limit until disconnected
+    #[arg(long, default_value_t = 0.5)]
+    pub flood_rate: f64,
+    /// Clients per second that send garbage (random bytes, malformed
+    /// packets, deep nesting, lone surrogates, absurd attachment counts, …)
+    #[arg(long, default_value_t = 2.0)]
+    pub garbage_rate: f64,
+    /// Kinds of garbage not to send, comma-separated (random-bytes,
+    /// oversized-head, unframed-bytes, binary-noise, invalid-utf8,
+    /// bad-engineio, bad-socketio, deep-nesting-connect, deep-nesting-event,
+    /// absurd-attachments, lone-surrogate, huge-number, duplicate-keys,
+    /// close-code-999, exp-1e19)
+    #[arg(long, value_delimiter = ',')]
+    pub garbage_skip: Vec<String>,
+    /// Clients per second with an expired token
+    #[arg(long, default_value_t = 1.0)]
+    pub expired_rate: f64,
+    /// Clients per second with a token whose `jti` is --revoked-jti (off
+    /// without it)
+    #[arg(long, default_value_t = 1.0)]
+    pub revoked_rate: f64,
+    /// Clients per second with a token signed by the wrong key
+    #[arg(long, default_value_t = 1.0)]
+    pub forged_rate: f64,
+    /// A `jti` the target was told to revoke (its revocation file)
+    #[arg(long)]
+    pub revoked_jti: Option<String>,
+    /// Clients that connect at once, join, and all leave at once, per storm
+    #[arg(long, default_value_t = 100)]
+    pub storm_size: u32,
+    /// Time between reconnect storms (0s: none)
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub storm_every: Duration,
+    /// Longest life of one faulty client before it gives up waiting for the
+    /// server to act
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub fault_timeout: Duration,
+    /// The target's Prometheus metrics [default: <target>/metrics]
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// Pid of the target's process, to read its RSS from /proc
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// How often the gauges are read during the run (for the peak)
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub sample_every: Duration,
+    /// After the run, longest wait for the gauges to return to idle
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for SoakConfig {
+    fn default() -> Self {
+        Self {
+            clients: 40,
+            rooms: 4,
+            rate: 2.0,
+            size: 64,
+            duration: Duration::from_secs(60),
+            connect_rate: 200.0,
+            vanish_rate: 2.0,
+            silent_rate: 0.5,
+            stall_rate: 0.5,
+            flood_rate: 0.5,
+            garbage_rate: 2.0,
+            garbage_skip: Vec::new(),
+            expired_rate: 1.0,
+            revoked_rate: 1.0,
+            forged_rate: 1.0,
+            revoked_jti: None,
+            storm_size: 100,
+            storm_every: Duration::from_secs(15),
+            fault_timeout: Duration::from_secs(30),
+            metrics_url: None,
+            broker_pid: None,
+            sample_every: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }

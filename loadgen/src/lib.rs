@@ -11,10 +11,11 @@
 //! - [`accounting`]: per-receiver sequence and notice bookkeeping.
 //! - [`schedule`]: the run clock and open-loop schedules.
 //! - [`stats`]: sharded HdrHistograms and per-second counts.
-//! - [`token`]: HS256 JWTs, one `sub` per client.
+//! - [`token`]: HS256 JWTs, one `sub` per client (and flawed ones).
+//! - [`gauges`]: the target's `/metrics` gauges and RSS, for the soak.
 //! - [`client`]: one connection: TCP, upgrade, open, auth, pings.
 //! - [`session`]: one chat user: join, publish, receive, leave.
-//! - [`scenario`]: the five scenarios, each `async fn run(…) -> Report`.
+//! - [`scenario`]: the six scenarios, each `async fn run(…) -> Report`.
 //! - [`report`], [`plot`], [`selfcheck`]: the table, JSON, SVG and the
 //!   load generator's own CPU and lag.
 //! - [`config`]: command-line and library configuration.
@@ -23,6 +24,7 @@ pub mod accounting;
 pub mod client;
 pub mod config;
 pub mod content;
+pub mod gauges;
 pub mod plot;
 pub mod progress;
 pub mod report;
@@ -37,7 +39,7 @@ pub mod ws;
 
 pub use config::{
     AuthMode, BroadcastConfig, ConnectConfig, DisconnectConfig, JoinConfig, MixedConfig, RunOptions,
-    Scenario, TargetOptions,
+    Scenario, SoakConfig, TargetOptions,
 };
 pub use report::Report;
 pub use scenario::run;

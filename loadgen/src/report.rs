@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::accounting::Tally;
 use crate::config::{RunOptions, Scenario, TargetOptions};
+use crate::scenario::soak::SoakReport;
 use crate::scenario::{Harness, Outcome};
 use crate::selfcheck::{self, CpuUsage, FdLimit, SelfCheck};
 use crate::session::Counts;
@@ -160,6 +161,9 @@ pub struct Report {
     pub leave_notices: Option<Tally>,
     /// Summed session counters.
     pub counts: Counts,
+    /// The soak's gauges (before, peak, after) and faulty clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakReport>,
     /// The load generator's own CPU and lag.
     pub self_check: SelfCheck,
     /// Whether anything was lost.
@@ -238,6 +242,7 @@ pub fn build(context: &Context<'_>, harness: &Harness, outcome: Outcome, cpu: Cp
         join_notices: outcome.join_notices,
         leave_notices: outcome.leave_notices,
         counts: outcome.counts,
+        soak: outcome.soak,
         self_check,
         loss: false,
         loss_reasons: Vec::new(),
@@ -254,6 +259,7 @@ fn planned_clients(scenario: &Scenario) -> u64 {
         Scenario::Broadcast(c) => u64::from(c.clients),
         Scenario::Disconnect(c) => u64::from(c.clients),
         Scenario::Mixed(c) => u64::from(c.clients),
+        Scenario::Soak(c) => u64::from(c.clients),
     }
 }
 
@@ -280,6 +286,24 @@ fn loss_reasons(report: &Report) -> Vec<String> {
     }
     if report.counts.foreign > 0 {
         reasons.push(format!("{} messages delivered to non-members", report.counts.foreign));
+    }
+    if let Some(soak) = &report.soak {
+        // The soak promises exactly once and in order, not just no loss.
+        if let Some(tally) = &report.messages {
+            if tally.duplicated > 0 {
+                reasons.push(format!("{} messages duplicated", tally.duplicated));
+            }
+            if tally.reordered > 0 {
+                reasons.push(format!("{} messages out of their publisher's order", tally.reordered));
+            }
+        }
+        if report.counts.out_of_room_order > 0 {
+            reasons.push(format!(
+                "{} messages out of room order (id went down)",
+                report.counts.out_of_room_order
+            ));
+        }
+        reasons.extend(soak.failures());
     }
     reasons
 }
@@ -364,6 +388,9 @@ impl fmt::Display for Report {
             let errors: Vec<String> =
                 n.errors.iter().map(|(code, count)| format!("{code} x{count}")).collect();
             writeln!(f, "error events: {}", errors.join(", "))?;
+        }
+        if let Some(soak) = &self.soak {
+            write!(f, "{soak}")?;
         }
         let s = &self.self_check;
         writeln!(

@@ -121,6 +121,10 @@ pub struct Counts {
     pub sends_refused: u64,
     /// `error` events by code (400, 403, 404, 413, 429, …).
     pub errors: Vec<(u64, u64)>,
+    /// Messages whose id (when the target's ids are decimal strings, as the
+    /// broker's are) was not above the previous message's: the room's order
+    /// broken. Sessions here are each in one room, so one last id suffices.
+    pub out_of_room_order: u64,
 }
 
 impl Counts {
@@ -159,6 +163,7 @@ impl Counts {
         self.sends += other.sends;
         self.sends_accepted += other.sends_accepted;
         self.sends_refused += other.sends_refused;
+        self.out_of_room_order += other.out_of_room_order;
         for &(code, n) in &other.errors {
             match self.errors.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, total)) => *total += n,
@@ -221,6 +226,8 @@ struct Inbox {
     latencies: Vec<u64>,
     /// How many of them count toward accounting.
     fresh: u64,
+    /// The id of the last message, when it was a decimal string.
+    last_message_id: Option<u64>,
 }
 
 impl Session {
@@ -236,6 +243,7 @@ impl Session {
             join_ack: None,
             latencies: Vec::new(),
             fresh: 0,
+            last_message_id: None,
         };
         Self { id, conn, inbox, stamp_buf: String::new(), frame_buf: String::new() }
     }
@@ -338,6 +346,12 @@ impl Inbox {
 
     fn on_message(&mut self, args: &str) {
         self.counts.deliveries += 1;
+        if let Some(id) = wire::string_field(args, keys::ID).and_then(decimal) {
+            if self.last_message_id.is_some_and(|last| id <= last) {
+                self.counts.out_of_room_order += 1;
+            }
+            self.last_message_id = Some(id);
+        }
         // The stamp is the content's head; the padding after it is not scanned.
         let Some(stamp) = wire::string_start(args, keys::CONTENT).and_then(Stamp::parse) else {
             self.counts.unstamped += 1;
@@ -404,7 +418,36 @@ impl Inbox {
     }
 }
 
+/// A string of decimal digits only, as a number.
+fn decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    wire::parse_leading_u64(text)
+}
+
 impl Session {
+    /// Sends one text frame as it is.
+    ///
+    /// # Errors
+    /// [`Ended::Transport`] on a socket error.
+    pub async fn send_text(&mut self, frame: &str) -> Result<(), Ended> {
+        self.conn.send(frame).await.map_err(|e| Ended::Transport(e.to_string()))
+    }
+
+    /// Handles whatever has arrived, reading only what is ready now.
+    ///
+    /// # Errors
+    /// [`Ended`] when the connection ended.
+    pub async fn poll_incoming(&mut self) -> Result<(), Ended> {
+        self.pump_until(tokio::task::yield_now()).await
+    }
+
+    /// The connection, for what the session does not offer.
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Joins `room`, intended at `intended_ns`, and waits for the ack.
     ///
     /// # Errors

@@ -342,6 +342,8 @@ pub mod keys {
     pub const MESSAGE: &str = "\"message\"";
     /// `"roomId"`.
     pub const ROOM_ID: &str = "\"roomId\"";
+    /// `"id"`.
+    pub const ID: &str = "\"id\"";
 }
 
 #[cfg(test)]

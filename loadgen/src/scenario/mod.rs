@@ -12,6 +12,7 @@ pub mod connect;
 pub mod disconnect;
 pub mod join;
 pub mod mixed;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -65,6 +66,7 @@ pub async fn run(
         Scenario::Broadcast(config) => broadcast::run(&harness, config).await?,
         Scenario::Disconnect(config) => disconnect::run(&harness, config).await?,
         Scenario::Mixed(config) => mixed::run(&harness, config).await?,
+        Scenario::Soak(config) => soak::run(&harness, config).await?,
     };
     harness.progress.finish();
     let cpu = sampler.stop().await;
@@ -93,6 +95,8 @@ pub struct Outcome {
     pub counts: Counts,
     /// Clients that joined their room.
     pub joined: u64,
+    /// The soak's gauges and faulty clients.
+    pub soak: Option<soak::SoakReport>,
 }
 
 /// Shared by the orchestrator and every client task of one run.

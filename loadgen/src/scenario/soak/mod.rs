@@ -1,0 +1,340 @@
+//! `soak`: well-behaved chatters beside faulty clients, then a check that the
+//! target came back to idle.
+//!
+//! The chatters are `broadcast`'s members with every member publishing: each
+//! receives every message of its room exactly once, in order, or the run has
+//! loss. Meanwhile each kind of faulty client ([`faults::Kind`]) is started
+//! at its own rate, and reconnect storms come at intervals. The target's
+//! gauges (`/metrics`) and RSS are read before anyone connects (the idle
+//! values), every `--sample-every` during the run (the peak), and after
+//! everyone has gone, waiting up to `--idle-timeout` for every gauge to be
+//! back at its idle value. Not being back is loss, like a lost message.
+
+mod faults;
+mod garbage;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::faults::Faults;
+pub use self::faults::{ADMITTED, FaultTally, Kind};
+pub use self::garbage::Garbage;
+use super::broadcast::{
+    Book, MemberSpec, PublishPlan, collect, drain_publishers, member, setup, tally_members,
+};
+use super::{Harness, Layout, Outcome, mint_tokens};
+use crate::config::SoakConfig;
+use crate::gauges::{self, GAUGES, MetricsEndpoint, Reading};
+use crate::schedule::{Schedule, duration_ns};
+use crate::session::Watch;
+use crate::stats::Phase;
+
+/// How often the gauges are polled while waiting for idle.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One gauge before, at its peak and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct GaugeRow {
+    /// What it counts.
+    pub name: &'static str,
+    /// The metric it was read from (empty for RSS).
+    pub metric: &'static str,
+    /// Before any client connected: the idle value.
+    pub before: Option<f64>,
+    /// The highest reading.
+    pub peak: Option<f64>,
+    /// After everyone left and the wait for idle.
+    pub after: Option<f64>,
+}
+
+/// What the soak adds to the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    /// The watched gauges, then `rss kib`.
+    pub gauges: Vec<GaugeRow>,
+    /// Whether every reported gauge was back at its idle value.
+    pub idle: bool,
+    /// Seconds from the last client's end until idle (or the give-up).
+    pub idle_wait_s: f64,
+    /// Gauges still above idle at the end.
+    pub busy: Vec<String>,
+    /// Why `/metrics` could not be read, when it could not.
+    pub metrics_error: Option<String>,
+    /// Counters (`*_total`) that changed, after minus before.
+    pub counter_deltas: BTreeMap<String, f64>,
+    /// Faulty clients by kind: how many and how each ended.
+    pub faults: BTreeMap<String, FaultTally>,
+    /// Bad-token clients the target let in.
+    pub admitted_bad_tokens: u64,
+    /// Every reading, for plotting.
+    pub samples: Vec<Reading>,
+}
+
+impl SoakReport {
+    /// Why this soak failed, beside message loss.
+    pub fn failures(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if !self.idle {
+            reasons.push(format!("gauges not back at idle: {}", self.busy.join(", ")));
+        }
+        if self.admitted_bad_tokens > 0 {
+            reasons.push(format!("{} clients with a bad token were let in", self.admitted_bad_tokens));
+        }
+        reasons
+    }
+}
+
+impl fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        writeln!(f, "{:<16} {:>12} {:>12} {:>12}", "target gauge", "before", "peak", "after")?;
+        for row in &self.gauges {
+            writeln!(
+                f,
+                "{:<16} {:>12} {:>12} {:>12}",
+                row.name,
+                show(row.before),
+                show(row.peak),
+                show(row.after)
+            )?;
+        }
+        if let Some(error) = &self.metrics_error {
+            writeln!(f, "metrics: not read ({error}); gauges not reported")?;
+        }
+        if !self.counter_deltas.is_empty() {
+            let deltas: Vec<String> =
+                self.counter_deltas.iter().map(|(name, delta)| format!("{name} +{delta:.0}")).collect();
+            writeln!(f, "counters: {}", deltas.join(", "))?;
+        }
+        writeln!(
+            f,
+            "idle: {} after {:.1} s{}",
+            if self.idle { "yes" } else { "NO" },
+            self.idle_wait_s,
+            if self.busy.is_empty() {
+                String::new()
+            } else {
+                format!(" (still busy: {})", self.busy.join(", "))
+            }
+        )?;
+        for (kind, tally) in &self.faults {
+            let outcomes: Vec<String> =
+                tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} x{n}")).collect();
+            writeln!(f, "fault {kind}: {} started; {}", tally.started, outcomes.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the `soak` scenario.
+///
+/// # Errors
+/// Token minting failed, or a client task panicked.
+pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<Outcome> {
+    let mut garbage = Garbage::ALL.to_vec();
+    for name in &config.garbage_skip {
+        let kind = Garbage::from_name(name).with_context(|| {
+            let names: Vec<&str> = Garbage::ALL.iter().map(|kind| kind.name()).collect();
+            format!("--garbage-skip: no garbage named {name:?} (there are {})", names.join(", "))
+        })?;
+        garbage.retain(|&other| other != kind);
+    }
+    let clock = harness.clock();
+    let seconds = move || clock.now_ns() as f64 / 1e9;
+    let metrics_url = config
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| MetricsEndpoint::url_for_target(&harness.shared.target.url));
+    let (mut endpoint, mut metrics_error) = match MetricsEndpoint::resolve(&metrics_url).await {
+        Ok(endpoint) => (Some(endpoint), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    // The idle values: before any client of ours connects.
+    let (before, error) = gauges::read(endpoint.as_ref(), config.broker_pid, seconds()).await;
+    if let Some(error) = error {
+        // A target without metrics: run anyway, report no gauges.
+        tracing::warn!(url = %metrics_url, %error, "cannot read the target's metrics");
+        metrics_error = Some(error);
+        endpoint = None;
+    }
+
+    let layout = Layout::new(config.clients, config.rooms);
+    let plan = PublishPlan {
+        publishers_per_room: layout.room_size,
+        rate: config.rate,
+        duration: config.duration,
+        size: config.size,
+        ack: true,
+    };
+    let book = Arc::new(Book::new(layout.rooms));
+    let (start_tx, start_rx) = watch::channel(None);
+    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
+    let ramp = Schedule::at_rate(harness.next_start(), config.connect_rate, u64::from(config.clients));
+    harness.begin_stage("setup");
+    let mut tasks = JoinSet::new();
+    for (id, token) in (0..config.clients).zip(tokens) {
+        let spec = MemberSpec {
+            id,
+            token,
+            connect_at: ramp.at(u64::from(id)).expect("id < clients"),
+            join_watch: Watch::Off,
+            leave_watch: Watch::Off,
+        };
+        tasks.spawn(member(Arc::clone(harness), Arc::clone(&book), layout, plan, spec, start_rx.clone()));
+    }
+    drop(start_rx);
+    setup(harness, config.clients, ramp).await;
+
+    let stop_sampling = CancellationToken::new();
+    let sampler = tokio::spawn(sample(
+        endpoint.clone(),
+        config.broker_pid,
+        config.sample_every,
+        seconds,
+        stop_sampling.clone(),
+    ));
+
+    harness.begin_stage("soak");
+    let start = harness.next_start();
+    start_tx.send_replace(Some(start));
+    let faults = Arc::new(Faults::new(
+        Arc::clone(harness),
+        layout.rooms,
+        config.fault_timeout,
+        config.revoked_jti.clone(),
+        garbage,
+        config.clients,
+    ));
+    let mut drivers = JoinSet::new();
+    for (kind, rate) in [
+        (Kind::Vanish, config.vanish_rate),
+        (Kind::Silent, config.silent_rate),
+        (Kind::Stall, config.stall_rate),
+        (Kind::Flood, config.flood_rate),
+        (Kind::Garbage, config.garbage_rate),
+        (Kind::Expired, config.expired_rate),
+        (Kind::Revoked, config.revoked_rate),
+        (Kind::Forged, config.forged_rate),
+    ] {
+        drivers.spawn(faults::drive(Arc::clone(&faults), kind, rate, start, config.duration));
+    }
+    drivers.spawn(faults::drive_storms(
+        Arc::clone(&faults),
+        config.storm_size,
+        config.storm_every,
+        start,
+        config.duration,
+    ));
+    let end = start + duration_ns(config.duration);
+    harness.run_until("soak", end, harness.rate_message(Phase::Message, "msg")).await;
+
+    // Chatters keep listening while the last faulty clients play out.
+    harness.begin_stage("faults");
+    while let Some(done) = drivers.join_next().await {
+        done?;
+    }
+    harness.begin_stage("drain");
+    drain_publishers(harness, &book).await;
+    let owed = book.owed_deliveries();
+    harness.drain_then_stop("drain", owed, || harness.shared.recorder.fresh(Phase::Message)).await;
+    let results = collect(tasks).await?;
+    let outcome = tally_members(&results, plan.ack, None);
+
+    harness.begin_stage("idle");
+    let idle_from = seconds();
+    let deadline = tokio::time::Instant::now() + config.idle_timeout;
+    let after = loop {
+        let (reading, _) = gauges::read(endpoint.as_ref(), config.broker_pid, seconds()).await;
+        if reading.is_idle(&before) || tokio::time::Instant::now() >= deadline {
+            break reading;
+        }
+        tokio::time::sleep(IDLE_POLL).await;
+    };
+    harness.end_stage();
+    stop_sampling.cancel();
+    let mut samples = sampler.await.unwrap_or_default();
+    samples.insert(0, before.clone());
+    samples.push(after.clone());
+
+    let tallies = faults.tallies();
+    let admitted_bad_tokens = [Kind::Expired, Kind::Revoked, Kind::Forged]
+        .iter()
+        .filter_map(|kind| tallies.get(kind.name())?.outcomes.get(ADMITTED))
+        .sum();
+    let report = SoakReport {
+        gauges: gauge_rows(&before, &samples, &after),
+        idle: after.is_idle(&before),
+        idle_wait_s: after.at_s - idle_from,
+        busy: after.busy_gauges(&before),
+        metrics_error,
+        counter_deltas: after
+            .counters
+            .iter()
+            .filter_map(|(name, value)| {
+                let delta = value - before.counters.get(name).copied().unwrap_or(0.0);
+                (delta != 0.0).then(|| (name.clone(), delta))
+            })
+            .collect(),
+        faults: tallies,
+        admitted_bad_tokens,
+        samples,
+    };
+    Ok(Outcome { soak: Some(report), ..outcome })
+}
+
+/// Reads the target every `every` until `stop`.
+async fn sample(
+    endpoint: Option<MetricsEndpoint>,
+    pid: Option<u32>,
+    every: std::time::Duration,
+    seconds: impl Fn() -> f64,
+    stop: CancellationToken,
+) -> Vec<Reading> {
+    let mut samples = Vec::new();
+    if endpoint.is_none() && pid.is_none() {
+        return samples;
+    }
+    let mut ticks = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return samples,
+            _ = ticks.tick() => {}
+        }
+        samples.push(gauges::read(endpoint.as_ref(), pid, seconds()).await.0);
+    }
+}
+
+/// Before, peak and after of every gauge, then RSS.
+fn gauge_rows(before: &Reading, samples: &[Reading], after: &Reading) -> Vec<GaugeRow> {
+    let peak = |value: &dyn Fn(&Reading) -> Option<f64>| {
+        samples.iter().filter_map(value).fold(None, |peak: Option<f64>, v| Some(peak.map_or(v, |p| p.max(v))))
+    };
+    let mut rows: Vec<GaugeRow> = GAUGES
+        .iter()
+        .enumerate()
+        .map(|(index, &(name, metric))| GaugeRow {
+            name,
+            metric,
+            before: before.gauges[index],
+            peak: peak(&|reading: &Reading| reading.gauges[index]),
+            after: after.gauges[index],
+        })
+        .collect();
+    let rss = |reading: &Reading| reading.rss_kib.map(|kib| kib as f64);
+    rows.push(GaugeRow {
+        name: "rss kib",
+        metric: "",
+        before: rss(before),
+        peak: peak(&rss),
+        after: rss(after),
+    });
+    rows
+}
