@@ -425,8 +425,8 @@ pub struct SoakConfig {
     /// Kinds of garbage not to send, comma-separated (random-bytes,
     /// oversized-head, unframed-bytes, binary-noise, invalid-utf8,
     /// bad-engineio, bad-socketio, deep-nesting-connect, deep-nesting-event,
-    /// absurd-attachments, lone-surrogate, huge-number, duplicate-keys,
-    /// close-code-999, exp-1e19)
+    /// absurd-attachments, unauthenticated-attachments, lone-surrogate,
+    /// huge-number, duplicate-keys, close-code-999, exp-1e19)
     #[arg(long, value_delimiter = ',')]
     pub garbage_skip: Vec<String>,
     /// Clients per second with an expired token

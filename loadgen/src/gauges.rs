@@ -35,23 +35,37 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// differ only in labels are summed (sockets per namespace → sockets).
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let mut metrics = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let name_end = line.find(|c: char| c == '{' || c.is_ascii_whitespace()).unwrap_or(line.len());
-        let (name, mut rest) = line.split_at(name_end);
-        if rest.starts_with('{') {
-            let Some(close) = labels_end(rest) else { continue };
-            rest = &rest[close + 1..];
-        }
-        let Some(value) = rest.split_ascii_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
+    for (name, _, value) in series(text) {
         *metrics.entry(name.to_owned()).or_insert(0.0) += value;
     }
     metrics
+}
+
+/// Every series of a metrics page, keyed by name and labels as written
+/// (`broker_limit_refusals_total{limit="payload"}`).
+pub fn parse_series(text: &str) -> BTreeMap<String, f64> {
+    series(text).map(|(name, labels, value)| (format!("{name}{labels}"), value)).collect()
+}
+
+/// `(name, labels with their braces or "", value)` of each sample line;
+/// comments and lines that do not parse are skipped.
+fn series(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let name_end = line.find(|c: char| c == '{' || c.is_ascii_whitespace()).unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_end);
+        let (labels, rest) = if rest.starts_with('{') {
+            let close = labels_end(rest)?;
+            rest.split_at(close + 1)
+        } else {
+            ("", rest)
+        };
+        let value = rest.split_ascii_whitespace().next()?.parse::<f64>().ok()?;
+        Some((name, labels, value))
+    })
 }
 
 /// Index of the `}` closing a label set that starts at `labels[0]`; quoted
@@ -128,15 +142,14 @@ impl MetricsEndpoint {
         }
     }
 
-    /// Fetches and parses the metrics page.
+    /// Fetches the metrics page.
     ///
     /// # Errors
     /// The connection failed, timed out, or the answer was not a 200.
-    pub async fn fetch(&self) -> anyhow::Result<BTreeMap<String, f64>> {
-        let text = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_text())
+    pub async fn fetch(&self) -> anyhow::Result<String> {
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_text())
             .await
-            .map_err(|_| anyhow::anyhow!("no answer within {FETCH_TIMEOUT:?}"))??;
-        Ok(parse_metrics(&text))
+            .map_err(|_| anyhow::anyhow!("no answer within {FETCH_TIMEOUT:?}"))?
     }
 
     async fn fetch_text(&self) -> anyhow::Result<String> {
@@ -166,24 +179,24 @@ pub struct Reading {
     pub gauges: [Option<f64>; GAUGES.len()],
     /// Resident memory of the target's process, KiB.
     pub rss_kib: Option<u64>,
-    /// Counters (`*_total`), for before/after deltas.
+    /// Counter series (`*_total`, by name and labels), for before/after deltas.
     #[serde(skip)]
     pub counters: BTreeMap<String, f64>,
 }
 
 impl Reading {
-    /// A reading from a parsed metrics page (or none) and an RSS.
-    pub fn new(at_s: f64, metrics: Option<&BTreeMap<String, f64>>, rss_kib: Option<u64>) -> Self {
+    /// A reading from a metrics page (or none) and an RSS.
+    pub fn new(at_s: f64, page: Option<&str>, rss_kib: Option<u64>) -> Self {
         let mut gauges = [None; GAUGES.len()];
         let mut counters = BTreeMap::new();
-        if let Some(metrics) = metrics {
+        if let Some(page) = page {
+            let metrics = parse_metrics(page);
             for (slot, (_, name)) in gauges.iter_mut().zip(GAUGES) {
                 *slot = metrics.get(name).copied();
             }
-            counters = metrics
-                .iter()
-                .filter(|(name, _)| name.ends_with("_total"))
-                .map(|(name, value)| (name.clone(), *value))
+            counters = series(page)
+                .filter(|(name, _, _)| name.ends_with("_total"))
+                .map(|(name, labels, value)| (format!("{name}{labels}"), value))
                 .collect();
         }
         Self { at_s, gauges, rss_kib, counters }
@@ -218,14 +231,14 @@ pub async fn read(
     pid: Option<u32>,
     at_s: f64,
 ) -> (Reading, Option<String>) {
-    let (metrics, error) = match endpoint {
+    let (page, error) = match endpoint {
         Some(endpoint) => match endpoint.fetch().await {
-            Ok(metrics) => (Some(metrics), None),
+            Ok(page) => (Some(page), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         },
         None => (None, None),
     };
-    (Reading::new(at_s, metrics.as_ref(), pid.and_then(rss_kib)), error)
+    (Reading::new(at_s, page.as_deref(), pid.and_then(rss_kib)), error)
 }
 
 #[cfg(test)]
@@ -249,24 +262,25 @@ mod tests {
         assert!(!metrics.contains_key("weird"));
         assert!(!metrics.contains_key("novalue"));
         assert!(metrics.get("nan_metric").is_some_and(|v| v.is_nan()));
+        let series = parse_series(text);
+        assert_eq!(series.get("broker_sockets{namespace=\"/a\"}"), Some(&3.0));
+        assert_eq!(series.get("broker_connections_open"), Some(&7.0));
     }
 
     #[test]
     fn readings_compare_only_what_both_report() {
         let idle = Reading::new(
             0.0,
-            Some(&parse_metrics("broker_connections_open 1\nbroker_tasks 4\nbroker_messages_total 3\n")),
+            Some("broker_connections_open 1\nbroker_tasks 4\nbroker_messages_total 3\nx_total{a=\"b\"} 2\n"),
             None,
         );
         assert_eq!(idle.gauges[0], Some(1.0));
         assert_eq!(idle.gauges[1], None, "not reported");
         assert_eq!(idle.counters.get("broker_messages_total"), Some(&3.0));
-        let busy =
-            Reading::new(1.0, Some(&parse_metrics("broker_connections_open 2\nbroker_sockets 9\n")), None);
+        let busy = Reading::new(1.0, Some("broker_connections_open 2\nbroker_sockets 9\n"), None);
         assert!(!busy.is_idle(&idle));
         assert_eq!(busy.busy_gauges(&idle), vec!["connections 2 (idle 1)".to_owned()]);
-        let back =
-            Reading::new(2.0, Some(&parse_metrics("broker_connections_open 1\nbroker_tasks 4\n")), None);
+        let back = Reading::new(2.0, Some("broker_connections_open 1\nbroker_tasks 4\n"), None);
         assert!(back.is_idle(&idle));
         assert!(Reading::new(3.0, None, None).is_idle(&idle), "nothing reported, nothing busy");
     }

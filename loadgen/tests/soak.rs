@@ -53,9 +53,6 @@ async fn soak_with_faults_loses_nothing_and_returns_to_idle() {
         flood_rate: 1.0,
         // Enough to send every kind of garbage at least once.
         garbage_rate: 6.0,
-        // Today's broker dies of these (issue 10, items 1 and 2): skipped until
-        // the fixes land, so that the rest is checked meanwhile.
-        garbage_skip: ["deep-nesting-connect", "deep-nesting-event", "exp-1e19"].map(str::to_owned).to_vec(),
         expired_rate: 1.0,
         revoked_rate: 1.0,
         forged_rate: 1.0,

@@ -29,6 +29,8 @@ const OVERSIZED_HEAD_BYTES: usize = 256 << 10;
 /// Binary attachments sent after an absurd announcement, and their size.
 const ATTACHMENT_FRAMES: usize = 8;
 const ATTACHMENT_BYTES: usize = 64 << 10;
+/// Size of each of the ten attachments an unauthenticated client sends.
+const LARGE_ATTACHMENT_BYTES: usize = 256 << 10;
 
 /// One kind of garbage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,10 @@ pub enum Garbage {
     /// Before authentication, a binary event announcing billions of
     /// attachments, then large binary frames.
     AbsurdAttachments,
+    /// Before authentication, a binary event with ten attachments (what
+    /// socket.io allows) of 256 KiB each: megabytes to buffer for a client
+    /// nobody knows.
+    UnauthenticatedAttachments,
     /// A room id with a lone UTF-16 surrogate escape.
     LoneSurrogate,
     /// A room id that is a number beyond any float.
@@ -68,7 +74,7 @@ pub enum Garbage {
 
 impl Garbage {
     /// Every kind, in the order clients take them.
-    pub const ALL: [Garbage; 15] = [
+    pub const ALL: [Garbage; 16] = [
         Garbage::RandomBytes,
         Garbage::DeepNestingConnect,
         Garbage::LoneSurrogate,
@@ -84,6 +90,7 @@ impl Garbage {
         Garbage::UnframedBytes,
         Garbage::BadCloseCode,
         Garbage::AbsurdExpiry,
+        Garbage::UnauthenticatedAttachments,
     ];
 
     /// The kind named `name` (as in the report).
@@ -104,6 +111,7 @@ impl Garbage {
             Garbage::DeepNestingConnect => "deep-nesting-connect",
             Garbage::DeepNestingEvent => "deep-nesting-event",
             Garbage::AbsurdAttachments => "absurd-attachments",
+            Garbage::UnauthenticatedAttachments => "unauthenticated-attachments",
             Garbage::LoneSurrogate => "lone-surrogate",
             Garbage::HugeNumber => "huge-number",
             Garbage::DuplicateKeys => "duplicate-keys",
@@ -198,22 +206,35 @@ async fn unauthenticated(faults: &Faults, id: u32, kind: Garbage, noise: &mut No
         }
         Garbage::BadEngineIo => conn.send("9\u{2603}not engine.io").await,
         Garbage::BadSocketIo => {
-            conn.send(&format!("42{},[\"send_message\",{{\"content\":", prefix(namespace))).await
+            conn.send(&format!("42{}[\"send_message\",{{\"content\":", prefix(namespace))).await
         }
         Garbage::DeepNestingConnect => {
-            let mut frame = format!("40{},{{\"token\":", prefix(namespace));
+            let mut frame = format!("40{}{{\"token\":", prefix(namespace));
             push_nesting(&mut frame);
             frame.push('}');
             conn.send(&frame).await
         }
         Garbage::AbsurdAttachments => {
             let frame = format!(
-                "45999999999-{},[\"send_message\",{{\"_placeholder\":true,\"num\":0}}]",
+                "45999999999-{}[\"send_message\",{{\"_placeholder\":true,\"num\":0}}]",
                 prefix(namespace)
             );
             let mut sent = conn.send(&frame).await;
             let attachment = noise.bytes(ATTACHMENT_BYTES);
             for _ in 0..ATTACHMENT_FRAMES {
+                if sent.is_err() {
+                    break;
+                }
+                sent = conn.send_raw(Opcode::Binary, &attachment).await;
+            }
+            sent
+        }
+        Garbage::UnauthenticatedAttachments => {
+            let frame =
+                format!("4510-{}[\"send_message\",{{\"_placeholder\":true,\"num\":0}}]", prefix(namespace));
+            let mut sent = conn.send(&frame).await;
+            let attachment = noise.bytes(LARGE_ATTACHMENT_BYTES);
+            for _ in 0..10 {
                 if sent.is_err() {
                     break;
                 }
@@ -334,9 +355,9 @@ fn classify(text: &str, namespace: &Namespace) -> Option<String> {
     }
 }
 
-/// The namespace as written before a payload: empty for `/`.
-fn prefix(namespace: &Namespace) -> &str {
-    if namespace.name() == "/" { "" } else { namespace.name() }
+/// The namespace as written before a payload, comma included: empty for `/`.
+fn prefix(namespace: &Namespace) -> String {
+    if namespace.name() == "/" { String::new() } else { format!("{},", namespace.name()) }
 }
 
 fn push_nesting(out: &mut String) {
@@ -393,6 +414,8 @@ mod tests {
         assert_eq!(classify(refused, &ns).as_deref(), Some("connect error: Unauthorized"));
         let notice = r#"42/api/v1/chat,["user_joined",{"userId":5,"roomId":"r","timestamp":1}]"#;
         assert_eq!(classify(notice, &ns), None);
+        assert_eq!(prefix(&ns), "/api/v1/chat,");
+        assert_eq!(prefix(&Namespace::new("/")), "");
         let mut nested = String::new();
         push_nesting(&mut nested);
         assert_eq!(nested.len(), 2 * NESTING_DEPTH);
