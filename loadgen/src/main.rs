@@ -19,6 +19,7 @@ Examples:
   loadgen connect --clients 5000 --rate 2000
   loadgen broadcast --clients 2000 --rooms 20 --publishers 1 --rate 10 --duration 30s --json out.json --plot out.svg
   loadgen mixed --clients 10000 --rooms 100 --churn 50 --duration 60s --target http://127.0.0.1:3000
+  loadgen soak --duration 10m --revoked-jti soak-revoked --broker-pid 1234 --json soak.json
 
 Latency is measured from each action's scheduled time (open loop), so a
 stalled target shows up as latency, not as a lower offered load.
@@ -33,7 +34,8 @@ the broker with BROKER_RATE_LIMIT_PER_SEC=0 for high publish rates.
 the target is on loopback.
 
 Exit status: 0 when nothing was lost; 1 when any delivery or notice was lost
-or a client failed (unless --allow-loss); 2 when the run could not start.";
+or a client failed, or (soak) a gauge did not return to idle or a bad token
+was let in (unless --allow-loss); 2 when the run could not start.";
 
 /// Load generator for Socket.IO chat servers that speak shared/PROTOCOL.md.
 #[derive(Debug, Parser)]
