@@ -577,3 +577,21 @@ pub struct SessionRecord {
     /// Counters.
     pub counts: Counts,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_all_digit_ids_are_ordered() {
+        assert_eq!(decimal("1732960000123456"), Some(1_732_960_000_123_456));
+        assert_eq!(decimal("0"), Some(0));
+        // A UUID that happens to start with digits is not a number.
+        assert_eq!(decimal("3f2a9c1e-0000"), None);
+        assert_eq!(decimal(""), None);
+        assert_eq!(decimal("99999999999999999999"), None, "overflow is no id");
+        let mut total = Counts { out_of_room_order: 1, ..Counts::default() };
+        total.add(&Counts { out_of_room_order: 2, ..Counts::default() });
+        assert_eq!(total.out_of_room_order, 3);
+    }
+}
