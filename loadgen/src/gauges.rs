@@ -295,6 +295,43 @@ mod tests {
         assert_eq!(MetricsEndpoint::url_for_target("h:1"), "http://h:1/metrics");
     }
 
+    /// Serves one canned HTTP response; returns the URL to fetch.
+    async fn serve_once(response: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 256];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "request head cut short");
+                head.extend_from_slice(&buf[..n]);
+            }
+            assert!(head.starts_with(b"GET /metrics HTTP/1.0\r\n"), "{}", String::from_utf8_lossy(&head));
+            stream.write_all(response.as_bytes()).await.expect("write");
+        });
+        format!("http://{addr}/metrics")
+    }
+
+    #[tokio::test]
+    async fn fetches_a_page_and_treats_a_missing_one_as_not_reported() {
+        let url =
+            serve_once("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbroker_sockets 5\n# EOF\n").await;
+        let endpoint = MetricsEndpoint::resolve(&url).await.expect("resolves");
+        let (reading, error) = read(Some(&endpoint), None, 0.0).await;
+        assert_eq!(error, None);
+        assert_eq!(reading.gauges[1], Some(5.0));
+        assert_eq!(reading.gauges[0], None, "not on the page, not reported");
+
+        let url = serve_once("HTTP/1.1 404 Not Found\r\n\r\n").await;
+        let endpoint = MetricsEndpoint::resolve(&url).await.expect("resolves");
+        let (reading, error) = read(Some(&endpoint), None, 0.0).await;
+        assert_eq!(error.as_deref(), Some("HTTP 404"));
+        assert!(reading.gauges.iter().all(Option::is_none));
+        assert!(MetricsEndpoint::resolve("https://x/metrics").await.is_err());
+    }
+
     #[test]
     fn reads_this_process_rss() {
         assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));

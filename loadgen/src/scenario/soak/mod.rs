@@ -338,3 +338,48 @@ fn gauge_rows(before: &Reading, samples: &[Reading], after: &Reading) -> Vec<Gau
     });
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(at_s: f64, page: &str) -> Reading {
+        Reading::new(at_s, Some(page), Some(1000))
+    }
+
+    fn report(after: &Reading, before: &Reading, admitted_bad_tokens: u64) -> SoakReport {
+        let samples = vec![before.clone(), reading(1.0, "broker_connections_open 40\n"), after.clone()];
+        SoakReport {
+            gauges: gauge_rows(before, &samples, after),
+            idle: after.is_idle(before),
+            idle_wait_s: 0.0,
+            busy: after.busy_gauges(before),
+            metrics_error: None,
+            counter_deltas: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            admitted_bad_tokens,
+            samples,
+        }
+    }
+
+    #[test]
+    fn a_gauge_left_above_idle_or_an_admitted_bad_token_fails_the_soak() {
+        let before = reading(0.0, "broker_connections_open 0\nbroker_tasks 3\n");
+        let back = report(&reading(2.0, "broker_connections_open 0\nbroker_tasks 3\n"), &before, 0);
+        assert!(back.failures().is_empty(), "{:?}", back.failures());
+        let rows: Vec<_> =
+            back.gauges.iter().map(|row| (row.name, row.before, row.peak, row.after)).collect();
+        assert_eq!(rows[0], ("connections", Some(0.0), Some(40.0), Some(0.0)));
+        assert_eq!(rows[1], ("sockets", None, None, None), "not reported");
+        assert_eq!(rows.last().map(|row| row.3), Some(Some(1000.0)), "rss");
+
+        let leaked = report(&reading(2.0, "broker_connections_open 1\nbroker_tasks 5\n"), &before, 0);
+        assert_eq!(
+            leaked.failures(),
+            vec!["gauges not back at idle: connections 1 (idle 0), tasks 5 (idle 3)".to_owned()]
+        );
+        let admitted = report(&reading(2.0, "broker_connections_open 0\n"), &before, 2);
+        assert_eq!(admitted.failures(), vec!["2 clients with a bad token were let in".to_owned()]);
+        assert!(leaked.to_string().contains("idle: NO"));
+    }
+}
