@@ -1,17 +1,20 @@
-//! `bench/compare [--quick] [--servers broker,socketioxide,nestjs] [--out DIR]`
+//! `bench/compare [--quick] [--servers broker,socketioxide,nestjs,raw] [--out DIR]`
 //!
-//! Thin: parse flags, build, run each server's suite in turn, print the
-//! markdown report and write it with the JSON and SVG. See `bench/COMPARE.md`.
+//! Thin: parse flags, build, run each server's suite in turn, then the
+//! fixed-load steps, print the markdown report and write it with the JSON
+//! and SVG. See `bench/COMPARE.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use bench::compare::efficiency;
+use bench::compare::env::{Env, LOADGEN_CPU, SERVER_CPU};
 use bench::compare::output::{self, Comparison, Machine};
 use bench::compare::plan::Plan;
 use bench::compare::server::ServerKind;
-use bench::compare::suite::{self, Env, LOADGEN_CPU, SERVER_CPU, ServerResults};
+use bench::compare::suite::{self, ServerResults};
 use clap::Parser;
 
 /// The JWT secret every server and loadgen share; local loopback only.
@@ -24,8 +27,8 @@ struct Cli {
     /// Fewer, coarser, shorter steps: under 5 minutes for three servers
     #[arg(long)]
     quick: bool,
-    /// Servers to compare, in column order
-    #[arg(long, value_delimiter = ',', default_value = "broker,socketioxide,nestjs")]
+    /// Servers to compare, in column order (`raw`: the raw fan-out reference)
+    #[arg(long, value_delimiter = ',', default_value = "broker,socketioxide,nestjs,raw")]
     servers: Vec<String>,
     /// Where to write DATE-Ncores.{md,json,svg} [default: bench/results]
     #[arg(long)]
@@ -79,11 +82,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             None => suite::run(&env, kind),
         })
         .collect();
+    let fixed_loads = efficiency::run(&env, &results);
     let comparison = Comparison {
         machine: &machine,
         plan: &env.plan,
         elapsed_secs: started.elapsed().as_secs_f64(),
         servers: &results,
+        fixed_loads: &fixed_loads,
     };
     let markdown = output::markdown(&comparison);
     print!("{markdown}");

@@ -16,7 +16,7 @@ const HEIGHT: f64 = 460.0;
 const CURVES: (f64, f64, f64, f64) = (70.0, 40.0, 600.0, 380.0);
 /// Bar panel: left, top, right, bottom.
 const BARS: (f64, f64, f64, f64) = (690.0, 40.0, 970.0, 380.0);
-const COLORS: [&str; 3] = ["#d62728", "#1f77b4", "#2ca02c"];
+const COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#7f7f7f"];
 const DASHES: [&str; 4] = ["", "7 4", "2 3", "9 3 2 3"];
 
 /// Renders the chart for `results` (servers in column order).

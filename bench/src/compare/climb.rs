@@ -2,24 +2,32 @@
 //! it ([`steps`](super::steps)), pick the next rate, until the ladder says
 //! done.
 //!
-//! For the broker, `/metrics` is sampled while each step runs, so every step
-//! also records the writers' batch size (frames per write) over its
-//! publishing seconds, without the setup's join notices.
+//! While each step runs, the server's CPU (`/proc/PID/stat`) is sampled, so
+//! every step records its user and system CPU per delivery over the
+//! publishing window; for the broker, `/metrics` is sampled too, for the
+//! writers' batch size (frames per write). Neither counts the setup's join
+//! notices.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::loadgen::Run;
+use super::env::{Env, Placement};
+use super::loadgen::{Invocation, Run};
 use super::plan::{Series, duration_arg};
-use super::probe::{self, WriteCounters};
+use super::probe::{self, CpuCost, CpuTimes, Sample, WriteCounters};
 use super::server::{Server, ServerKind};
 use super::steps::{self, Capacity, Next, Step};
-use super::suite::{Env, Placement};
 use super::table::format_number;
 
 /// How long a server may take to close the connections of a finished step.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the server's CPU is read while a run goes on: a window's ends
+/// are off by at most this, a few ‰ of a step.
+const CPU_SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// The broker's `/metrics` is read every this many CPU samples (100 ms):
+/// encoding it is work the broker would not otherwise do.
+const COUNTERS_EVERY: usize = 5;
 
 /// One step as run.
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +36,8 @@ pub struct StepRecord {
     pub step: Step,
     /// Broker only: frames per write while publishing (through the drain).
     pub batch_size: Option<f64>,
+    /// Server CPU per delivery over the publishing window (through the drain).
+    pub cpu: Option<CpuCost>,
     /// The loadgen run.
     pub run: Run,
 }
@@ -64,7 +74,39 @@ pub fn climb(env: &Env, kind: ServerKind, series: &Series, placement: Placement)
         eprintln!("compare: {} {} {}: {e:#}", kind.name(), result.label, placement.name());
         result.error = Some(format!("{e:#}"));
     }
+    if let Some(capacity) = &result.capacity {
+        eprintln!(
+            "compare: {} broadcast {} {}: {}",
+            kind.name(),
+            result.label,
+            placement.name(),
+            describe(capacity, result.clients)
+        );
+    }
     result
+}
+
+/// A ladder's outcome in words, with its bracket in offered deliveries/s.
+pub fn describe(capacity: &Capacity, clients: u32) -> String {
+    let offered = |rate: f64| format_number(rate * f64::from(clients));
+    match capacity {
+        Capacity::Sustained { step, ceiling } => format!(
+            "sustains {} deliveries/s; bracket {}..{} offered deliveries/s \
+             (highest pass, lowest fail: {}..{}/s per room, ×{:.2})",
+            format_number(step.deliveries_per_s),
+            offered(step.rate),
+            offered(ceiling.rate),
+            format_number(step.rate),
+            format_number(ceiling.rate),
+            ceiling.rate / step.rate
+        ),
+        Capacity::AtLeast { step, bound } => {
+            format!("sustains at least {} deliveries/s ({bound:?})", format_number(step.deliveries_per_s))
+        }
+        Capacity::NonePassed { lowest_rate, .. } => {
+            format!("no step passed, down to {}/s per room", format_number(*lowest_rate))
+        }
+    }
 }
 
 fn climb_steps(
@@ -83,7 +125,7 @@ fn climb_steps(
                 return server.stop();
             }
             Next::Run(rate) => {
-                let record = run_step(env, &mut server, series, result.placement, rate)?;
+                let record = run_step(env, &server, series, result.placement, rate, "broadcast")?;
                 print_step(kind, result, &record);
                 result.steps.push(record);
                 server.ensure_running()?;
@@ -93,12 +135,18 @@ fn climb_steps(
     }
 }
 
-fn run_step(
+/// Runs one broadcast step of `series` at `rate` per publisher against
+/// `server`; `tag` starts the report's name.
+///
+/// # Errors
+/// loadgen failed or wrote no report.
+pub fn run_step(
     env: &Env,
-    server: &mut Server,
+    server: &Server,
     series: &Series,
     placement: Placement,
     rate: f64,
+    tag: &str,
 ) -> anyhow::Result<StepRecord> {
     let plan = &env.plan;
     let args: Vec<String> = [
@@ -120,51 +168,57 @@ fn run_step(
     ]
     .map(str::to_owned)
     .into();
-    let name = format!(
-        "broadcast-{}-{}-r{}",
-        series.label(),
-        placement.name(),
-        format_number(rate).replace(' ', "")
-    );
-    let invocation = env.loadgen(server, placement, &name, args);
-    let mut child = invocation.spawn()?;
-    let samples = sample_counters(&mut child, server);
-    let run = invocation.finish(child)?;
-    let batch_size = samples
-        .ok()
-        .zip(run.summary.publishing_unix_ms)
-        .and_then(|(samples, (start, end))| window_batch_size(&samples, start, end));
-    let step = Step::new(run.summary.observation(rate));
-    Ok(StepRecord { step, batch_size, run })
+    let rate_name = format_number(rate).replace(' ', "");
+    let name = format!("{tag}-{}-{}-r{rate_name}", series.label(), placement.name());
+    let sampled = sampled_run(server, &env.loadgen(server, placement, &name, args))?;
+    let window = sampled.run.summary.publishing_unix_ms;
+    let batch_size = window.and_then(|(start, end)| window_batch_size(&sampled.counters, start, end));
+    let deliveries = sampled.run.summary.deliveries;
+    let cpu = window.and_then(|(start, end)| probe::window_cost(&sampled.cpu, start, end, deliveries));
+    let step = Step::new(sampled.run.summary.observation(rate));
+    Ok(StepRecord { step, batch_size, cpu, run: sampled.run })
 }
 
-/// A counter reading and when it was taken, ms since the Unix epoch.
-type Sample = (u64, WriteCounters);
+/// A loadgen run with the server sampled while it went on.
+#[derive(Debug)]
+pub struct Sampled {
+    /// The run.
+    pub run: Run,
+    /// The server's CPU, every [`CPU_SAMPLE_EVERY`].
+    pub cpu: Vec<Sample<CpuTimes>>,
+    /// Broker only: its write counters, every [`COUNTERS_EVERY`] CPU samples.
+    pub counters: Vec<Sample<WriteCounters>>,
+}
 
-/// Reads the broker's write counters until `child` exits; the peers have no
-/// `/metrics`, and get no samples.
-fn sample_counters(child: &mut std::process::Child, server: &Server) -> anyhow::Result<Vec<Sample>> {
-    let mut samples = Vec::new();
-    probe::while_running(child, || {
-        if server.kind == ServerKind::Broker {
+/// Runs `invocation` against `server`, reading the server's CPU (and the
+/// broker's `/metrics`) until loadgen exits.
+///
+/// # Errors
+/// loadgen failed, or the server's `/proc` entry vanished.
+pub fn sampled_run(server: &Server, invocation: &Invocation) -> anyhow::Result<Sampled> {
+    let mut child = invocation.spawn()?;
+    let (mut cpu, mut counters) = (Vec::new(), Vec::new());
+    let sampling = probe::while_running_every(&mut child, CPU_SAMPLE_EVERY, || {
+        cpu.push((probe::unix_ms(), probe::cpu_times(server.pid)?));
+        if server.kind == ServerKind::Broker && cpu.len() % COUNTERS_EVERY == 1 {
             match probe::write_counters(server.port) {
-                Ok(counters) => samples.push((unix_ms(), counters)),
+                Ok(reading) => counters.push((probe::unix_ms(), reading)),
                 Err(e) => eprintln!("compare: reading broker /metrics: {e:#}"),
             }
         }
         Ok(())
-    })?;
-    Ok(samples)
-}
-
-fn unix_ms() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    });
+    if sampling.is_err() {
+        let _ = child.kill();
+    }
+    let run = invocation.finish(child)?;
+    sampling?;
+    Ok(Sampled { run, cpu, counters })
 }
 
 /// Frames per write between the first sample at or after `start_ms` and the
 /// last at or before `end_ms`.
-fn window_batch_size(samples: &[Sample], start_ms: u64, end_ms: u64) -> Option<f64> {
+fn window_batch_size(samples: &[Sample<WriteCounters>], start_ms: u64, end_ms: u64) -> Option<f64> {
     let first = samples.iter().find(|(at, _)| *at >= start_ms)?;
     let last = samples.iter().rev().find(|(at, _)| *at <= end_ms)?;
     first.1.batch_size(&last.1)
@@ -174,9 +228,12 @@ fn print_step(kind: ServerKind, result: &SeriesResult, record: &StepRecord) {
     let observation = &record.step.observation;
     let p99 = observation.p99_ms.map_or("-".to_owned(), |p99| format!("{p99:.1} ms"));
     let batch = record.batch_size.map_or(String::new(), |batch| format!(", {batch:.2} frames/write"));
+    let cpu = record.cpu.map_or(String::new(), |cpu| {
+        format!(", cpu {:.2} user + {:.2} sys µs/delivery", cpu.user_us, cpu.system_us)
+    });
     let lag = &record.run.summary.self_check;
     eprintln!(
-        "compare: {} broadcast {} {}: {}/s per room -> {:.0} deliveries/s, p99 {p99}{batch}; \
+        "compare: {} broadcast {} {}: {}/s per room -> {:.0} deliveries/s, p99 {p99}{batch}{cpu}; \
          loadgen cpu {:.0}%, lag {:.1} ms => {:?}",
         kind.name(),
         result.label,
@@ -193,7 +250,7 @@ fn print_step(kind: ServerKind, result: &SeriesResult, record: &StepRecord) {
 mod tests {
     use super::*;
 
-    fn sample(at: u64, frames_out: u64, writes: u64) -> Sample {
+    fn sample(at: u64, frames_out: u64, writes: u64) -> Sample<WriteCounters> {
         (at, WriteCounters { frames_out, writes })
     }
 

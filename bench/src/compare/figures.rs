@@ -4,16 +4,19 @@
 //! Every missing figure says why (`error`, `not run`, the fd limit), so an
 //! empty cell is never mistaken for a zero.
 
-use super::climb::SeriesResult;
+use super::climb::{SeriesResult, StepRecord};
+use super::efficiency::{FIXED_LOAD_SHARE, FixedLoad};
 use super::loadgen::Run;
+use super::server::ServerKind;
 use super::steps::{Bound, Capacity};
 use super::suite::ServerResults;
-use super::table::{Better, Cell, Row};
+use super::table::{self, Better, Cell, Row, format_number};
 
 const KIB_PER_MIB: f64 = 1024.0;
 
-/// The rows of the table, one cell per server in `results` order.
-pub fn rows(results: &[ServerResults]) -> Vec<Row> {
+/// The rows of the table, one cell per server in `results` order; the
+/// fixed-load runs are in that order too.
+pub fn rows(results: &[ServerResults], fixed_loads: &[FixedLoad]) -> Vec<Row> {
     let mut rows = Vec::new();
     let connect_clients = first_run_clients(results, |r| r.connect.as_ref());
     let connect = format!("connect {connect_clients}");
@@ -28,7 +31,7 @@ pub fn rows(results: &[ServerResults]) -> Vec<Row> {
         let point = r.memory.iter().find(|point| point.clients == connect_clients);
         point.and_then(|point| point.connect_cpu_us)
     };
-    rows.extend(cpu_rows(&connect, results, connect_cpu));
+    rows.extend(cpu_rows(&connect, "connect", results, connect_cpu));
     rows.push(row(&format!("{connect}: connected"), Better::Neither, results, |r| {
         r.connect.as_ref().map_or_else(|| missing(r), |run| Cell::Value(run.summary.clients_connected as f64))
     }));
@@ -37,6 +40,7 @@ pub fn rows(results: &[ServerResults]) -> Vec<Row> {
     rows.push(row("join: user_joined p99 ms", Better::Lower, results, |r| {
         phase(&r.join, "join_notice", P99)
     }));
+    rows.extend(cpu_rows("join", "join", results, |r| r.join_cpu.map(|cost| cost.total_us())));
     rows.push(row("disconnect: user_left p99 ms", Better::Lower, results, |r| {
         phase(&r.disconnect, "leave_notice", P99)
     }));
@@ -45,6 +49,9 @@ pub fn rows(results: &[ServerResults]) -> Vec<Row> {
     }));
     rows.extend(memory_rows(results));
     rows.extend(broadcast_rows(results));
+    for load in fixed_loads {
+        rows.extend(fixed_load_rows(results, load));
+    }
     rows
 }
 
@@ -73,21 +80,23 @@ fn storm_rows(results: &[ServerResults]) -> Vec<Row> {
         row(&format!("{name}: accepted/s"), Better::Higher, results, storm_accepted),
         row(&format!("{name}: p99 ms"), Better::Lower, results, |r| phase(&r.storm, "connect", P99)),
     ];
-    rows.extend(cpu_rows(&name, results, |r| r.storm_cpu_us));
+    rows.extend(cpu_rows(&name, "connect", results, |r| r.storm_cpu_us));
     rows
 }
 
-/// Server CPU µs per connect, and its inverse: connects/s one core could take.
+/// Server CPU µs per `event` (connect, join), and its inverse: events/s
+/// one core could take.
 fn cpu_rows(
     name: &str,
+    event: &str,
     results: &[ServerResults],
     cpu_us: impl Fn(&ServerResults) -> Option<f64>,
 ) -> [Row; 2] {
     [
-        row(&format!("{name}: server CPU µs per connect"), Better::Lower, results, |r| {
+        row(&format!("{name}: server CPU µs per {event}"), Better::Lower, results, |r| {
             cpu_us(r).map_or_else(|| missing(r), Cell::Value)
         }),
-        row(&format!("{name}: connects/s per server core (from CPU)"), Better::Higher, results, |r| {
+        row(&format!("{name}: {event}s/s per server core (from CPU)"), Better::Higher, results, |r| {
             cpu_us(r).filter(|&us| us > 0.0).map_or_else(|| missing(r), |us| Cell::Value(1e6 / us))
         }),
     ]
@@ -170,6 +179,7 @@ fn thousands(n: u64) -> String {
 fn broadcast_rows(results: &[ServerResults]) -> Vec<Row> {
     // Every server runs the same ladders; one that failed early has none.
     let Some(first) = results.iter().max_by_key(|r| r.series.len()) else { return Vec::new() };
+    let raw = results.iter().find(|r| r.server == ServerKind::Raw);
     let mut rows = Vec::new();
     for (index, series) in first.series.iter().enumerate() {
         let name = format!("broadcast {} {}", series.label, series.placement.name());
@@ -177,6 +187,18 @@ fn broadcast_rows(results: &[ServerResults]) -> Vec<Row> {
         rows.push(row(&format!("{name}: sustainable deliveries/s"), Better::Higher, results, |r| {
             pick(r).map_or_else(|| missing(r), |s| sustainable(&s))
         }));
+        rows.push(row(
+            &format!("{name}: bracket, offered deliveries/s (pass..fail)"),
+            Better::Neither,
+            results,
+            |r| pick(r).map_or_else(|| missing(r), |s| bracket(&s)),
+        ));
+        if let Some(raw) = raw.and_then(|raw| raw.series.get(index)) {
+            let reference = sustainable(raw);
+            rows.push(row(&format!("{name}: capacity ÷ raw's"), Better::Neither, results, |r| {
+                pick(r).map_or_else(|| missing(r), |s| fraction(Better::Higher, &sustainable(&s), &reference))
+            }));
+        }
         // Informational: the steps differ, so a ratio would compare unlike loads.
         rows.push(row(&format!("{name}: p99 ms at that step"), Better::Neither, results, |r| {
             pick(r).map_or_else(|| missing(r), |s| sustainable_p99(&s))
@@ -188,11 +210,72 @@ fn broadcast_rows(results: &[ServerResults]) -> Vec<Row> {
     rows
 }
 
+/// A server's figure over the raw reference's, as text: "0.45×", with the
+/// direction a bound implies.
+fn fraction(better: Better, figure: &Cell, reference: &Cell) -> Cell {
+    Cell::Text(table::ratio(better, figure, reference))
+}
+
+/// The highest pass and the lowest failure above it, in offered
+/// deliveries/s (rate × clients).
+fn bracket(series: &SeriesResult) -> Cell {
+    let offered = |rate: f64| format_number(rate * f64::from(series.clients));
+    match series.capacity.as_ref().and_then(Capacity::bracket) {
+        Some((pass, fail)) => Cell::Text(format!("{}..{}", offered(pass), offered(fail))),
+        None => Cell::Missing("–".to_owned()),
+    }
+}
+
+/// The rows of one shape at its fixed load: CPU per delivery, p99, and
+/// p99 over the raw reference's.
+fn fixed_load_rows(results: &[ServerResults], load: &FixedLoad) -> Vec<Row> {
+    let name = format!(
+        "broadcast {} pinned at {}/s per room ({} deliveries/s, {:.0} % of the lowest capacity)",
+        load.label,
+        format_number(load.rate),
+        format_number(load.rate * f64::from(load.clients)),
+        FIXED_LOAD_SHARE * 100.0
+    );
+    let record = |index: usize| load.runs.get(index).and_then(|run| run.record.as_ref());
+    let why = |index: usize| {
+        let error = load.runs.get(index).and_then(|run| run.error.clone());
+        Cell::Missing(error.map_or("error", |e| if e == "not run" { "not run" } else { "error" }).to_owned())
+    };
+    let cell = |figure: fn(&StepRecord) -> Option<f64>| {
+        move |index: usize| {
+            record(index)
+                .map_or_else(|| why(index), |r| figure(r).map_or(Cell::Missing("–".to_owned()), Cell::Value))
+        }
+    };
+    let indexed = |label: &str, better: Better, cells: &dyn Fn(usize) -> Cell| Row {
+        label: format!("{name}: {label}"),
+        better,
+        cells: (0..results.len()).map(cells).collect(),
+    };
+    let user = cell(|r| Some(r.cpu?.user_us));
+    let system = cell(|r| Some(r.cpu?.system_us));
+    let p99 = cell(|r| r.step.observation.p99_ms);
+    let busy = cell(|r| Some(r.cpu?.busy));
+    let mut rows = vec![
+        indexed("user CPU µs per delivery", Better::Lower, &user),
+        indexed("system CPU µs per delivery", Better::Lower, &system),
+        indexed("p99 ms", Better::Lower, &p99),
+    ];
+    if let Some(raw) = results.iter().position(|r| r.server == ServerKind::Raw) {
+        let reference = p99(raw);
+        rows.push(indexed("p99 ÷ raw's", Better::Neither, &|index| {
+            fraction(Better::Lower, &p99(index), &reference)
+        }));
+    }
+    rows.push(indexed("server busy, share of a core", Better::Neither, &busy));
+    rows
+}
+
 /// The ladder's figure as a cell.
 pub fn sustainable(series: &SeriesResult) -> Cell {
     match &series.capacity {
         None => Cell::Missing("error".to_owned()),
-        Some(Capacity::Sustained { step }) => Cell::Value(step.deliveries_per_s),
+        Some(Capacity::Sustained { step, .. }) => Cell::Value(step.deliveries_per_s),
         Some(Capacity::AtLeast { step, bound }) => Cell::AtLeast(step.deliveries_per_s, bound_name(*bound)),
         Some(Capacity::NonePassed { lowest_rate, loadgen_bound: false }) => {
             Cell::Below(lowest_rate * f64::from(series.clients))
@@ -212,10 +295,7 @@ fn bound_name(bound: Bound) -> String {
 }
 
 fn sustainable_step(series: &SeriesResult) -> Option<&super::climb::StepRecord> {
-    let rate = match series.capacity.as_ref()? {
-        Capacity::Sustained { step } | Capacity::AtLeast { step, .. } => step.rate,
-        Capacity::NonePassed { .. } => return None,
-    };
+    let rate = series.capacity.as_ref()?.step()?.rate;
     series.steps.iter().find(|record| record.step.observation.rate == rate)
 }
 

@@ -152,6 +152,8 @@ struct StageJson {
 struct ClientsJson {
     planned: u64,
     connected: u64,
+    #[serde(default)]
+    joined: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +254,17 @@ pub fn publishing_seconds(start_s: f64, end_s: f64) -> std::ops::Range<usize> {
     if whole.is_empty() { (start_s.floor() as usize)..(end_s.ceil() as usize) } else { whole }
 }
 
+/// One loadgen stage, in ms since the Unix epoch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StageWindow {
+    /// `setup`, `run`, `join`, `drain`, …
+    pub name: String,
+    /// When it began.
+    pub start_unix_ms: u64,
+    /// When it ended.
+    pub end_unix_ms: u64,
+}
+
 /// The figures of one run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
@@ -259,6 +272,11 @@ pub struct Summary {
     pub clients_planned: u64,
     /// Clients that got in.
     pub clients_connected: u64,
+    /// Clients that joined a room.
+    pub clients_joined: u64,
+    /// loadgen's stages (`setup`, `run`, `join`, `drain`, …) in ms since
+    /// the Unix epoch.
+    pub stages: Vec<StageWindow>,
     /// Phases with samples.
     pub phases: Vec<Phase>,
     /// Distinct message deliveries.
@@ -292,9 +310,20 @@ impl Summary {
         let publishing_unix_ms = run.map(|run| (at(run.start_s), at(stage("drain").unwrap_or(run).end_s)));
         let lag = json.phases.iter().find(|phase| phase.figures.name == "schedule_lag");
         let self_check = SelfCheck::new(json.self_check.clone(), lag, run);
+        let stages = json
+            .stages
+            .iter()
+            .map(|stage| StageWindow {
+                name: stage.name.clone(),
+                start_unix_ms: at(stage.start_s),
+                end_unix_ms: at(stage.end_s),
+            })
+            .collect();
         Ok(Self {
             clients_planned: json.clients.planned,
             clients_connected: json.clients.connected,
+            clients_joined: json.clients.joined,
+            stages,
             phases: json.phases.iter().map(|phase| phase.figures.clone()).collect(),
             deliveries: json.messages.as_ref().map_or(0, |tally| tally.unique),
             messages_lost: json.messages.as_ref().map_or(0, |tally| tally.lost),
@@ -304,6 +333,14 @@ impl Summary {
             loss_reasons: json.loss_reasons,
             self_check,
         })
+    }
+
+    /// From the start of stage `first` to the end of stage `last` (or of
+    /// `first`, when there is no `last`), ms since the Unix epoch.
+    pub fn window(&self, first: &str, last: &str) -> Option<(u64, u64)> {
+        let stage = |name: &str| self.stages.iter().find(|stage| stage.name == name);
+        let first = stage(first)?;
+        Some((first.start_unix_ms, stage(last).unwrap_or(first).end_unix_ms))
     }
 
     /// The phase named `name`, if it had samples.
@@ -379,6 +416,11 @@ mod tests {
         let mut json = report(1.0, 0);
         let summary = Summary::from_report(&json).expect("valid report");
         assert_eq!(summary.publishing_unix_ms, Some((11_600, 14_700)));
+        assert_eq!(summary.window("run", "drain"), summary.publishing_unix_ms);
+        assert_eq!(summary.window("setup", "setup"), Some((10_100, 11_600)));
+        assert_eq!(summary.window("drain", "gone"), Some((14_600, 14_700)));
+        assert_eq!(summary.window("join", "drain"), None);
+        assert_eq!(summary.clients_joined, 2000);
         json["stages"].as_array_mut().expect("stages").retain(|stage| stage["name"] != "drain");
         let no_drain = Summary::from_report(&json).expect("valid report");
         assert_eq!(no_drain.publishing_unix_ms, Some((11_600, 14_600)));

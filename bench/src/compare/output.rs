@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::chart;
+use super::efficiency::FixedLoad;
 use super::figures;
 use super::plan::Plan;
 use super::steps::{LOADGEN_BUSY_UTILIZATION, LOADGEN_LATE_MEAN_MS, P99_LIMIT_MS};
@@ -111,6 +112,8 @@ pub struct Comparison<'a> {
     pub elapsed_secs: f64,
     /// Per server, every figure and every loadgen report.
     pub servers: &'a [ServerResults],
+    /// The fixed-load steps, per shape.
+    pub fixed_loads: &'a [FixedLoad],
 }
 
 /// The markdown report: heading, table, notes, and every broadcast step.
@@ -130,7 +133,7 @@ pub fn markdown(comparison: &Comparison<'_>) -> String {
     );
     let settings: Vec<String> = comparison.servers.iter().map(|r| r.server.settings()).collect();
     let _ = writeln!(out, "Settings: {}.\n", settings.join("; "));
-    out.push_str(&table::render(&names, &figures::rows(comparison.servers)));
+    out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
     out.push('\n');
     notes(&mut out, comparison.servers);
     steps(&mut out, comparison.servers);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::steps::Ladder;
+use super::steps::{BRACKET_TEN_PERCENT, Ladder};
 
 /// Descriptors a process needs besides its connections (listeners, epoll,
 /// pipes, Node's internals), when checking a memory point against the limit.
@@ -78,8 +78,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full comparison (about 23 minutes for three servers, depending
-    /// on how many steps each ladder climbs). The 2×2000 ladder climbs by
+    /// The full comparison (about half an hour for three servers and the
+    /// raw reference, depending on how many steps each ladder climbs). The 2×2000 ladder climbs by
     /// ×2: setting up one of its steps means 4 million `user_joined`
     /// notices, about two minutes for NestJS.
     pub fn full() -> Self {
@@ -95,8 +95,8 @@ impl Plan {
             churn_rooms: 20,
             churn_rate: 500.0,
             series: vec![
-                series(20, 100, ladder(10.0, 1.5, 12, 2, 1), true),
-                series(2, 2_000, ladder(2.5, 2.0, 9, 2, 1), true),
+                series(20, 100, ladder(10.0, 1.5, 12, 2, 4), true),
+                series(2, 2_000, ladder(2.5, 2.0, 9, 2, 5), true),
             ],
             step_duration: Duration::from_secs(8),
             drain: Duration::from_secs(5),
@@ -104,8 +104,8 @@ impl Plan {
         }
     }
 
-    /// The quick comparison (under 5 minutes): fewer, coarser, shorter
-    /// steps, smaller churn runs, 2×500 rooms instead of 2×2000 (whose
+    /// The quick comparison: shorter steps, a coarser climb (bisected to
+    /// the same ±10 %), smaller churn runs, 2×500 rooms instead of 2×2000 (whose
     /// 4 million `user_joined` notices take NestJS about two minutes to
     /// send before each step), and the multicore ladder for 20×100 only.
     pub fn quick() -> Self {
@@ -122,8 +122,8 @@ impl Plan {
             churn_rooms: 10,
             churn_rate: 1_000.0,
             series: vec![
-                series(20, 100, ladder(20.0, 3.0, 4, 1, 0), true),
-                series(2, 500, ladder(20.0, 3.0, 4, 1, 0), false),
+                series(20, 100, ladder(20.0, 3.0, 4, 1, 6), true),
+                series(2, 500, ladder(20.0, 3.0, 4, 1, 6), false),
             ],
             step_duration: Duration::from_secs(3),
             drain: Duration::from_secs(2),
@@ -146,7 +146,7 @@ fn ladder(
     factor: f64,
     max_steps: usize,
     max_step_downs: usize,
-    refinements: usize,
+    max_refinements: usize,
 ) -> Ladder {
-    Ladder { start_rate, factor, max_steps, max_step_downs, refinements }
+    Ladder { start_rate, factor, max_steps, max_step_downs, bracket: BRACKET_TEN_PERCENT, max_refinements }
 }

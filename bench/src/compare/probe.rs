@@ -26,23 +26,125 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     line.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU time `pid` has used so far, user plus system (`/proc/PID/stat`).
+/// CPU time a process has used so far, split as `/proc/PID/stat` splits it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CpuTimes {
+    /// `utime`: in user mode.
+    pub user: Duration,
+    /// `stime`: in the kernel on its behalf (syscalls, the TCP stack).
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    /// User plus system.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    /// `utime` and `stime` ticks at `ticks_per_second`.
+    pub fn from_ticks((user, system): (u64, u64), ticks_per_second: f64) -> Self {
+        let seconds = |ticks: u64| Duration::from_secs_f64(ticks as f64 / ticks_per_second);
+        Self { user: seconds(user), system: seconds(system) }
+    }
+}
+
+/// User and system CPU time `pid` has used so far (`/proc/PID/stat`): the
+/// one place the harness reads a process's CPU.
 ///
 /// # Errors
 /// The process is gone, the file does not parse, or `getconf CLK_TCK` fails.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub fn cpu_times(pid: u32) -> anyhow::Result<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let ticks = parse_cpu_ticks(&stat).context("malformed /proc/PID/stat")?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()?))
+    Ok(CpuTimes::from_ticks(ticks, clock_ticks_per_second()?))
 }
 
-/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line, in clock
-/// ticks. The command name (field 2) may hold spaces and parentheses, so
-/// fields are counted from its last `)`.
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+/// CPU time `pid` has used so far, user plus system.
+///
+/// # Errors
+/// As [`cpu_times`].
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    Ok(cpu_times(pid)?.total())
+}
+
+/// `utime` and `stime` (fields 14 and 15) of a `/proc/PID/stat` line, in
+/// clock ticks. The command name (field 2) may hold spaces and parentheses,
+/// so fields are counted from its last `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_ascii_whitespace().skip(11);
-    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// A server's CPU over a window, shared out over the events (deliveries,
+/// joins, connects) it handled in it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CpuCost {
+    /// User CPU per event, µs.
+    pub user_us: f64,
+    /// System CPU per event, µs.
+    pub system_us: f64,
+    /// Events in the window.
+    pub events: u64,
+    /// Share of one core the server was busy over the window.
+    pub busy: f64,
+}
+
+impl CpuCost {
+    /// `spent` over `events` in a window of `window`; `None` when there
+    /// were no events or the window is empty.
+    pub fn new(spent: CpuTimes, events: u64, window: Duration) -> Option<Self> {
+        if events == 0 || window.is_zero() {
+            return None;
+        }
+        let per_event_us = |time: Duration| time.as_secs_f64() * 1e6 / events as f64;
+        Some(Self {
+            user_us: per_event_us(spent.user),
+            system_us: per_event_us(spent.system),
+            events,
+            busy: spent.total().as_secs_f64() / window.as_secs_f64(),
+        })
+    }
+
+    /// User plus system per event, µs.
+    pub fn total_us(&self) -> f64 {
+        self.user_us + self.system_us
+    }
+}
+
+/// A reading taken at a moment, ms since the Unix epoch.
+pub type Sample<T> = (u64, T);
+
+/// The readings that bound a window from `start_ms` to `end_ms`, for
+/// counting what a server did in it: the last sample at or before the start
+/// (the server is between phases there) and the last at or before the end
+/// (after it, the clients are closing). `None` without both, or when they
+/// are the same sample.
+pub fn window<T>(samples: &[Sample<T>], start_ms: u64, end_ms: u64) -> Option<(&Sample<T>, &Sample<T>)> {
+    let first = samples.iter().rev().find(|(at, _)| *at <= start_ms)?;
+    let last = samples.iter().rev().find(|(at, _)| *at <= end_ms)?;
+    (last.0 > first.0).then_some((first, last))
+}
+
+/// [`CpuCost`] of `events` over the window of `samples` from `start_ms` to
+/// `end_ms`.
+pub fn window_cost(samples: &[Sample<CpuTimes>], start_ms: u64, end_ms: u64, events: u64) -> Option<CpuCost> {
+    let ((from, before), (to, after)) = window(samples, start_ms, end_ms)?;
+    CpuCost::new(after.since(before), events, Duration::from_millis(to - from))
+}
+
+/// The current time, ms since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn clock_ticks_per_second() -> anyhow::Result<f64> {
@@ -91,11 +193,23 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// The child could not be waited for, or `sample` failed.
 pub fn while_running(
     child: &mut std::process::Child,
+    sample: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    while_running_every(child, SAMPLE_EVERY, sample)
+}
+
+/// Calls `sample` every `every` until `child` exits.
+///
+/// # Errors
+/// The child could not be waited for, or `sample` failed.
+pub fn while_running_every(
+    child: &mut std::process::Child,
+    every: Duration,
     mut sample: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     while child.try_wait()?.is_none() {
         sample()?;
-        std::thread::sleep(SAMPLE_EVERY);
+        std::thread::sleep(every);
     }
     Ok(())
 }
@@ -172,8 +286,29 @@ mod tests {
         assert_eq!(before.batch_size(&WriteCounters { frames_out: 500, writes: 150 }), Some(4.0));
         assert_eq!(before.batch_size(&before), None);
         let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 399 0 0 0 71 25 0 0 20 0 3 0 123 0 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(96));
+        assert_eq!(parse_cpu_ticks(stat), Some((71, 25)));
         assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn cpu_is_shared_out_per_event_over_the_window() {
+        let at = |ms: u64, user: u64, system: u64| (ms, CpuTimes::from_ticks((user, system), 100.0));
+        // Ticks of 10 ms: idle until 1 000, then 2 s of publishing that costs
+        // 0.6 s user and 0.4 s system, then the clients close (more system).
+        let samples =
+            [at(900, 5, 5), at(1_000, 5, 5), at(2_000, 35, 25), at(3_000, 65, 45), at(3_100, 65, 90)];
+        let cost = window_cost(&samples, 1_050, 3_050, 100_000).expect("a window");
+        assert!((cost.user_us - 6.0).abs() < 1e-9, "0.6 s over 100 000: {cost:?}");
+        assert!((cost.system_us - 4.0).abs() < 1e-9);
+        assert!((cost.total_us() - 10.0).abs() < 1e-9);
+        assert!((cost.busy - 0.5).abs() < 1e-9, "1 s of CPU in 2 s");
+        assert_eq!(cost.events, 100_000);
+        assert_eq!(window_cost(&samples, 1_050, 3_050, 0), None, "nothing to share out");
+        assert_eq!(window_cost(&samples, 800, 3_050, 1), None, "no sample before the start");
+        assert_eq!(window_cost(&samples, 1_050, 1_060, 1), None, "start and end in one interval");
+        let later = CpuTimes { user: Duration::from_millis(5), system: Duration::from_millis(1) };
+        let earlier = CpuTimes { user: Duration::from_millis(7), system: Duration::ZERO };
+        assert_eq!(later.since(&earlier).user, Duration::ZERO, "never negative");
     }
 
     #[test]
@@ -182,6 +317,8 @@ mod tests {
         assert!(rss_kib(pid).expect("own status") > 0);
         assert!(open_fds(pid).expect("own fds") >= 3);
         let spent = cpu_time(pid).expect("own stat");
+        let split = cpu_times(pid).expect("own stat");
+        assert!(split.total() >= spent && split.user <= split.total());
         let start = std::time::Instant::now();
         while cpu_time(pid).expect("own stat") <= spent && start.elapsed() < Duration::from_secs(10) {
             std::hint::black_box((0..10_000u64).sum::<u64>());

@@ -1,4 +1,4 @@
-//! The three servers under test: how to build each, start it on
+//! The servers under test, and the raw reference: how to build each, start it on
 //! `127.0.0.1:0`, learn its port, and stop it.
 //!
 //! A [`Server`] owns its child process; dropping it sends SIGTERM (then
@@ -39,11 +39,15 @@ pub enum ServerKind {
     Socketioxide,
     /// `bench/peers/nestjs`.
     Nestjs,
+    /// The raw reference, `bench/src/bin/raw_fanout.rs`: the fan-out alone,
+    /// what the machine allows.
+    Raw,
 }
 
 impl ServerKind {
-    /// Every server, ours first.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Broker, ServerKind::Socketioxide, ServerKind::Nestjs];
+    /// Every server, ours first, the raw reference last.
+    pub const ALL: [ServerKind; 4] =
+        [ServerKind::Broker, ServerKind::Socketioxide, ServerKind::Nestjs, ServerKind::Raw];
 
     /// Its name on the command line and in the table.
     pub fn name(self) -> &'static str {
@@ -51,7 +55,14 @@ impl ServerKind {
             ServerKind::Broker => "broker",
             ServerKind::Socketioxide => "socketioxide",
             ServerKind::Nestjs => "nestjs",
+            ServerKind::Raw => "raw",
         }
+    }
+
+    /// Whether it speaks the whole chat contract (authentication, rooms,
+    /// notices); the raw reference answers only what a broadcast needs.
+    pub fn speaks_chat(self) -> bool {
+        self != ServerKind::Raw
     }
 
     /// Parses a name from `--servers`.
@@ -62,7 +73,7 @@ impl ServerKind {
         Self::ALL
             .into_iter()
             .find(|kind| kind.name() == name.trim())
-            .with_context(|| format!("unknown server {name:?} (broker, socketioxide, nestjs)"))
+            .with_context(|| format!("unknown server {name:?} (broker, socketioxide, nestjs, raw)"))
     }
 
     /// Builds it (release).
@@ -86,6 +97,9 @@ impl ServerKind {
                 }
                 run_in(&dir, "npm", &["run", "build"])
             }
+            ServerKind::Raw => {
+                run_in(root, "cargo", &["build", "--release", "-p", "bench", "--bin", "raw-fanout"])
+            }
         }
     }
 
@@ -98,6 +112,7 @@ impl ServerKind {
                 std::env::var("MAX_BUFFER_SIZE").unwrap_or_else(|_| SOCKETIOXIDE_BUFFER.to_owned())
             ),
             ServerKind::Nestjs => "nestjs: NODE_ENV=production, other settings default".to_owned(),
+            ServerKind::Raw => "raw: bench's raw-fanout reference (no JWT, no chat rules)".to_owned(),
         }
     }
 
@@ -120,6 +135,11 @@ impl ServerKind {
                 let buffer =
                     std::env::var("MAX_BUFFER_SIZE").unwrap_or_else(|_| SOCKETIOXIDE_BUFFER.to_owned());
                 command.env("JWT_SECRET", secret).env("PORT", "0").env("MAX_BUFFER_SIZE", buffer);
+                command
+            }
+            ServerKind::Raw => {
+                let mut command = placed(&root.join("target/release/raw-fanout"), cpu);
+                command.env("RAW_LISTEN", "127.0.0.1:0");
                 command
             }
             ServerKind::Nestjs => {

@@ -2,9 +2,13 @@
 //! the sustainable figure once the ladder stops.
 //!
 //! Pure: no processes, no clocks. A step *passes* when nothing was lost and
-//! the message p99 is at most [`P99_LIMIT_MS`]. The invariant a reader must
-//! keep: a figure measured while the load generator was the limit is never
-//! reported as the server's capacity, only as a lower bound ("≥ X").
+//! the message p99 is at most [`P99_LIMIT_MS`]. The ladder climbs by its
+//! factor until a step fails, then bisects (geometric middle) the bracket
+//! between the highest pass and the lowest failure above it until the
+//! bracket is at most [`Ladder::bracket`] wide: with 1.21 the capacity is the
+//! bracket's geometric middle ± 10 %. The invariant a reader must keep: a
+//! figure measured while the load generator was the limit is never reported
+//! as the server's capacity, only as a lower bound ("≥ X").
 
 use serde::Serialize;
 
@@ -31,15 +35,21 @@ pub struct Ladder {
     pub max_steps: usize,
     /// When the first step fails, how many times to divide by `factor`.
     pub max_step_downs: usize,
-    /// Once a pass and a failure above it bracket the capacity, how many
-    /// steps to spend narrowing the bracket (each at the geometric middle
-    /// of the highest pass and the lowest failure above it). They come on
-    /// top of `max_steps`.
-    pub refinements: usize,
+    /// Once a pass and a failure above it bracket the capacity, bisect
+    /// (each step at the geometric middle of the highest pass and the
+    /// lowest failure above it) until the failure's rate over the pass's
+    /// is at most this ratio.
+    pub bracket: f64,
+    /// Bisection steps at most, on top of `max_steps`: a noisy machine can
+    /// keep a bracket from closing (a pass above a failure), and the ladder
+    /// must end.
+    pub max_refinements: usize,
 }
 
-/// A bracket narrower than this ratio is not refined further.
-const MIN_BRACKET: f64 = 1.15;
+/// [`Ladder::bracket`] for ±10 %: the capacity lies between the highest
+/// pass and the lowest failure, so when their ratio is at most 1.1², their
+/// geometric middle is within 10 % of either end.
+pub const BRACKET_TEN_PERCENT: f64 = 1.21;
 
 /// What one loadgen run at one rate observed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -133,6 +143,8 @@ pub enum Capacity {
     Sustained {
         /// The passing step.
         step: Observation,
+        /// The lowest failing step above it.
+        ceiling: Observation,
     },
     /// The highest passing step; the server's limit is higher.
     AtLeast {
@@ -175,12 +187,34 @@ pub fn next(ladder: &Ladder, steps: &[Step]) -> Next {
         };
     };
     let bracket = ceiling.observation.rate / best.observation.rate;
-    if refinements_run(steps) < ladder.refinements && bracket > MIN_BRACKET {
+    if refinements_run(steps) < ladder.max_refinements && bracket > ladder.bracket {
         return Next::Run((best.observation.rate * ceiling.observation.rate).sqrt());
     }
     match ceiling.verdict {
         Verdict::LoadgenBound(_) => Next::Done(at_least(best, Bound::Loadgen)),
-        _ => Next::Done(Capacity::Sustained { step: best.observation.clone() }),
+        _ => Next::Done(Capacity::Sustained {
+            step: best.observation.clone(),
+            ceiling: ceiling.observation.clone(),
+        }),
+    }
+}
+
+impl Capacity {
+    /// The highest passing step, if any.
+    pub fn step(&self) -> Option<&Observation> {
+        match self {
+            Capacity::Sustained { step, .. } | Capacity::AtLeast { step, .. } => Some(step),
+            Capacity::NonePassed { .. } => None,
+        }
+    }
+
+    /// Rates per publisher of the highest pass and the lowest failure above
+    /// it, when the server's own limit bracketed the capacity.
+    pub fn bracket(&self) -> Option<(f64, f64)> {
+        match self {
+            Capacity::Sustained { step, ceiling } => Some((step.rate, ceiling.rate)),
+            _ => None,
+        }
     }
 }
 
@@ -226,8 +260,15 @@ fn at_least(step: &Step, bound: Bound) -> Capacity {
 mod tests {
     use super::*;
 
-    const LADDER: Ladder =
-        Ladder { start_rate: 10.0, factor: 2.0, max_steps: 5, max_step_downs: 1, refinements: 0 };
+    /// No bisection: a bracket as wide as any climb is accepted.
+    const LADDER: Ladder = Ladder {
+        start_rate: 10.0,
+        factor: 2.0,
+        max_steps: 5,
+        max_step_downs: 1,
+        bracket: 2.0,
+        max_refinements: 0,
+    };
 
     fn observed(rate: f64, p99_ms: f64) -> Observation {
         Observation {
@@ -242,6 +283,28 @@ mod tests {
 
     fn steps(observations: &[Observation]) -> Vec<Step> {
         observations.iter().cloned().map(Step::new).collect()
+    }
+
+    fn sustained(step: Observation, ceiling: Observation) -> Next {
+        Next::Done(Capacity::Sustained { step, ceiling })
+    }
+
+    /// Runs `ladder` against a server whose p99 passes below `capacity`
+    /// and fails above it; returns the rates tried and the outcome.
+    fn climb_against(ladder: &Ladder, capacity: f64) -> (Vec<f64>, Capacity) {
+        let mut history = Vec::new();
+        loop {
+            match next(ladder, &history) {
+                Next::Run(rate) => {
+                    let p99 = if rate <= capacity { 10.0 } else { 90.0 };
+                    history.push(Step::new(observed(rate, p99)));
+                }
+                Next::Done(capacity) => {
+                    return (history.iter().map(|step| step.observation.rate).collect(), capacity);
+                }
+            }
+            assert!(history.len() < 50, "the ladder must end");
+        }
     }
 
     #[test]
@@ -265,7 +328,10 @@ mod tests {
         assert_eq!(next(&LADDER, &[]), Next::Run(10.0));
         assert_eq!(next(&LADDER, &steps(&[observed(10.0, 3.0)])), Next::Run(20.0));
         let history = steps(&[observed(10.0, 3.0), observed(20.0, 9.0), observed(40.0, 70.0)]);
-        assert_eq!(next(&LADDER, &history), Next::Done(Capacity::Sustained { step: observed(20.0, 9.0) }));
+        assert_eq!(next(&LADDER, &history), sustained(observed(20.0, 9.0), observed(40.0, 70.0)));
+        let Next::Done(capacity) = next(&LADDER, &history) else { panic!("done") };
+        assert_eq!(capacity.bracket(), Some((20.0, 40.0)));
+        assert_eq!(capacity.step(), Some(&observed(20.0, 9.0)));
     }
 
     #[test]
@@ -273,7 +339,8 @@ mod tests {
         let late = Observation { loadgen_late: true, ..observed(20.0, 90.0) };
         let history = steps(&[observed(10.0, 3.0), late]);
         let expected = Capacity::AtLeast { step: observed(10.0, 3.0), bound: Bound::Loadgen };
-        assert_eq!(next(&LADDER, &history), Next::Done(expected));
+        assert_eq!(next(&LADDER, &history), Next::Done(expected.clone()));
+        assert_eq!(expected.bracket(), None, "a loadgen failure brackets nothing");
         let busy = Observation { loadgen_saturated: true, ..observed(10.0, 3.0) };
         let expected = Capacity::AtLeast { step: busy.clone(), bound: Bound::Loadgen };
         assert_eq!(next(&LADDER, &steps(&[busy])), Next::Done(expected));
@@ -292,15 +359,36 @@ mod tests {
         let history = steps(&[observed(10.0, 99.0)]);
         assert_eq!(next(&LADDER, &history), Next::Run(5.0));
         let recovered = steps(&[observed(10.0, 99.0), observed(5.0, 4.0)]);
-        assert_eq!(next(&LADDER, &recovered), Next::Done(Capacity::Sustained { step: observed(5.0, 4.0) }));
+        assert_eq!(next(&LADDER, &recovered), sustained(observed(5.0, 4.0), observed(10.0, 99.0)));
         let hopeless = steps(&[observed(10.0, 99.0), observed(5.0, 98.0)]);
         let expected = Capacity::NonePassed { lowest_rate: 5.0, loadgen_bound: false };
         assert_eq!(next(&LADDER, &hopeless), Next::Done(expected));
     }
 
     #[test]
-    fn a_refining_ladder_narrows_the_bracket_before_it_stops() {
-        let ladder = Ladder { refinements: 2, ..LADDER };
+    fn bisection_narrows_the_bracket_to_ten_percent() {
+        let ladder = Ladder { factor: 3.0, bracket: BRACKET_TEN_PERCENT, max_refinements: 8, ..LADDER };
+        for capacity in [12.0, 25.0, 59.0, 61.0, 100.0, 170.0] {
+            let (rates, outcome) = climb_against(&ladder, capacity);
+            let Some((pass, fail)) = outcome.bracket() else { panic!("{capacity}: {outcome:?}") };
+            assert!(pass <= capacity && capacity < fail, "{capacity} outside [{pass}, {fail})");
+            assert!(fail / pass <= BRACKET_TEN_PERCENT, "{capacity}: bracket {pass}..{fail} after {rates:?}");
+            let middle = (pass * fail).sqrt();
+            assert!((capacity / middle - 1.0).abs() <= 0.1, "{capacity}: middle {middle}");
+        }
+        // The quick 20×100 ladder that reported two servers equal: ×3 from
+        // 20 passed 20 and failed 60, and stopped there. Now 60 is bisected.
+        let quick = Ladder { start_rate: 20.0, ..ladder };
+        let (rates, outcome) = climb_against(&quick, 45.0);
+        assert_eq!(&rates[..2], &[20.0, 60.0]);
+        assert!((rates[2] - 1200f64.sqrt()).abs() < 1e-9, "then the middle of 20 and 60: {rates:?}");
+        let (pass, fail) = outcome.bracket().expect("bracketed");
+        assert!(fail / pass <= BRACKET_TEN_PERCENT && pass <= 45.0 && 45.0 < fail);
+    }
+
+    #[test]
+    fn bisection_takes_the_geometric_middle_and_keeps_the_last_pass() {
+        let ladder = Ladder { bracket: 1.15, max_refinements: 2, ..LADDER };
         let bracketed = steps(&[observed(10.0, 3.0), observed(20.0, 9.0), observed(40.0, 70.0)]);
         let Next::Run(middle) = next(&ladder, &bracketed) else { panic!("expected a refinement") };
         assert!((middle - 800f64.sqrt()).abs() < 1e-9, "geometric middle of 20 and 40, got {middle}");
@@ -313,12 +401,26 @@ mod tests {
 
         // It fails: two refinements spent, the middle is the figure.
         history.push(Step::new(observed(upper, 60.0)));
-        assert_eq!(next(&ladder, &history), Next::Done(Capacity::Sustained { step: observed(middle, 30.0) }));
+        assert_eq!(next(&ladder, &history), sustained(observed(middle, 30.0), observed(upper, 60.0)));
+    }
+
+    #[test]
+    fn a_noisy_pass_above_a_failure_moves_the_bracket_up() {
+        let ladder = Ladder { bracket: BRACKET_TEN_PERCENT, max_refinements: 4, ..LADDER };
+        // 20 passed, 40 failed, the middle 28.3 failed, then 40 is not
+        // retried but a noisy pass at 24 ... is simply the new best.
+        let history =
+            steps(&[observed(20.0, 9.0), observed(40.0, 70.0), observed(30.0, 60.0), observed(24.0, 9.0)]);
+        let Next::Run(rate) = next(&ladder, &history) else { panic!("30/24 is wider than 1.21") };
+        assert!((rate - 720f64.sqrt()).abs() < 1e-9, "between 24 and 30, got {rate}");
+        // Out of refinements with the bracket still wide: the last pass stands.
+        let ladder = Ladder { max_refinements: 2, ..ladder };
+        assert_eq!(next(&ladder, &history), sustained(observed(24.0, 9.0), observed(30.0, 60.0)));
     }
 
     #[test]
     fn a_refinement_keeps_a_loadgen_bound_ceiling_a_lower_bound() {
-        let ladder = Ladder { refinements: 1, ..LADDER };
+        let ladder = Ladder { bracket: 1.15, max_refinements: 1, ..LADDER };
         let late = Observation { loadgen_late: true, ..observed(40.0, 90.0) };
         let mut history = steps(&[observed(20.0, 9.0), late]);
         let Next::Run(middle) = next(&ladder, &history) else { panic!("expected a refinement") };
@@ -337,8 +439,8 @@ mod tests {
 
     #[test]
     fn a_narrow_bracket_is_not_refined() {
-        let ladder = Ladder { factor: 1.1, refinements: 3, ..LADDER };
+        let ladder = Ladder { factor: 1.1, bracket: BRACKET_TEN_PERCENT, max_refinements: 3, ..LADDER };
         let history = steps(&[observed(10.0, 3.0), observed(11.0, 70.0)]);
-        assert_eq!(next(&ladder, &history), Next::Done(Capacity::Sustained { step: observed(10.0, 3.0) }));
+        assert_eq!(next(&ladder, &history), sustained(observed(10.0, 3.0), observed(11.0, 70.0)));
     }
 }

@@ -1,108 +1,28 @@
 //! One server's suite: idle memory and `connect`, `join`, `disconnect`, then
-//! the broadcast ladders ([`climb`](super::climb)).
+//! the broadcast ladders ([`climb`](super::climb)). The raw reference speaks
+//! no chat protocol beyond what a broadcast needs, so it runs the ladders
+//! only.
 //!
 //! Each part starts its own server, so one part's leftovers (queued frames,
 //! a crash) cannot colour the next; a part that fails is recorded as an
 //! error and the suite goes on. Servers are stopped when their part ends.
 
-use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::climb::{self, SeriesResult};
-use super::loadgen::{Invocation, Run};
-use super::plan::{Plan, SPARE_FDS, duration_arg};
-use super::probe;
+use super::env::{Env, Placement};
+use super::loadgen::Run;
+use super::plan::{Plan, duration_arg};
+use super::probe::{self, CpuCost};
 use super::server::{Server, ServerKind};
 
-/// The CPU servers are pinned to.
-pub const SERVER_CPU: u32 = 1;
-/// The CPU loadgen is pinned to.
-pub const LOADGEN_CPU: u32 = 0;
 /// How long a server may take to close the connections of a finished run.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause before reading a fresh server's idle RSS.
 const IDLE_PAUSE: Duration = Duration::from_secs(1);
-
-/// Where and how the runs happen.
-#[derive(Debug, Clone)]
-pub struct Env {
-    /// Workspace root.
-    pub root: PathBuf,
-    /// Scratch directory for loadgen reports and server logs.
-    pub work: PathBuf,
-    /// The JWT secret given to servers and loadgen.
-    pub secret: String,
-    /// Whether `taskset` is available.
-    pub pinning: bool,
-    /// The hard open-file limit, if known.
-    pub fd_hard_limit: Option<u64>,
-    /// What to run.
-    pub plan: Plan,
-}
-
-/// Where server and loadgen run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Placement {
-    /// Server on CPU 1, loadgen on CPU 0 (when `taskset` exists).
-    Pinned,
-    /// Both unpinned, sharing every core.
-    Multicore,
-}
-
-impl Placement {
-    /// Its name in tables and file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Placement::Pinned => "pinned",
-            Placement::Multicore => "multicore",
-        }
-    }
-}
-
-impl Env {
-    /// The hard open-file limit, if it leaves no room for `clients` sockets
-    /// (plus [`SPARE_FDS`]) in the server or in loadgen.
-    fn fd_limit_too_low(&self, clients: u64) -> Option<u64> {
-        self.fd_hard_limit.filter(|&limit| clients + SPARE_FDS > limit)
-    }
-
-    fn cpus(&self, placement: Placement) -> (Option<u32>, Option<u32>) {
-        match placement {
-            Placement::Pinned if self.pinning => (Some(SERVER_CPU), Some(LOADGEN_CPU)),
-            _ => (None, None),
-        }
-    }
-
-    /// Starts `kind` placed for `placement`.
-    ///
-    /// # Errors
-    /// As [`Server::start`].
-    pub fn start(&self, kind: ServerKind, placement: Placement) -> anyhow::Result<Server> {
-        Server::start(kind, &self.root, self.cpus(placement).0, &self.secret, &self.work)
-    }
-
-    /// A loadgen run against `server`, its report named after `name`.
-    pub fn loadgen(
-        &self,
-        server: &Server,
-        placement: Placement,
-        name: &str,
-        args: Vec<String>,
-    ) -> Invocation {
-        Invocation {
-            binary: self.root.join("target/release/loadgen"),
-            cpu: self.cpus(placement).1,
-            args,
-            port: server.port,
-            secret: self.secret.clone(),
-            json: self.work.join(format!("{}-{name}.json", server.kind.name())),
-        }
-    }
-}
 
 /// Resident memory with `clients` connected.
 #[derive(Debug, Clone, Serialize)]
@@ -139,10 +59,14 @@ pub struct ServerResults {
     pub storm_cpu_us: Option<f64>,
     /// The `join` run.
     pub join: Option<Run>,
+    /// Server CPU per join (its `user_joined` notices included), from the
+    /// start of the `join` stage to the end of the drain.
+    pub join_cpu: Option<CpuCost>,
     /// The `disconnect` run.
     pub disconnect: Option<Run>,
     /// Broadcast ladders.
     pub series: Vec<SeriesResult>,
+
     /// Parts that failed.
     pub errors: Vec<String>,
 }
@@ -159,8 +83,10 @@ impl ServerResults {
             storm: None,
             storm_cpu_us: None,
             join: None,
+            join_cpu: None,
             disconnect: None,
             series: Vec::new(),
+
             errors: Vec::new(),
         }
     }
@@ -174,7 +100,9 @@ impl ServerResults {
 /// Runs every part against `kind`.
 pub fn run(env: &Env, kind: ServerKind) -> ServerResults {
     let mut results = ServerResults::new(kind);
-    if let Err(e) = memory_and_churn(env, kind, &mut results) {
+    if kind.speaks_chat()
+        && let Err(e) = memory_and_churn(env, kind, &mut results)
+    {
         eprintln!("compare: {}: {e:#}", kind.name());
         results.errors.push(format!("{e:#}"));
     }
@@ -201,7 +129,21 @@ fn memory_and_churn(env: &Env, kind: ServerKind, results: &mut ServerResults) ->
     storm(env, &server, baseline_fds, results)?;
     let plan = &env.plan;
     let sizes = churn_sizes(plan);
-    results.join = Some(churn_run(env, &server, baseline_fds, "join", &sizes)?);
+    let join =
+        env.loadgen(&server, Placement::Pinned, "join", [vec!["join".to_owned()], sizes.clone()].concat());
+    let sampled = climb::sampled_run(&server, &join)?;
+    let summary = &sampled.run.summary;
+    results.join_cpu = summary
+        .window("join", "drain")
+        .and_then(|(start, end)| probe::window_cost(&sampled.cpu, start, end, summary.clients_joined));
+    report_line(kind, "join", &sampled.run);
+    eprintln!(
+        "compare: {} join: server CPU {:.1?} µs per join",
+        kind.name(),
+        results.join_cpu.map(|cost| cost.total_us())
+    );
+    results.join = Some(sampled.run);
+    settle(&server, baseline_fds)?;
     let mut leave = sizes.clone();
     leave.extend(["--leavers".to_owned(), "0.5".to_owned()]);
     results.disconnect = Some(churn_run(env, &server, baseline_fds, "disconnect", &leave)?);

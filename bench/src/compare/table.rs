@@ -29,6 +29,9 @@ pub enum Cell {
     Below(f64),
     /// No number, and why.
     Missing(String),
+    /// Informational text (a bracket, a fraction already computed); no
+    /// ratio is taken of it.
+    Text(String),
 }
 
 /// One figure across servers (in column order, ours first).
@@ -79,7 +82,7 @@ pub fn format_cell(cell: &Cell) -> String {
         Cell::Value(value) => format_number(*value),
         Cell::AtLeast(value, why) => format!("≥ {} ({why})", format_number(*value)),
         Cell::Below(value) => format!("< {}", format_number(*value)),
-        Cell::Missing(why) => why.clone(),
+        Cell::Missing(why) | Cell::Text(why) => why.clone(),
     }
 }
 
@@ -156,6 +159,8 @@ mod tests {
         assert_eq!(ratio(Better::Higher, &Cell::Value(1.0), &Cell::Missing("n/a".to_owned())), "–");
         assert_eq!(ratio(Better::Lower, &Cell::Value(1.0), &Cell::Value(0.0)), "–");
         assert_eq!(ratio(Better::Neither, &Cell::Value(1.0), &Cell::Value(2.0)), "–");
+        assert_eq!(ratio(Better::Higher, &Cell::Text("1..2".to_owned()), &Cell::Value(2.0)), "–");
+        assert_eq!(format_cell(&Cell::Text("0.50×".to_owned())), "0.50×");
     }
 
     #[test]
