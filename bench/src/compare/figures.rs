@@ -357,4 +357,110 @@ mod tests {
             Cell::Missing("not run".to_owned())
         );
     }
+    fn ladder(kind: ServerKind, pass: f64, fail: f64) -> ServerResults {
+        use crate::compare::env::Placement;
+        use crate::compare::steps::Observation;
+        let observed = |rate: f64| Observation {
+            rate,
+            deliveries_per_s: rate * 2000.0,
+            p99_ms: Some(5.0),
+            loss: None,
+            loadgen_saturated: false,
+            loadgen_late: false,
+        };
+        let series = SeriesResult {
+            label: "20x100".to_owned(),
+            placement: Placement::Pinned,
+            clients: 2000,
+            steps: Vec::new(),
+            capacity: Some(Capacity::Sustained { step: observed(pass), ceiling: observed(fail) }),
+            error: None,
+        };
+        ServerResults { series: vec![series], ..ServerResults::new(kind) }
+    }
+
+    fn fixed(kind: ServerKind, user_us: f64, p99_ms: f64) -> super::super::efficiency::FixedLoadRun {
+        use crate::compare::probe::CpuCost;
+        use crate::compare::steps::{Observation, Step};
+        let observation = Observation {
+            rate: 6.0,
+            deliveries_per_s: 12_000.0,
+            p99_ms: Some(p99_ms),
+            loss: None,
+            loadgen_saturated: false,
+            loadgen_late: false,
+        };
+        let record = StepRecord {
+            step: Step::new(observation),
+            batch_size: None,
+            cpu: Some(CpuCost { user_us, system_us: 2.0 * user_us, events: 36_000, busy: 0.3 }),
+            run: storm_run(1.0),
+        };
+        super::super::efficiency::FixedLoadRun { server: kind, record: Some(record), error: None }
+    }
+
+    fn row_cells<'a>(rows: &'a [Row], label: &str) -> &'a [Cell] {
+        let row =
+            rows.iter().find(|row| row.label.ends_with(label)).unwrap_or_else(|| panic!("no row {label}"));
+        &row.cells
+    }
+
+    #[test]
+    fn capacities_and_fixed_load_figures_are_set_against_the_raw_reference() {
+        let results = [
+            ladder(ServerKind::Broker, 40.0, 45.0),
+            ladder(ServerKind::Nestjs, 10.0, 12.0),
+            ladder(ServerKind::Raw, 80.0, 90.0),
+        ];
+        let load = FixedLoad {
+            label: "20x100".to_owned(),
+            rate: 6.0,
+            clients: 2000,
+            runs: vec![
+                fixed(ServerKind::Broker, 1.5, 4.0),
+                fixed(ServerKind::Nestjs, 20.0, 30.0),
+                fixed(ServerKind::Raw, 0.5, 2.0),
+            ],
+        };
+        let rows = rows(&results, std::slice::from_ref(&load));
+        assert_eq!(
+            row_cells(&rows, "sustainable deliveries/s"),
+            &[Cell::Value(80_000.0), Cell::Value(20_000.0), Cell::Value(160_000.0)]
+        );
+        assert_eq!(
+            row_cells(&rows, "bracket, offered deliveries/s (pass..fail)"),
+            &[
+                Cell::Text("80.0 k..90.0 k".to_owned()),
+                Cell::Text("20.0 k..24.0 k".to_owned()),
+                Cell::Text("160 k..180 k".to_owned())
+            ]
+        );
+        assert_eq!(
+            row_cells(&rows, "capacity ÷ raw's"),
+            &[Cell::Text("0.50×".to_owned()), Cell::Text("0.12×".to_owned()), Cell::Text("1.00×".to_owned())]
+        );
+        assert_eq!(
+            row_cells(&rows, "user CPU µs per delivery"),
+            &[Cell::Value(1.5), Cell::Value(20.0), Cell::Value(0.5)]
+        );
+        assert_eq!(
+            row_cells(&rows, "system CPU µs per delivery"),
+            &[Cell::Value(3.0), Cell::Value(40.0), Cell::Value(1.0)]
+        );
+        assert_eq!(
+            row_cells(&rows, "p99 ÷ raw's"),
+            &[
+                Cell::Text("2.00×".to_owned()),
+                Cell::Text("15.00×".to_owned()),
+                Cell::Text("1.00×".to_owned())
+            ]
+        );
+        let fixed_row = rows.iter().find(|row| row.label.ends_with("user CPU µs per delivery")).expect("row");
+        assert!(
+            fixed_row.label.contains("at 6.00/s per room (12.0 k deliveries/s, 60 % of the lowest capacity)"),
+            "{}",
+            fixed_row.label
+        );
+        assert_eq!(row_cells(&rows, "join: server CPU µs per join")[2], Cell::Missing("not run".to_owned()));
+    }
 }

@@ -14,10 +14,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::chart;
+use super::climb::StepRecord;
 use super::efficiency::FixedLoad;
 use super::figures;
 use super::plan::Plan;
-use super::steps::{LOADGEN_BUSY_UTILIZATION, LOADGEN_LATE_MEAN_MS, P99_LIMIT_MS};
+use super::steps::{BRACKET_TEN_PERCENT, LOADGEN_BUSY_UTILIZATION, LOADGEN_LATE_MEAN_MS, P99_LIMIT_MS};
 use super::suite::ServerResults;
 use super::table;
 
@@ -136,7 +137,7 @@ pub fn markdown(comparison: &Comparison<'_>) -> String {
     out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
     out.push('\n');
     notes(&mut out, comparison.servers);
-    steps(&mut out, comparison.servers);
+    steps(&mut out, comparison.servers, comparison.fixed_loads);
     out
 }
 
@@ -159,13 +160,19 @@ fn notes(out: &mut String, servers: &[ServerResults]) {
     }
     let _ = writeln!(
         out,
-        "- Sustainable = the highest broadcast step with no loss and message p99 ≤ {P99_LIMIT_MS} ms. \
+        "- Sustainable = the highest broadcast step with no loss and message p99 ≤ {P99_LIMIT_MS} ms; the \
+         bracket is that step and the lowest failing step above it, in offered deliveries/s, bisected until \
+         at most ×{BRACKET_TEN_PERCENT} apart (±10 %). \"÷ raw's\": the figure over the raw reference's \
+         (raw-fanout: the same fan-out with no protocol, same run). The fixed-load rows run every server \
+         at one rate, {:.0} % of the lowest capacity; CPU per delivery is user and system time from \
+         /proc/PID/stat over the publishing window, divided by deliveries. \
          \"≥ X (loadgen-bound)\": loadgen used ≥ {:.0}% of its threads, or its mean schedule lag passed \
          {LOADGEN_LATE_MEAN_MS} ms in a publishing second, so X is a lower bound, not the server's capacity. \
          \"≥ X (step limit)\": the ladder ran out of steps. \"≥ X (offered rate)\": the server accepted \
          connections as fast as loadgen offered them. \"≥ X (server not saturated)\": in the connect storm \
          (clients offered as fast as one loadgen core can) the server was busy less than {:.0}% of the ramp, \
          so the connects came no faster; its CPU per connect is the capacity figure.\n",
+        super::efficiency::FIXED_LOAD_SHARE * 100.0,
         LOADGEN_BUSY_UTILIZATION * 100.0,
         super::figures::SATURATED * 100.0
     );
@@ -188,39 +195,50 @@ fn memory_notes(out: &mut String, servers: &[ServerResults]) {
     }
 }
 
-fn steps(out: &mut String, servers: &[ServerResults]) {
+fn steps(out: &mut String, servers: &[ServerResults], fixed_loads: &[FixedLoad]) {
     let _ = writeln!(
         out,
         "Broadcast steps (rate = messages/s per room, one publisher each; loadgen cpu and lag over the \
-         publishing seconds: mean share of its threads, worst per-second mean schedule lag):\n"
+         publishing seconds: mean share of its threads, worst per-second mean schedule lag; server CPU \
+         per delivery over the publishing window, user + system µs; \"fixed\": the fixed-load steps):\n"
     );
     let _ = writeln!(
         out,
-        "| server | ladder | rate | deliveries/s | p99 ms | loadgen cpu | loadgen lag ms | broker frames/write | verdict |"
+        "| server | ladder | rate | deliveries/s | p99 ms | loadgen cpu | loadgen lag ms | broker frames/write | server µs/delivery | verdict |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for result in servers {
         for series in &result.series {
+            let ladder = format!("{} {}", series.label, series.placement.name());
             for record in &series.steps {
-                let o = &record.step.observation;
-                let check = &record.run.summary.self_check;
-                let _ = writeln!(
-                    out,
-                    "| {} | {} {} | {} | {} | {} | {:.0}% | {:.1} | {} | {} |",
-                    result.server.name(),
-                    series.label,
-                    series.placement.name(),
-                    table::format_number(o.rate),
-                    table::format_number(o.deliveries_per_s),
-                    o.p99_ms.map_or("–".to_owned(), table::format_number),
-                    check.publishing_utilization.unwrap_or(check.utilization) * 100.0,
-                    check.publishing_lag_ms.unwrap_or(check.schedule_lag_p99_ms),
-                    record.batch_size.map_or("n/a".to_owned(), |batch| format!("{batch:.2}")),
-                    verdict(&record.step.verdict),
-                );
+                step_line(out, result.server.name(), &ladder, record);
             }
         }
     }
+    for load in fixed_loads {
+        for run in &load.runs {
+            if let Some(record) = &run.record {
+                step_line(out, run.server.name(), &format!("{} pinned fixed", load.label), record);
+            }
+        }
+    }
+}
+
+fn step_line(out: &mut String, server: &str, ladder: &str, record: &StepRecord) {
+    let o = &record.step.observation;
+    let check = &record.run.summary.self_check;
+    let _ = writeln!(
+        out,
+        "| {server} | {ladder} | {} | {} | {} | {:.0}% | {:.1} | {} | {} | {} |",
+        table::format_number(o.rate),
+        table::format_number(o.deliveries_per_s),
+        o.p99_ms.map_or("–".to_owned(), table::format_number),
+        check.publishing_utilization.unwrap_or(check.utilization) * 100.0,
+        check.publishing_lag_ms.unwrap_or(check.schedule_lag_p99_ms),
+        record.batch_size.map_or("n/a".to_owned(), |batch| format!("{batch:.2}")),
+        record.cpu.map_or("–".to_owned(), |cpu| format!("{:.2} + {:.2}", cpu.user_us, cpu.system_us)),
+        verdict(&record.step.verdict),
+    );
 }
 
 fn verdict(verdict: &super::steps::Verdict) -> String {
