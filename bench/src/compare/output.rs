@@ -165,7 +165,9 @@ fn notes(out: &mut String, servers: &[ServerResults]) {
          at most ×{BRACKET_TEN_PERCENT} apart (±10 %). \"÷ raw's\": the figure over the raw reference's \
          (raw-fanout: the same fan-out with no protocol, same run). The fixed-load rows run every server \
          at one rate, {:.0} % of the lowest capacity; CPU per delivery is user and system time from \
-         /proc/PID/stat over the publishing window, divided by deliveries. \
+         /proc/PID/stat over the publishing window, divided by deliveries: where a capacity is only \
+         \"≥ X (loadgen-bound)\", one load core could not reach the server's limit, and CPU per delivery \
+         carries the comparison. \
          \"≥ X (loadgen-bound)\": loadgen used ≥ {:.0}% of its threads, or its mean schedule lag passed \
          {LOADGEN_LATE_MEAN_MS} ms in a publishing second, so X is a lower bound, not the server's capacity. \
          \"≥ X (step limit)\": the ladder ran out of steps. \"≥ X (offered rate)\": the server accepted \
