@@ -21,12 +21,12 @@ pub fn rows(results: &[ServerResults], fixed_loads: &[FixedLoad]) -> Vec<Row> {
     let connect_clients = first_run_clients(results, |r| r.connect.as_ref());
     let connect = format!("connect {connect_clients}");
     rows.push(row(&format!("{connect}: p50 ms"), Better::Lower, results, |r| {
-        phase(&r.connect, "connect", P50)
+        phase(r, &r.connect, "connect", P50)
     }));
     rows.push(row(&format!("{connect}: p99 ms"), Better::Lower, results, |r| {
-        phase(&r.connect, "connect", P99)
+        phase(r, &r.connect, "connect", P99)
     }));
-    rows.push(row(&format!("{connect}: accepted/s"), Better::Higher, results, |r| accepted(&r.connect)));
+    rows.push(row(&format!("{connect}: accepted/s"), Better::Higher, results, |r| accepted(r, &r.connect)));
     let connect_cpu = |r: &ServerResults| {
         let point = r.memory.iter().find(|point| point.clients == connect_clients);
         point.and_then(|point| point.connect_cpu_us)
@@ -36,13 +36,13 @@ pub fn rows(results: &[ServerResults], fixed_loads: &[FixedLoad]) -> Vec<Row> {
         r.connect.as_ref().map_or_else(|| missing(r), |run| Cell::Value(run.summary.clients_connected as f64))
     }));
     rows.extend(storm_rows(results));
-    rows.push(row("join: ack p99 ms", Better::Lower, results, |r| phase(&r.join, "join_ack", P99)));
+    rows.push(row("join: ack p99 ms", Better::Lower, results, |r| phase(r, &r.join, "join_ack", P99)));
     rows.push(row("join: user_joined p99 ms", Better::Lower, results, |r| {
-        phase(&r.join, "join_notice", P99)
+        phase(r, &r.join, "join_notice", P99)
     }));
     rows.extend(cpu_rows("join", "join", results, |r| r.join_cpu.map(|cost| cost.total_us())));
     rows.push(row("disconnect: user_left p99 ms", Better::Lower, results, |r| {
-        phase(&r.disconnect, "leave_notice", P99)
+        phase(r, &r.disconnect, "leave_notice", P99)
     }));
     rows.push(row("RSS idle MiB", Better::Lower, results, |r| {
         r.idle_rss_kib.map_or_else(|| missing(r), |kib| Cell::Value(kib as f64 / KIB_PER_MIB))
@@ -59,8 +59,8 @@ pub fn rows(results: &[ServerResults], fixed_loads: &[FixedLoad]) -> Vec<Row> {
 /// its accept rate is only known to be at least that.
 const KEPT_UP: f64 = 0.75;
 
-fn accepted(run: &Option<Run>) -> Cell {
-    let Some(run) = run else { return Cell::Missing("error".to_owned()) };
+fn accepted(r: &ServerResults, run: &Option<Run>) -> Cell {
+    let Some(run) = run else { return missing(r) };
     let Some(connect) = run.summary.phase("connect") else { return Cell::Missing("no samples".to_owned()) };
     let offered = run.report["config"]["scenario"]["rate"].as_f64().unwrap_or(f64::INFINITY);
     if connect.rate_per_s >= KEPT_UP * offered {
@@ -78,7 +78,7 @@ fn storm_rows(results: &[ServerResults]) -> Vec<Row> {
     let name = format!("connect storm {}", first_run_clients(results, |r| r.storm.as_ref()));
     let mut rows = vec![
         row(&format!("{name}: accepted/s"), Better::Higher, results, storm_accepted),
-        row(&format!("{name}: p99 ms"), Better::Lower, results, |r| phase(&r.storm, "connect", P99)),
+        row(&format!("{name}: p99 ms"), Better::Lower, results, |r| phase(r, &r.storm, "connect", P99)),
     ];
     rows.extend(cpu_rows(&name, "connect", results, |r| r.storm_cpu_us));
     rows
@@ -129,9 +129,14 @@ fn first_run_clients(results: &[ServerResults], run: impl Fn(&ServerResults) -> 
     results.iter().find_map(|r| run(r).map(|run| run.summary.clients_planned)).unwrap_or(0)
 }
 
-fn phase(run: &Option<Run>, name: &str, figure: fn(&super::loadgen::Phase) -> f64) -> Cell {
+fn phase(
+    r: &ServerResults,
+    run: &Option<Run>,
+    name: &str,
+    figure: fn(&super::loadgen::Phase) -> f64,
+) -> Cell {
     match run {
-        None => Cell::Missing("error".to_owned()),
+        None => missing(r),
         Some(run) => {
             run.summary.phase(name).map_or(Cell::Missing("no samples".to_owned()), |p| Cell::Value(figure(p)))
         }
@@ -462,5 +467,6 @@ mod tests {
             fixed_row.label
         );
         assert_eq!(row_cells(&rows, "join: server CPU µs per join")[2], Cell::Missing("not run".to_owned()));
+        assert_eq!(row_cells(&rows, "join: ack p99 ms")[2], Cell::Missing("not run".to_owned()));
     }
 }

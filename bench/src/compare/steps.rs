@@ -218,11 +218,13 @@ impl Capacity {
     }
 }
 
-/// No step has passed yet: divide the rate while step-downs are left.
+/// No step has passed yet: divide the rate while step-downs are left. A
+/// step lost to loadgen is stepped down from too: a lower rate asks less of
+/// loadgen, and on an oversubscribed host its lateness is the neighbours'.
 fn step_down(ladder: &Ladder, steps: &[Step], last: &Step) -> Next {
     let lowest_rate = steps.iter().map(|step| step.observation.rate).fold(last.observation.rate, f64::min);
     let loadgen_bound = matches!(last.verdict, Verdict::LoadgenBound(_));
-    if loadgen_bound || steps.len() > ladder.max_step_downs || steps.len() >= ladder.max_steps {
+    if steps.len() > ladder.max_step_downs || steps.len() >= ladder.max_steps {
         Next::Done(Capacity::NonePassed { lowest_rate, loadgen_bound })
     } else {
         Next::Run(lowest_rate / ladder.factor)
@@ -363,6 +365,19 @@ mod tests {
         let hopeless = steps(&[observed(10.0, 99.0), observed(5.0, 98.0)]);
         let expected = Capacity::NonePassed { lowest_rate: 5.0, loadgen_bound: false };
         assert_eq!(next(&LADDER, &hopeless), Next::Done(expected));
+    }
+
+    #[test]
+    fn a_first_step_lost_to_loadgen_steps_down_and_stays_a_lower_bound() {
+        let late = |rate: f64| Observation { loadgen_late: true, ..observed(rate, 90.0) };
+        assert_eq!(next(&LADDER, &steps(&[late(10.0)])), Next::Run(5.0));
+        let expected = Capacity::NonePassed { lowest_rate: 5.0, loadgen_bound: true };
+        assert_eq!(next(&LADDER, &steps(&[late(10.0), late(5.0)])), Next::Done(expected));
+        // A pass below it: the ceiling was loadgen's, so the figure is a bound.
+        let ladder = Ladder { max_refinements: 0, ..LADDER };
+        let recovered = steps(&[late(10.0), observed(5.0, 4.0)]);
+        let expected = Capacity::AtLeast { step: observed(5.0, 4.0), bound: Bound::Loadgen };
+        assert_eq!(next(&ladder, &recovered), Next::Done(expected));
     }
 
     #[test]
