@@ -286,7 +286,7 @@ pub fn sustainable(series: &SeriesResult) -> Cell {
             Cell::Below(lowest_rate * f64::from(series.clients))
         }
         Some(Capacity::NonePassed { loadgen_bound: true, .. }) => {
-            Cell::Missing("loadgen-bound at the first step".to_owned())
+            Cell::Missing("loadgen-bound at the lowest step".to_owned())
         }
     }
 }
