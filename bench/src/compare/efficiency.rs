@@ -29,6 +29,8 @@ pub struct FixedLoad {
     pub label: String,
     /// Messages per second per room.
     pub rate: f64,
+    /// What the rate is a share of.
+    pub basis: Basis,
     /// Clients in the step.
     pub clients: u32,
     /// One per server, in the order of the results it was chosen from.
@@ -46,16 +48,35 @@ pub struct FixedLoadRun {
     pub error: Option<String>,
 }
 
+/// What a fixed load was chosen from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The lowest rate some server's ladder passed at its highest.
+    LowestCapacity,
+    /// No server passed a step: the lowest rate any ladder tried. CPU per
+    /// delivery still compares; the p99s may all be over the limit.
+    LowestRateTried,
+}
+
 /// The fixed rate per publisher: [`FIXED_LOAD_SHARE`] of the lowest rate
 /// that some server's ladder passed at its highest. Servers with no figure
-/// (no step passed, or an error) do not lower it; `None` when no server
-/// passed anything.
-pub fn fixed_rate<'a>(capacities: impl IntoIterator<Item = Option<&'a Capacity>>) -> Option<f64> {
-    capacities
-        .into_iter()
-        .filter_map(|capacity| capacity?.step().map(|step| step.rate))
-        .reduce(f64::min)
-        .map(|rate| rate * FIXED_LOAD_SHARE)
+/// (no step passed, or an error) do not lower it. When no server passed
+/// anything, the share is of the lowest rate tried; `None` without any
+/// ladder outcome.
+pub fn fixed_rate<'a>(capacities: impl IntoIterator<Item = Option<&'a Capacity>>) -> Option<(f64, Basis)> {
+    let capacities: Vec<&Capacity> = capacities.into_iter().flatten().collect();
+    let passed =
+        capacities.iter().filter_map(|capacity| capacity.step().map(|step| step.rate)).reduce(f64::min);
+    let tried = || {
+        let lowest = capacities.iter().filter_map(|capacity| match capacity {
+            Capacity::NonePassed { lowest_rate, .. } => Some(*lowest_rate),
+            _ => None,
+        });
+        lowest.reduce(f64::min).map(|rate| (rate, Basis::LowestRateTried))
+    };
+    let (rate, basis) = passed.map(|rate| (rate, Basis::LowestCapacity)).or_else(tried)?;
+    Some((rate * FIXED_LOAD_SHARE, basis))
 }
 
 /// Runs every pinned shape of the plan at its fixed load against every
@@ -68,8 +89,8 @@ pub fn run(env: &Env, results: &[ServerResults]) -> Vec<FixedLoad> {
             let pinned = result.series.iter().find(|s| s.label == label && s.placement == Placement::Pinned);
             pinned.and_then(|s| s.capacity.as_ref())
         });
-        let Some(rate) = fixed_rate(capacities) else {
-            eprintln!("compare: broadcast {label}: no server passed a step, so no fixed load");
+        let Some((rate, basis)) = fixed_rate(capacities) else {
+            eprintln!("compare: broadcast {label}: no ladder finished, so no fixed load");
             continue;
         };
         eprintln!(
@@ -86,7 +107,7 @@ pub fn run(env: &Env, results: &[ServerResults]) -> Vec<FixedLoad> {
                 false => fixed_load_run(env, result.server, series, rate),
             })
             .collect();
-        loads.push(FixedLoad { label, rate, clients: series.clients(), runs });
+        loads.push(FixedLoad { label, rate, basis, clients: series.clients(), runs });
     }
     loads
 }
@@ -142,8 +163,18 @@ mod tests {
         let slow = Capacity::Sustained { step: passed(20.0), ceiling: passed(24.0) };
         let hopeless = Capacity::NonePassed { lowest_rate: 1.0, loadgen_bound: false };
         let rate = fixed_rate([Some(&broker), Some(&peer), Some(&slow), Some(&hopeless), None]);
-        assert!(rate.is_some_and(|rate| (rate - 12.0).abs() < 1e-9), "60 % of 20, got {rate:?}");
-        assert_eq!(fixed_rate([Some(&hopeless), None]), None);
+        assert!(
+            rate.is_some_and(|(rate, basis)| (rate - 12.0).abs() < 1e-9 && basis == Basis::LowestCapacity),
+            "60 % of 20, got {rate:?}"
+        );
+        // Nobody passed (a starved machine): 60 % of the lowest rate tried,
+        // so CPU per delivery is still measured.
+        let also_hopeless = Capacity::NonePassed { lowest_rate: 5.0, loadgen_bound: true };
+        let rate = fixed_rate([Some(&hopeless), Some(&also_hopeless), None]);
+        assert!(
+            rate.is_some_and(|(rate, basis)| (rate - 0.6).abs() < 1e-9 && basis == Basis::LowestRateTried)
+        );
+        assert_eq!(fixed_rate([None]), None);
         assert_eq!(fixed_rate([]), None);
     }
 }

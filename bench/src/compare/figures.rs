@@ -5,7 +5,7 @@
 //! empty cell is never mistaken for a zero.
 
 use super::climb::{SeriesResult, StepRecord};
-use super::efficiency::{FIXED_LOAD_SHARE, FixedLoad};
+use super::efficiency::{Basis, FIXED_LOAD_SHARE, FixedLoad};
 use super::loadgen::Run;
 use super::server::ServerKind;
 use super::steps::{Bound, Capacity};
@@ -235,11 +235,15 @@ fn bracket(series: &SeriesResult) -> Cell {
 /// p99 over the raw reference's.
 fn fixed_load_rows(results: &[ServerResults], load: &FixedLoad) -> Vec<Row> {
     let name = format!(
-        "broadcast {} pinned at {}/s per room ({} deliveries/s, {:.0} % of the lowest capacity)",
+        "broadcast {} pinned at {}/s per room ({} deliveries/s, {:.0} % of the lowest {})",
         load.label,
         format_number(load.rate),
         format_number(load.rate * f64::from(load.clients)),
-        FIXED_LOAD_SHARE * 100.0
+        FIXED_LOAD_SHARE * 100.0,
+        match load.basis {
+            Basis::LowestCapacity => "capacity",
+            Basis::LowestRateTried => "rate tried: no server passed",
+        }
     );
     let record = |index: usize| load.runs.get(index).and_then(|run| run.record.as_ref());
     let why = |index: usize| {
@@ -420,6 +424,7 @@ mod tests {
         let load = FixedLoad {
             label: "20x100".to_owned(),
             rate: 6.0,
+            basis: Basis::LowestCapacity,
             clients: 2000,
             runs: vec![
                 fixed(ServerKind::Broker, 1.5, 4.0),
