@@ -19,6 +19,19 @@ impl Sid {
         Self(rand::random())
     }
 
+    /// Parses an id as [`Display`](fmt::Display) writes it; `None` for
+    /// anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 11 {
+            return None;
+        }
+        let mut bytes = [0u8; 9];
+        let written = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
+        let bytes: [u8; 8] = bytes.get(..written)?.try_into().ok()?;
+        Some(Self(u64::from_be_bytes(bytes)))
+    }
+
     /// The id as a number (for hashing and logs).
     #[must_use]
     pub const fn as_u64(self) -> u64 {
@@ -92,5 +105,14 @@ mod tests {
         let text = Sid(u64::MAX).to_string();
         assert_eq!(text, "__________8");
         assert_eq!(Sid::random().to_string().len(), 11);
+    }
+
+    #[test]
+    fn a_sid_parses_back_from_its_text() {
+        let sid = Sid::random();
+        assert_eq!(Sid::parse(&sid.to_string()), Some(sid));
+        assert_eq!(Sid::parse("short"), None);
+        assert_eq!(Sid::parse("!!!!!!!!!!!"), None);
+        assert_eq!(Sid::parse("ééééé"), None);
     }
 }

@@ -1,8 +1,15 @@
-//! Engine.IO v4 packets as they travel in WebSocket messages.
+//! Engine.IO v4 packets, as they travel in WebSocket messages and in
+//! long-polling payloads.
 //!
 //! A text message is one packet: a type digit followed by its data
 //! (`4hello`). A binary message is a `message` packet whose data is the raw
-//! bytes, with no type prefix.
+//! bytes, with no type prefix. A long-polling payload (an HTTP body) joins
+//! packets with the record separator `\x1e`; a binary packet there is `b`
+//! followed by its data in standard base64.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::{BufMut, Bytes, BytesMut};
 
 #![warn(clippy::arithmetic_side_effects)]
 
@@ -14,6 +21,16 @@ pub const PING: &str = "2";
 pub const PONG: &str = "3";
 /// The type digit of a `message` packet.
 pub const MESSAGE: u8 = b'4';
+/// The close packet.
+pub const CLOSE: &str = "1";
+/// The noop packet: ends a held long-polling request with nothing in it.
+pub const NOOP: &str = "6";
+/// The answer to the upgrade probe `2probe`.
+pub const PROBE_ANSWER: &str = "3probe";
+/// The data of the upgrade probe ping.
+pub const PROBE: &str = "probe";
+/// Separates packets in a long-polling payload.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
 
 /// A decoded text packet. The data borrows from the received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,15 +83,71 @@ pub struct OpenParams<'a> {
     pub ping_timeout_ms: u64,
     /// Largest message the server accepts, in bytes.
     pub max_payload: usize,
+    /// Whether the session may upgrade to WebSocket (a long-polling session).
+    pub upgradable: bool,
 }
 
 /// Encodes the open packet, the first one the server sends.
 #[must_use]
 pub fn encode_open(params: &OpenParams<'_>) -> String {
+    let upgrades = if params.upgradable { r#"["websocket"]"# } else { "[]" };
     format!(
-        r#"0{{"sid":"{}","upgrades":[],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+        r#"0{{"sid":"{}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
         params.sid, params.ping_interval_ms, params.ping_timeout_ms, params.max_payload
     )
+}
+
+/// One packet of a long-polling payload, as sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadPacket<'a> {
+    /// A text packet (type digit and data), to [`decode`].
+    Text(&'a str),
+    /// A binary `message` packet's data, decoded from base64.
+    Binary(Bytes),
+}
+
+/// Splits a long-polling payload into its packets. Each text packet is
+/// checked with [`decode`], so a payload either is well-formed as a whole or
+/// is refused as a whole.
+///
+/// # Errors
+/// [`DecodeError::NotUtf8`] for a body that is not UTF-8,
+/// [`DecodeError::BadBase64`] for a binary packet that is not base64, and
+/// whatever [`decode`] says of a text packet (an empty body is
+/// [`DecodeError::Empty`]).
+pub fn decode_payload(body: &[u8]) -> Result<Vec<PayloadPacket<'_>>, DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
+    text.split(char::from(RECORD_SEPARATOR))
+        .map(|packet| match packet.strip_prefix('b') {
+            Some(encoded) => {
+                STANDARD.decode(encoded).map(|data| PayloadPacket::Binary(Bytes::from(data))).map_err(|_| DecodeError::BadBase64)
+            }
+            None => decode(packet).map(|_| PayloadPacket::Text(packet)),
+        })
+        .collect()
+}
+
+/// Appends one text packet to a long-polling payload being built.
+pub fn push_text(payload: &mut BytesMut, packet: &[u8]) {
+    separate(payload);
+    payload.put_slice(packet);
+}
+
+/// Appends one binary `message` packet (`b<base64>`) to a long-polling
+/// payload being built.
+pub fn push_binary(payload: &mut BytesMut, data: &[u8]) {
+    separate(payload);
+    payload.put_u8(b'b');
+    let start = payload.len();
+    payload.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    let written = STANDARD.encode_slice(data, &mut payload[start..]).unwrap_or(0);
+    payload.truncate(start + written);
+}
+
+fn separate(payload: &mut BytesMut) {
+    if !payload.is_empty() {
+        payload.put_u8(RECORD_SEPARATOR);
+    }
 }
 
 #[cfg(test)]
@@ -107,10 +180,53 @@ mod tests {
             ping_interval_ms: 25000,
             ping_timeout_ms: 20000,
             max_payload: 1_000_000,
+            upgradable: false,
         });
         assert_eq!(
             open,
             r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
         );
+        let open = encode_open(&OpenParams {
+            sid: "lv_VI97HAXpY6yYWAAAC",
+            ping_interval_ms: 300,
+            ping_timeout_ms: 200,
+            max_payload: 1_000_000,
+            upgradable: true,
+        });
+        assert_eq!(
+            open,
+            r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":300,"pingTimeout":200,"maxPayload":1000000}"#
+        );
+    }
+
+    #[test]
+    fn decodes_payloads_of_the_spec() {
+        assert_eq!(decode_payload(b"4hello"), Ok(vec![PayloadPacket::Text("4hello")]));
+        assert_eq!(
+            decode_payload(b"4test1\x1e4test2\x1e4test3"),
+            Ok(vec![PayloadPacket::Text("4test1"), PayloadPacket::Text("4test2"), PayloadPacket::Text("4test3")])
+        );
+        assert_eq!(
+            decode_payload(b"4hello\x1ebAQIDBA=="),
+            Ok(vec![PayloadPacket::Text("4hello"), PayloadPacket::Binary(Bytes::from_static(&[1, 2, 3, 4]))])
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_payloads() {
+        assert_eq!(decode_payload(b"abc"), Err(DecodeError::UnknownPacketType('a')));
+        assert_eq!(decode_payload(b""), Err(DecodeError::Empty));
+        assert_eq!(decode_payload(b"4a\x1e"), Err(DecodeError::Empty));
+        assert_eq!(decode_payload(b"b!!"), Err(DecodeError::BadBase64));
+        assert_eq!(decode_payload(&[0x34, 0xff]), Err(DecodeError::NotUtf8));
+    }
+
+    #[test]
+    fn encodes_payloads_like_the_spec() {
+        let mut payload = BytesMut::new();
+        push_text(&mut payload, b"4hello");
+        push_binary(&mut payload, &[1, 2, 3, 4]);
+        push_text(&mut payload, b"2");
+        assert_eq!(&payload[..], b"4hello\x1ebAQIDBA==\x1e2");
     }
 }

@@ -118,6 +118,42 @@ impl Frame {
     }
 }
 
+/// What a queued frame carries, for a transport that is not WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A text frame: one Engine.IO packet.
+    Text,
+    /// A binary frame: a binary `message` packet's data.
+    Binary,
+    /// A control frame (close, pong): WebSocket only.
+    Control,
+}
+
+/// Splits the bytes of a complete server frame (as queued in an outbox)
+/// into its kind and its payload. The payload is a slice of the same
+/// buffer: long-polling reuses the bytes a broadcast encoded once.
+/// `None` for bytes that are not one whole frame (such as the `101` head of
+/// a WebSocket session, which long-polling never queues).
+#[must_use]
+pub fn split_frame(frame: &Bytes) -> Option<(FrameKind, Bytes)> {
+    let first = *frame.first()?;
+    let header_len = header_len_of(frame);
+    let payload_len = match frame.get(1).map(|len| len & 0x7F)? {
+        126 => usize::from(u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?)),
+        127 => usize::try_from(u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?)).ok()?,
+        short => usize::from(short),
+    };
+    if frame.len() != header_len.checked_add(payload_len)? || first & FIN == 0 {
+        return None;
+    }
+    let kind = match first & 0x0F {
+        OPCODE_TEXT => FrameKind::Text,
+        OPCODE_BINARY => FrameKind::Binary,
+        _ => FrameKind::Control,
+    };
+    Some((kind, frame.slice(header_len..)))
+}
+
 fn header_len(payload_len: usize) -> usize {
     match payload_len {
         0..=125 => 2,
@@ -164,6 +200,20 @@ mod tests {
         assert_eq!(&payload[..2], &1009u16.to_be_bytes());
         assert!(payload.len() <= 125);
         assert!(std::str::from_utf8(&payload[2..]).is_ok());
+    }
+
+    #[test]
+    fn split_frame_hands_out_the_payload_without_copying() {
+        for frame in [Frame::text("4hello"), Frame::text(&"x".repeat(300)), Frame::binary(&vec![7u8; 70_000])] {
+            let (kind, payload) = split_frame(frame.as_bytes()).expect("a whole frame");
+            assert_eq!(&payload[..], frame.payload());
+            assert_eq!(payload.as_ptr(), frame.payload().as_ptr(), "the same bytes, not a copy");
+            assert_ne!(kind, FrameKind::Control);
+        }
+        assert_eq!(split_frame(Frame::binary(&[1]).as_bytes()).map(|(kind, _)| kind), Some(FrameKind::Binary));
+        assert_eq!(split_frame(Frame::pong(b"x").as_bytes()).map(|(kind, _)| kind), Some(FrameKind::Control));
+        assert_eq!(split_frame(&Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n")), None);
+        assert_eq!(split_frame(&Bytes::new()), None);
     }
 
     #[test]

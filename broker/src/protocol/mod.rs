@@ -30,4 +30,10 @@ pub enum DecodeError {
     /// The payload does not have the shape this packet type needs.
     #[error("payload of the wrong shape for {0}")]
     BadPayload(&'static str),
+    /// A long-polling body is not UTF-8.
+    #[error("payload is not UTF-8")]
+    NotUtf8,
+    /// A binary packet of a long-polling body is not base64.
+    #[error("binary packet is not base64")]
+    BadBase64,
 }
