@@ -1,15 +1,17 @@
-//! The HTTP side: the Engine.IO handshake and WebSocket upgrade,
-//! `GET /health` and `GET /metrics`, CORS and origin checks.
+//! The HTTP side: the Engine.IO handshake and WebSocket upgrade, the
+//! long-polling requests, `GET /health` and `GET /metrics`, CORS and origin
+//! checks.
 //!
 //! [`serve`] reads each connection's request head itself (httparse). A valid
-//! WebSocket upgrade is answered right there, and the `101` goes out in the
-//! same write as the Engine.IO open packet: a connect costs the server one
-//! write fewer and no hyper machinery. Every other request — refusals, the
-//! two GET endpoints, preflights, a head too large for the fast path — is
-//! served by hyper, which is handed the bytes already read. Both paths check
-//! an upgrade with the same [`check_upgrade`] and build the same response;
-//! every handshake refusal is mapped to its status and socket.io JSON body in
-//! one place, [`HandshakeError`].
+//! WebSocket upgrade is answered right there: a new session's `101` goes out
+//! in the same write as the Engine.IO open packet (a connect costs the server
+//! one write fewer and no hyper machinery), and an upgrade of a long-polling
+//! session is handed to that session. Every other request — long-polling,
+//! refusals, the two GET endpoints, preflights — is served by hyper, which is
+//! handed the bytes already read. hyper never hands over an upgrade: one
+//! whose head the fast path could not take is refused. Every refusal is
+//! mapped to its status and socket.io JSON body in one place,
+//! [`HandshakeError`].
 
 #![warn(clippy::arithmetic_side_effects)]
 
@@ -29,6 +31,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt as _, Chain, Join};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use http_body_util::{BodyExt as _, Limited};
+use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
@@ -36,7 +40,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::OptionFuture;
 
 use crate::admission::Admission;
-use crate::conn::{self, Engine, Handshake};
+use crate::conn::{self, Engine, Handshake, PollingError};
 use crate::metrics::Limit;
 use crate::socketio::SocketIo;
 
@@ -62,31 +66,60 @@ impl From<&crate::Config> for HttpLimits {
     }
 }
 
+/// How long writing the `101` of an upgrade may take.
+const UPGRADE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the HTTP layer needs.
 pub struct HttpState {
-    /// The Engine.IO endpoint path, with its trailing slash.
-    pub path: String,
+    /// The Engine.IO endpoints; the first one's engine also serves
+    /// shutdown and the counters.
+    pub endpoints: Vec<Endpoint>,
     /// Allowed origins; empty means any.
     pub cors_origins: Vec<String>,
-    /// Where upgraded connections go.
-    pub engine: Engine,
-    /// For `/health`.
-    pub io: SocketIo,
+    /// For `/health` and `/metrics`, when the server runs Socket.IO.
+    pub io: Option<SocketIo>,
     /// Request bounds.
     pub limits: HttpLimits,
     /// Open connections per source address, and in total.
     pub admission: Arc<Admission>,
 }
 
+/// One Engine.IO endpoint: a path and the engine whose sessions it serves.
+pub struct Endpoint {
+    /// The path, with its trailing slash (`/socket.io/`).
+    pub path: String,
+    /// The sessions' settings and application.
+    pub engine: Engine,
+}
+
+impl HttpState {
+    /// The engine of the first endpoint: shutdown and counters.
+    fn engine(&self) -> &Engine {
+        &self.endpoints.first().expect("a server has at least one endpoint").engine
+    }
+
+    /// The engine serving `path`, if it is an Engine.IO endpoint.
+    fn engine_at(&self, path: &str) -> Option<&Engine> {
+        self.endpoints
+            .iter()
+            .find(|endpoint| path == endpoint.path || path == endpoint.path.trim_end_matches('/'))
+            .map(|endpoint| &endpoint.engine)
+    }
+}
+
 /// Why a handshake request is refused: socket.io's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
-    /// `transport` is not `websocket` (code 0).
+    /// `transport` is neither `polling` nor `websocket` (code 0).
     UnknownTransport,
     /// An `sid` names no session (code 1).
     UnknownSession,
-    /// Not a valid WebSocket upgrade request (code 3).
+    /// A handshake that is not a `GET` (code 2).
+    BadHandshakeMethod,
+    /// Not a valid request for its session or transport (code 3).
     BadRequest,
+    /// A long-polling body over maxPayload (code 3, HTTP 413).
+    PayloadTooLarge,
     /// The Origin is not allowed (code 4, HTTP 403).
     Forbidden,
     /// `EIO` is not 4 (code 5).
@@ -106,7 +139,9 @@ impl HandshakeError {
         match self {
             Self::UnknownTransport => (StatusCode::BAD_REQUEST, 0, "Transport unknown"),
             Self::UnknownSession => (StatusCode::BAD_REQUEST, 1, "Session ID unknown"),
+            Self::BadHandshakeMethod => (StatusCode::BAD_REQUEST, 2, "Bad handshake method"),
             Self::BadRequest => (StatusCode::BAD_REQUEST, 3, "Bad request"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 3, "Payload too large"),
             Self::Forbidden => (StatusCode::FORBIDDEN, 4, "Forbidden"),
             Self::UnsupportedProtocolVersion => (StatusCode::BAD_REQUEST, 5, "Unsupported protocol version"),
             Self::HeadTooLarge => {
@@ -132,6 +167,15 @@ impl HandshakeError {
             body.len()
         )
         .into_bytes()
+    }
+}
+
+impl From<PollingError> for HandshakeError {
+    fn from(error: PollingError) -> Self {
+        match error {
+            PollingError::UnknownSession => Self::UnknownSession,
+            PollingError::BadRequest => Self::BadRequest,
+        }
     }
 }
 
@@ -185,9 +229,9 @@ async fn answer(
     let limits = state.limits;
     let head = tokio::select! {
         head = tokio::time::timeout(limits.handshake_timeout, read_head(&mut stream, &mut buf, limits.max_head_bytes)) => head,
-        () = state.engine.shutdown.cancelled() => return None,
+        () = state.engine().shutdown.cancelled() => return None,
     };
-    let metrics = &state.engine.metrics;
+    let metrics = &state.engine().metrics;
     match head {
         Ok(Ok(Head::Complete(..) | Head::Other)) if !admitted => {
             refuse(stream, remote, HandshakeError::TooManyConnections).await;
@@ -202,12 +246,29 @@ async fn answer(
             refuse(stream, remote, HandshakeError::BadRequest).await;
             return None;
         }
-        Ok(Ok(Head::Complete(request, len))) => {
-            if let Some((handshake, head)) = fast_upgrade(&request, remote, &state) {
+        Ok(Ok(Head::Complete(request, len))) => match fast_upgrade(&request, remote, &state) {
+            Some(FastUpgrade::New(engine, handshake, head)) => {
                 let read_ahead = buf.split_off(len);
-                return Some(conn::serve(state.engine.clone(), stream, read_ahead, handshake, Some(head)));
+                return Some(conn::serve(engine, stream, read_ahead, handshake, head));
             }
-        }
+            Some(FastUpgrade::Existing(session, head)) => {
+                let read_ahead = buf.split_off(len);
+                let written = tokio::time::timeout(UPGRADE_WRITE_TIMEOUT, stream.write_all(&head)).await;
+                if matches!(written, Ok(Ok(()))) {
+                    conn::hand_over_upgrade(&session, stream, read_ahead).await;
+                } else {
+                    debug!(%remote, "writing the upgrade response failed");
+                    conn::hand_over_upgrade_failed(&session);
+                }
+                return None;
+            }
+            Some(FastUpgrade::Taken(mut head)) => {
+                head.extend_from_slice(crate::protocol::Frame::close(1000, "session already upgraded").as_bytes());
+                let _ = tokio::time::timeout(UPGRADE_WRITE_TIMEOUT, stream.write_all(&head)).await;
+                return None;
+            }
+            None => {}
+        },
         Ok(Ok(Head::Other)) => {}
         Ok(Ok(Head::Closed)) => return None,
         Ok(Err(error)) => {
@@ -294,21 +355,37 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
     builder.body(()).ok()
 }
 
-/// The session's handshake and the `101` head, if `request` is an upgrade
-/// this broker accepts.
-fn fast_upgrade(
-    request: &Request<()>,
-    remote: SocketAddr,
-    state: &HttpState,
-) -> Option<(Handshake, Vec<u8>)> {
+/// A WebSocket upgrade the fast path answers.
+enum FastUpgrade {
+    /// A new session: its engine, handshake and `101` head.
+    New(Engine, Handshake, Vec<u8>),
+    /// The upgrade of a long-polling session, claimed, and the `101` head.
+    Existing(Arc<conn::PollingSession>, Vec<u8>),
+    /// An upgrade of a session already upgrading or upgraded: accepted and
+    /// closed at once, as engine.io does. The `101` head.
+    Taken(Vec<u8>),
+}
+
+/// What to do with `request`, if it is an upgrade this broker accepts.
+fn fast_upgrade(request: &Request<()>, remote: SocketAddr, state: &HttpState) -> Option<FastUpgrade> {
     // Anything but a GET is refused by `check_upgrade` (via `websocket_key`).
-    if request.version() != Version::HTTP_11 || !is_engine_path(request.uri().path(), state) {
+    let engine = state.engine_at(request.uri().path())?;
+    if request.version() != Version::HTTP_11 {
         return None;
     }
-    let (handshake, key) = check_upgrade(request, remote, state).ok()?;
+    let (handshake, key, sid) = check_upgrade(request, remote, state).ok()?;
     let mut response = switching_protocols(&key);
     add_cors(&mut response, handshake.origin.as_deref(), state);
-    Some((handshake, encode_head(&response)))
+    let head = encode_head(&response);
+    match sid {
+        Some(sid) => match conn::claim_upgrade(engine, &sid) {
+            conn::UpgradeClaim::Claimed(session) => Some(FastUpgrade::Existing(session, head)),
+            conn::UpgradeClaim::Taken => Some(FastUpgrade::Taken(head)),
+            // hyper answers "Session ID unknown".
+            conn::UpgradeClaim::Unknown => None,
+        },
+        None => Some(FastUpgrade::New(engine.clone(), handshake, head)),
+    }
 }
 
 /// A response head as HTTP/1.1 bytes, with room for the open packet.
@@ -334,13 +411,13 @@ fn encode_head(response: &Response<Full<Bytes>>) -> Vec<u8> {
 type Replayed = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
 
 async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state: Arc<HttpState>) {
-    let shutdown = state.engine.shutdown.clone();
+    let shutdown = state.engine().shutdown.clone();
     let limits = state.limits;
     let (read_half, write_half) = stream.into_split();
     let io: Replayed = tokio::io::join(Cursor::new(read).chain(read_half), write_half);
     let service = service_fn(move |request| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(route(request, remote, &state)) }
+        async move { Ok::<_, Infallible>(route(request, remote, &state).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -348,8 +425,7 @@ async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state
         // hyper's floor is 8 KiB; `read_head` already refused larger first heads.
         .max_buf_size(limits.max_head_bytes.max(8192))
         .max_headers(MAX_HEADERS)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -361,30 +437,25 @@ async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state
     }
 }
 
-fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     let origin =
         request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let mut response = if is_engine_path(path, state) {
+    let mut response = if let Some(engine) = state.engine_at(path) {
         if request.method() == Method::OPTIONS {
             let mut response = Response::new(Full::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         } else {
-            match check_upgrade(&request, remote, state) {
-                Ok((handshake, key)) => {
-                    spawn_upgrade(request, handshake, remote, state);
-                    switching_protocols(&key)
-                }
-                Err(error) => error.into_response(),
-            }
+            let engine = engine.clone();
+            engine_request(request, remote, &engine, state).await.unwrap_or_else(HandshakeError::into_response)
         }
     } else if request.method() == Method::GET && path == "/health" {
         health(state)
     } else if request.method() == Method::GET && path == "/metrics" {
-        let mut gauges = state.io.gauges();
-        gauges.tasks = state.engine.tracker.len() as u64;
-        let mut response = Response::new(Full::from(state.engine.metrics.render(&gauges)));
+        let mut gauges = state.io.as_ref().map(SocketIo::gauges).unwrap_or_default();
+        gauges.tasks = state.engine().tracker.len() as u64;
+        let mut response = Response::new(Full::from(state.engine().metrics.render(&gauges)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -397,17 +468,83 @@ fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState) -> R
     response
 }
 
-fn is_engine_path(path: &str, state: &HttpState) -> bool {
-    path == state.path || path == state.path.trim_end_matches('/')
+/// A request to an Engine.IO endpoint that the fast path did not take:
+/// long-polling, or a refused upgrade.
+async fn engine_request(
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    engine: &Engine,
+    state: &HttpState,
+) -> Result<Response<Full<Bytes>>, HandshakeError> {
+    let query = parse_query(request.uri().query().unwrap_or(""))?;
+    let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    if param("EIO") != Some("4") {
+        return Err(HandshakeError::UnsupportedProtocolVersion);
+    }
+    match param("transport") {
+        Some("polling") => {}
+        Some("websocket") => {
+            // Only a refusal comes this way: the fast path takes every
+            // upgrade it accepts, and hyper hands none over.
+            let (_, _, sid) = check_upgrade(&request, remote, state)?;
+            return Err(if sid.is_some() { HandshakeError::UnknownSession } else { HandshakeError::BadRequest });
+        }
+        _ => return Err(HandshakeError::UnknownTransport),
+    }
+    let origin = header_str(request.headers(), header::ORIGIN);
+    if origin.is_some_and(|origin| !origin_allowed(&state.cors_origins, origin)) {
+        return Err(HandshakeError::Forbidden);
+    }
+    let Some(sid) = param("sid").map(str::to_owned) else {
+        if request.method() != Method::GET {
+            return Err(HandshakeError::BadHandshakeMethod);
+        }
+        let handshake = Handshake {
+            authorization: bearer_authorization(request.headers()),
+            origin: origin.map(str::to_owned),
+            remote: Some(remote),
+            query,
+        };
+        return Ok(polling_response(Bytes::from(conn::open_polling(engine, handshake))));
+    };
+    let session = conn::polling_session(engine, &sid).ok_or(HandshakeError::UnknownSession)?;
+    match *request.method() {
+        Method::GET => Ok(polling_response(session.poll().await?)),
+        Method::POST => {
+            let max_payload = engine.settings.max_payload;
+            let declared = header_str(request.headers(), header::CONTENT_LENGTH).and_then(|len| len.parse().ok());
+            if declared.is_some_and(|len: usize| len > max_payload) {
+                session.close(conn::CloseReason::MessageTooBig);
+                return Err(HandshakeError::PayloadTooLarge);
+            }
+            let Ok(body) = Limited::new(request.into_body(), max_payload).collect().await else {
+                // Over the limit, or the client went away mid-body.
+                session.close(conn::CloseReason::MessageTooBig);
+                return Err(HandshakeError::PayloadTooLarge);
+            };
+            session.post(body.to_bytes()).await?;
+            Ok(polling_response(Bytes::from_static(b"ok")))
+        }
+        _ => Err(HandshakeError::BadRequest),
+    }
 }
 
-/// Checks an upgrade request; returns the session's handshake and the
-/// `Sec-WebSocket-Accept` value.
+fn polling_response(body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
+        .body(Full::new(body))
+        .expect("valid response")
+}
+
+/// Checks an upgrade request; returns the session's handshake, the
+/// `Sec-WebSocket-Accept` value, and the `sid` of the long-polling session
+/// to upgrade, if one is named.
 fn check_upgrade<B>(
     request: &Request<B>,
     remote: SocketAddr,
     state: &HttpState,
-) -> Result<(Handshake, String), HandshakeError> {
+) -> Result<(Handshake, String, Option<String>), HandshakeError> {
     let query = parse_query(request.uri().query().unwrap_or(""))?;
     let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     if param("EIO") != Some("4") {
@@ -416,9 +553,7 @@ fn check_upgrade<B>(
     if param("transport") != Some("websocket") {
         return Err(HandshakeError::UnknownTransport);
     }
-    if param("sid").is_some() {
-        return Err(HandshakeError::UnknownSession);
-    }
+    let sid = param("sid").map(str::to_owned);
     let headers = request.headers();
     let origin = header_str(headers, header::ORIGIN);
     if origin.is_some_and(|origin| !origin_allowed(&state.cors_origins, origin)) {
@@ -426,47 +561,20 @@ fn check_upgrade<B>(
     }
     let key = websocket_key(request).ok_or(HandshakeError::BadRequest)?;
     let handshake = Handshake {
-        // Only a bearer token is kept for the session's life, not any other
-        // credentials a client happens to send.
-        authorization: header_str(headers, header::AUTHORIZATION)
-            .filter(|value| {
-                value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-            })
-            .map(str::to_owned),
+        authorization: bearer_authorization(headers),
         origin: origin.map(str::to_owned),
         remote: Some(remote),
         query,
     };
-    Ok((handshake, key))
+    Ok((handshake, key, sid))
 }
 
-/// Waits for hyper to hand over an upgraded connection and runs its session.
-/// Only upgrades [`serve`] did not answer itself come this way.
-fn spawn_upgrade(request: Request<Incoming>, handshake: Handshake, remote: SocketAddr, state: &HttpState) {
-    let engine = state.engine.clone();
-    state.engine.tracker.spawn(async move {
-        match hyper::upgrade::on(request).await {
-            // The session gets a task of its own, so this one — which holds
-            // the whole HTTP request — ends now instead of living as long
-            // as the session.
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<Replayed>>() {
-                Ok(parts) => {
-                    let (reader, write_half) = parts.io.into_inner().into_inner();
-                    let (replay, read_half) = reader.into_inner();
-                    let Ok(stream) = read_half.reunite(write_half) else {
-                        return debug!(%remote, "upgraded halves do not belong together");
-                    };
-                    // hyper read these first; any replayed bytes it left come after.
-                    let mut read_ahead = parts.read_buf.to_vec();
-                    let replayed = usize::try_from(replay.position()).unwrap_or(usize::MAX);
-                    read_ahead.extend_from_slice(replay.get_ref().get(replayed..).unwrap_or_default());
-                    engine.tracker.spawn(conn::serve(engine.clone(), stream, read_ahead, handshake, None));
-                }
-                Err(_) => debug!(%remote, "upgraded connection is not the one served"),
-            },
-            Err(error) => debug!(%remote, %error, "upgrade failed"),
-        }
-    });
+/// The `Authorization` header if it holds a bearer token. Only that is kept
+/// for the session's life, not any other credentials a client happens to send.
+fn bearer_authorization(headers: &HeaderMap) -> Option<String> {
+    header_str(headers, header::AUTHORIZATION)
+        .filter(|value| value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")))
+        .map(str::to_owned)
 }
 
 /// Decodes a query string strictly: a percent-encoded byte sequence that is
@@ -523,14 +631,20 @@ fn websocket_key<B>(request: &Request<B>) -> Option<String> {
 }
 
 fn health(state: &HttpState) -> Response<Full<Bytes>> {
+    let metrics = &state.engine().metrics;
     let namespaces: Vec<serde_json::Value> = state
         .io
-        .namespaces()
+        .iter()
+        .flat_map(SocketIo::namespaces)
         .map(|ns| serde_json::json!({ "name": ns.name(), "sockets": ns.socket_count() }))
         .collect();
     let body = serde_json::json!({
         "status": "ok",
-        "connections": state.engine.metrics.connections_open.load(Ordering::Relaxed),
+        "connections": metrics.connections_open.load(Ordering::Relaxed),
+        "polling": metrics.polling_open.load(Ordering::Relaxed),
+        // Every session, connection and background task: back to its idle
+        // value when nothing is connected, or something leaked.
+        "tasks": state.engine().tracker.len(),
         "namespaces": namespaces,
     });
     json_response(StatusCode::OK, body.to_string())
@@ -551,7 +665,7 @@ fn add_cors_headers(headers: &mut HeaderMap, origin: &str) {
     if let Ok(value) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type"),

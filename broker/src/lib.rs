@@ -1,4 +1,5 @@
-//! A Socket.IO v5 chat broker over the Engine.IO v4 WebSocket transport.
+//! A Socket.IO v5 chat broker over Engine.IO v4: WebSocket and HTTP
+//! long-polling, with the upgrade between them.
 //!
 //! [`run`] serves a [`Config`] on a bound listener until a shutdown token is
 //! cancelled. The layers, bottom up (dependencies point down only):
@@ -8,12 +9,13 @@
 //! - [`auth`]: JWT to [`auth::Claims`], and the revocation list.
 //! - [`rooms`]: the sharded [`rooms::RoomTable`]; a broadcast queues one
 //!   frame into every member's outbox.
-//! - [`conn`]: Engine.IO sessions — heartbeat, bounded outbox, one writer
-//!   per connection doing vectored writes.
+//! - [`conn`]: Engine.IO sessions over WebSocket and long-polling — one
+//!   driver per session (heartbeat, packets, the upgrade), a bounded
+//!   outbox, a writer per WebSocket doing vectored writes.
 //! - [`socketio`]: namespaces, sockets, acks, the four ways to emit.
 //! - [`gateway`]: the chat application, the only module that knows chat.
-//! - [`http`]: handshake and upgrade (a lean path of its own, hyper for the
-//!   rest), `/health`, `/metrics`.
+//! - [`http`]: handshake and upgrade (a lean path of its own), long-polling
+//!   (hyper), `/health`, `/metrics`.
 //! - [`metrics`], [`config`], [`ids`].
 
 // Nothing reachable from network input may panic: indexing, slicing and
@@ -48,7 +50,7 @@ use tracing::{info, warn};
 use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::JwtAlgorithm;
-use crate::conn::{Engine, EngineSettings, WritePacer};
+use crate::conn::{Application, Engine, EngineSettings, WritePacer};
 use crate::gateway::ChatGateway;
 use crate::metrics::Metrics;
 use crate::socketio::{Handler, PacketLimits, SocketIo};
@@ -119,29 +121,94 @@ pub async fn serve<B: Future<Output = ()> + Send + 'static>(
     if let Some(background) = background {
         tracker.spawn(background(io.clone()));
     }
-    let pacer = Arc::new(WritePacer::new(config.max_write_delay));
-    tracker.spawn(Arc::clone(&pacer).run(Arc::clone(&metrics), shutdown.clone()));
-    let engine = Engine {
-        settings: Arc::new(EngineSettings {
+    let service = Service {
+        endpoints: vec![(config.path.clone(), Arc::new(io.clone()) as Arc<dyn Application>)],
+        io: Some(io),
+        settings: EngineSettings {
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
             max_payload: config.max_payload,
             outbox_bytes: config.outbox_bytes,
-        }),
-        app: Arc::new(io.clone()),
-        metrics: Arc::clone(&metrics),
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-        pacer,
-    };
-    let state = Arc::new(http::HttpState {
-        path: config.path.clone(),
+        },
         cors_origins: config.cors_origins.clone(),
-        engine,
-        io,
+        metrics,
+        max_write_delay: config.max_write_delay,
+        shutdown_timeout: config.shutdown_timeout,
         limits: http::HttpLimits::from(&config),
-        admission: Arc::new(Admission::new(config.max_connections_per_ip, config.max_connections, metrics)),
-    });
+        max_connections_per_ip: config.max_connections_per_ip,
+        max_connections: config.max_connections,
+    };
+    serve_service(service, listener, shutdown, tracker).await;
+}
+
+/// What [`serve_service`] runs: Engine.IO applications at their paths, and
+/// the settings and limits their sessions share.
+pub struct Service {
+    /// Each Engine.IO endpoint's path (with its trailing slash) and application.
+    pub endpoints: Vec<(String, Arc<dyn Application>)>,
+    /// The Socket.IO server, if there is one, for `/health` and `/metrics`.
+    pub io: Option<SocketIo>,
+    /// Session settings, the same for every endpoint.
+    pub settings: EngineSettings,
+    /// Allowed origins; empty means any.
+    pub cors_origins: Vec<String>,
+    /// The counters every session updates.
+    pub metrics: Arc<Metrics>,
+    /// The write pacer's largest delay (zero: never delay).
+    pub max_write_delay: Duration,
+    /// How long shutdown waits for sessions to flush.
+    pub shutdown_timeout: Duration,
+    /// Request bounds.
+    pub limits: http::HttpLimits,
+    /// Most open connections per source address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Most open connections in all (0: no limit).
+    pub max_connections: usize,
+}
+
+/// Serves `service` on `listener` until `shutdown` is cancelled, then stops
+/// accepting, lets every session say goodbye, and waits for the tasks of
+/// `tracker` (which may already hold the caller's own background tasks), at
+/// most `service.shutdown_timeout`. [`serve`] is this for one Socket.IO
+/// application; the conformance server adds an Engine.IO endpoint of its own.
+pub async fn serve_service(
+    service: Service,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let Service {
+        endpoints,
+        io,
+        settings,
+        cors_origins,
+        metrics,
+        max_write_delay,
+        shutdown_timeout,
+        limits,
+        max_connections_per_ip,
+        max_connections,
+    } = service;
+    let pacer = Arc::new(WritePacer::new(max_write_delay));
+    tracker.spawn(Arc::clone(&pacer).run(Arc::clone(&metrics), shutdown.clone()));
+    let settings = Arc::new(settings);
+    let endpoints = endpoints
+        .into_iter()
+        .map(|(path, app)| http::Endpoint {
+            path,
+            engine: Engine {
+                settings: Arc::clone(&settings),
+                app,
+                metrics: Arc::clone(&metrics),
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+                pacer: Arc::clone(&pacer),
+                sessions: Arc::default(),
+            },
+        })
+        .collect();
+    let admission = Arc::new(Admission::new(max_connections_per_ip, max_connections, metrics));
+    let state = Arc::new(http::HttpState { endpoints, cors_origins, io, limits, admission });
 
     loop {
         tokio::select! {
@@ -163,7 +230,7 @@ pub async fn serve<B: Future<Output = ()> + Send + 'static>(
     drop(listener);
     info!(connections = tracker.len(), "shutting down: stopped accepting, closing connections");
     tracker.close();
-    if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(shutdown_timeout, tracker.wait()).await.is_err() {
         warn!(left = tracker.len(), "shutdown timeout reached, dropping the remaining connections");
     } else {
         info!("shutdown complete");

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
+    /// Sessions currently on long-polling (counted in `connections_open` too).
+    pub polling_open: AtomicU64,
+    /// Long-polling sessions upgraded to WebSocket since start.
+    pub upgrades: AtomicU64,
     /// Namespace connects refused by authentication.
     pub auth_refusals: AtomicU64,
     /// Connections cut off because their outbox overflowed.
@@ -154,8 +158,9 @@ impl Metrics {
     #[must_use]
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut registry = Registry::default();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             ("broker_connections", "Sessions accepted", &self.connections_total),
+            ("broker_upgrades", "Long-polling sessions upgraded to WebSocket", &self.upgrades),
             ("broker_auth_refusals", "Connects refused by auth", &self.auth_refusals),
             ("broker_slow_consumers", "Sessions cut off as slow", &self.slow_consumers),
             ("broker_packets_in", "Socket.IO packets received", &self.packets_in),
@@ -171,6 +176,7 @@ impl Metrics {
         }
         let gauge_rows = [
             ("broker_connections_open", "Open sessions", self.connections_open.load(Relaxed)),
+            ("broker_polling_sessions_open", "Sessions on long-polling", self.polling_open.load(Relaxed)),
             (
                 "broker_write_delay_us",
                 "Pacer's delay between a connection's writes",

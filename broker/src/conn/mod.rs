@@ -1,17 +1,24 @@
-//! The Engine.IO v4 WebSocket transport: one session per connection, its
-//! heartbeat, its bounded [`Outbox`] and the single writer that drains it.
+//! Engine.IO v4 sessions over WebSocket and HTTP long-polling: the session
+//! driver (heartbeat, packets, deadlines, the upgrade), the bounded
+//! [`Outbox`], the WebSocket writer that drains it, and the registry of
+//! long-polling sessions.
 //!
 //! This layer knows nothing of Socket.IO. It hands the data of every
 //! `message` packet to a [`SessionHandler`] made by the [`Application`] (the
 //! Socket.IO layer), and closes the session when the handler, the heartbeat,
-//! the outbox or the server says so.
+//! the outbox or the server says so. Which transport carries a session is
+//! invisible above: the handler sees the same calls either way, and emits by
+//! queueing the same frames.
 //!
-//! Per connection there are two tasks: the reader (this module's [`serve`],
-//! which parses with tungstenite and runs the handler) and the writer, which
-//! owns the socket's write half and writes pre-built frames with `writev`.
+//! Per session there is one driver task ([`driver`]); a WebSocket session
+//! also has a writer task, which owns the socket's write half and writes
+//! pre-built frames with `writev`; a long-polling session's frames leave in
+//! the answers to its `GET`s ([`polling`]).
 
+mod driver;
 mod outbox;
 mod pacer;
+pub mod polling;
 mod reader;
 mod writer;
 
@@ -30,6 +37,7 @@ use tracing::{debug, error, warn};
 
 pub use outbox::{Drained, Outbox, PushError};
 pub use pacer::WritePacer;
+pub use polling::{PollingError, PollingSession, Registry};
 
 use crate::ids::Sid;
 use crate::metrics::Metrics;
@@ -209,16 +217,17 @@ pub struct Engine {
     pub tracker: TaskTracker,
     /// Spaces each connection's writes while the broker is busy.
     pub pacer: Arc<WritePacer>,
+    /// The long-polling sessions, by `sid`.
+    pub sessions: Arc<Registry>,
 }
 
 /// Starts one WebSocket session on an upgraded connection: queues the open
-/// packet, spawns the writer, and returns the future that reads the session
+/// packet, spawns the writer, and returns the future that drives the session
 /// until it closes.
 ///
 /// `read_ahead` holds bytes the HTTP layer read past the upgrade request.
-/// `response_head`, when the HTTP layer has not answered the upgrade itself,
-/// is the `101` head: the open packet is appended to it, so the client gets
-/// both in one write.
+/// `response_head` is the `101` head: the open packet is appended to it, so
+/// the client gets both in one write.
 ///
 /// The setup is done here, not in the returned future, so that the future
 /// holds only what the session needs while it runs: it is part of every
@@ -228,28 +237,14 @@ pub fn serve(
     stream: TcpStream,
     read_ahead: Vec<u8>,
     handshake: Handshake,
-    response_head: Option<Vec<u8>>,
+    response_head: Vec<u8>,
 ) -> impl Future<Output = ()> + Send + use<> {
-    let settings = &engine.settings;
-    let session = Session {
-        sid: Sid::random(),
-        handshake: Arc::new(handshake),
-        outbox: Outbox::new(settings.outbox_bytes),
-    };
-    let open = Frame::text(&engineio::encode_open(&OpenParams {
-        sid: &session.sid.to_string(),
-        ping_interval_ms: millis(settings.ping_interval),
-        ping_timeout_ms: millis(settings.ping_timeout),
-        max_payload: settings.max_payload,
-    }));
+    let session = new_session(&engine, handshake);
+    let opened = Instant::now();
+    let mut head = response_head;
+    head.extend_from_slice(open_frame(&session, &engine.settings, false).as_bytes());
     // A fresh outbox is empty and open: this push cannot fail.
-    let _ = match response_head {
-        Some(mut head) => {
-            head.extend_from_slice(open.as_bytes());
-            session.outbox.try_push_bytes(&Bytes::from(head))
-        }
-        None => session.outbox.try_push(&open),
-    };
+    let _ = session.outbox.try_push_bytes(&Bytes::from(head));
     let (read_half, write_half) = stream.into_split();
     engine.tracker.spawn(writer::run(
         write_half,
@@ -257,51 +252,143 @@ pub fn serve(
         Arc::clone(&engine.metrics),
         Arc::clone(&engine.pacer),
     ));
-    Metrics::add(&engine.metrics.connections_total, 1);
-    Metrics::add(&engine.metrics.connections_open, 1);
-    debug!(sid = %session.sid, remote = ?session.handshake.remote, "session opened");
     let handler = engine.app.open(&session);
 
     let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
 
     async move {
-        let mut guard = guard;
-        let settings = &engine.settings;
-        // Boxed: held inline, the reader's state machine made this future
-        // 4.9 KB; boxed, the two together take 2.3 KB. A panic anywhere on
-        // the session's path (decoders, handlers) is caught here: it costs
-        // this session only, which is then cleaned up like any other.
-        let SessionGuard { session, handler, .. } = &mut guard;
-        let read = reader::run(session, read_half, read_ahead, handler.as_mut(), settings, &engine.shutdown);
-        let ended = AssertUnwindSafe(Box::pin(read)).catch_unwind().await;
-        let (reason, read_half) = match ended {
-            Ok(ended) => ended,
-            Err(panic) => {
-                Metrics::add(&engine.metrics.session_panics, 1);
-                error!(
-                    sid = %guard.session.sid,
-                    remote = ?guard.session.handshake.remote,
-                    panic = panic_message(panic.as_ref()),
-                    "session panicked; closing it"
-                );
-                (CloseReason::InternalError, None)
-            }
-        };
-        guard.close(reason);
-        if reason == CloseReason::SlowConsumer {
-            Metrics::add(&engine.metrics.slow_consumers, 1);
-            warn!(
+        // Boxed: held inline, the driver's state machine would make every
+        // session's task several KB larger.
+        Box::pin(async move {
+            let reader = reader::open(read_half, read_ahead, &engine.settings).await;
+            drive(guard, driver::Link::websocket(reader), &engine, opened).await;
+        })
+        .await;
+    }
+}
+
+/// Runs a session's driver to its end, then cleans up. A panic anywhere on
+/// the session's path (decoders, handlers) is caught here: it costs this
+/// session only, which is then cleaned up like any other.
+async fn drive(mut guard: SessionGuard, link: driver::Link, engine: &Engine, opened: Instant) {
+    let SessionGuard { session, handler, .. } = &mut guard;
+    let run = driver::run(session, link, handler.as_mut(), engine, opened);
+    let (reason, link) = match AssertUnwindSafe(Box::pin(run)).catch_unwind().await {
+        Ok((reason, link)) => (reason, Some(link)),
+        Err(panic) => {
+            Metrics::add(&engine.metrics.session_panics, 1);
+            error!(
                 sid = %guard.session.sid,
                 remote = ?guard.session.handshake.remote,
-                limit_bytes = settings.outbox_bytes,
-                "slow consumer cut off: its outbox went over the byte budget"
+                panic = panic_message(panic.as_ref()),
+                "session panicked; closing it"
             );
+            (CloseReason::InternalError, None)
         }
-        debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
-        if let Some(read_half) = read_half {
-            reader::linger(read_half).await;
-        }
+    };
+    guard.close(reason);
+    if reason == CloseReason::SlowConsumer {
+        Metrics::add(&engine.metrics.slow_consumers, 1);
+        warn!(
+            sid = %guard.session.sid,
+            remote = ?guard.session.handshake.remote,
+            limit_bytes = engine.settings.outbox_bytes,
+            "slow consumer cut off: its outbox went over the byte budget"
+        );
     }
+    debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
+    if let Some(link) = link {
+        driver::linger(link, reason).await;
+    }
+}
+
+/// Opens a long-polling session: registers it, spawns its driver, and
+/// returns the open packet that answers the handshake `GET`.
+#[must_use]
+pub fn open_polling(engine: &Engine, handshake: Handshake) -> String {
+    let session = new_session(engine, handshake);
+    let settings = &engine.settings;
+    // A GET is held at most until the next ping is due; the heartbeat queues
+    // that ping, and this bound is only the backstop.
+    let max_wait = settings.ping_interval + settings.ping_timeout;
+    let (shared, inbox) = PollingSession::new(session.outbox.clone(), max_wait);
+    let registered = engine.sessions.insert(session.sid, Arc::clone(&shared));
+    let link = driver::Link::polling(driver::PollingLink::new(shared, inbox, &engine.metrics), registered);
+    let opened = Instant::now();
+    let open = engineio::encode_open(&OpenParams {
+        sid: &session.sid.to_string(),
+        ping_interval_ms: millis(settings.ping_interval),
+        ping_timeout_ms: millis(settings.ping_timeout),
+        max_payload: settings.max_payload,
+        upgradable: true,
+    });
+    let handler = engine.app.open(&session);
+    let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
+    let engine = engine.clone();
+    engine.tracker.clone().spawn(async move { drive(guard, link, &engine, opened).await });
+    open
+}
+
+/// What a WebSocket request naming a session's `sid` gets.
+#[derive(Debug)]
+pub enum UpgradeClaim {
+    /// The session is polling and now upgrading: answer `101`, then hand the
+    /// connection over with [`hand_over_upgrade`].
+    Claimed(Arc<PollingSession>),
+    /// The session exists but is upgrading or upgraded already: as engine.io
+    /// does, the WebSocket is accepted and closed at once.
+    Taken,
+    /// No session has this id: refuse the request.
+    Unknown,
+}
+
+/// Claims the session `sid` for a WebSocket upgrade.
+#[must_use]
+pub fn claim_upgrade(engine: &Engine, sid: &str) -> UpgradeClaim {
+    match Sid::parse(sid).and_then(|sid| engine.sessions.get(sid)) {
+        None => UpgradeClaim::Unknown,
+        Some(session) if session.claim_upgrade() => UpgradeClaim::Claimed(session),
+        Some(_) => UpgradeClaim::Taken,
+    }
+}
+
+/// Hands a claimed, `101`-answered WebSocket connection to its session.
+pub async fn hand_over_upgrade(session: &PollingSession, stream: TcpStream, read_ahead: Vec<u8>) {
+    session.upgrade(stream, read_ahead).await;
+}
+
+/// Gives a claimed upgrade back when its connection could not be answered:
+/// the session goes on polling.
+pub fn hand_over_upgrade_failed(session: &PollingSession) {
+    session.set_phase(polling::Phase::Polling);
+}
+
+/// The long-polling session `sid`, if there is one.
+#[must_use]
+pub fn polling_session(engine: &Engine, sid: &str) -> Option<Arc<PollingSession>> {
+    Sid::parse(sid).and_then(|sid| engine.sessions.get(sid))
+}
+
+fn new_session(engine: &Engine, handshake: Handshake) -> Session {
+    let session = Session {
+        sid: Sid::random(),
+        handshake: Arc::new(handshake),
+        outbox: Outbox::new(engine.settings.outbox_bytes),
+    };
+    Metrics::add(&engine.metrics.connections_total, 1);
+    Metrics::add(&engine.metrics.connections_open, 1);
+    debug!(sid = %session.sid, remote = ?session.handshake.remote, "session opened");
+    session
+}
+
+fn open_frame(session: &Session, settings: &EngineSettings, upgradable: bool) -> Frame {
+    Frame::text(&engineio::encode_open(&OpenParams {
+        sid: &session.sid.to_string(),
+        ping_interval_ms: millis(settings.ping_interval),
+        ping_timeout_ms: millis(settings.ping_timeout),
+        max_payload: settings.max_payload,
+        upgradable,
+    }))
 }
 
 /// Owns what a session must give back however it ends: its handler (whose

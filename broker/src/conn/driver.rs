@@ -1,0 +1,472 @@
+//! The session driver: one task per Engine.IO session, whatever carries it.
+//!
+//! It runs the heartbeat, decodes Engine.IO packets from the session's
+//! transport and hands messages to the [`SessionHandler`], wakes the handler
+//! at its deadlines, and carries out the upgrade from long-polling to
+//! WebSocket. Outbound frames never pass through here: they are queued in
+//! the session's [`Outbox`](super::Outbox) and leave through the WebSocket
+//! writer or a long-polling `GET`.
+//!
+//! The transports a session may have at once ([`Link`]): a WebSocket; or
+//! long-polling, possibly with a WebSocket being probed for an upgrade. The
+//! upgrade ends with the polling link dropped (its registry entry with it)
+//! and the probed WebSocket promoted, its writer started on the same outbox:
+//! nothing queued is lost, repeated or reordered by the switch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::debug;
+
+use super::polling::{Inbound, Phase, PollingError, PollingSession, Registered};
+use super::reader::{self, WsReader};
+use super::{CloseReason, Engine, EngineSettings, Session, SessionHandler, writer};
+use crate::metrics::Metrics;
+use crate::protocol::Frame;
+use crate::protocol::engineio::{self, Packet, PayloadPacket};
+
+/// How long an attached WebSocket may take to complete the upgrade
+/// (engine.io's `upgradeTimeout`); past it, the probe is dropped and the
+/// session goes on polling.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long writing the probe answer on a fresh socket may take.
+const PROBE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a closed long-polling session waits for the `GET` that takes
+/// its last frames (the DISCONNECT or error that explains the close).
+const POLLING_LINGER: Duration = Duration::from_secs(2);
+
+/// The transports of one session.
+pub(super) struct Link {
+    /// The WebSocket the session runs on: from the start, or since the upgrade.
+    websocket: Option<WsReader>,
+    /// Long-polling: the inbox the HTTP requests feed and the shared state.
+    polling: Option<PollingLink>,
+    /// A WebSocket attached for an upgrade, not yet promoted. Boxed: most
+    /// sessions never have one, and every session's task holds this field.
+    probe: Option<Box<Probe>>,
+    /// A session that started on long-polling stays in the registry until
+    /// it ends, upgraded or not, so that a late request with its `sid` is
+    /// told the session moved on rather than that it never existed.
+    _registered: Option<Registered>,
+}
+
+pub(super) struct PollingLink {
+    shared: Arc<PollingSession>,
+    inbox: mpsc::Receiver<Inbound>,
+    _counted: PollingCount,
+}
+
+impl PollingLink {
+    pub(super) fn new(shared: Arc<PollingSession>, inbox: mpsc::Receiver<Inbound>, metrics: &Arc<Metrics>) -> Self {
+        Metrics::add(&metrics.polling_open, 1);
+        Self { shared, inbox, _counted: PollingCount(Arc::clone(metrics)) }
+    }
+}
+
+/// The session's place in the polling-sessions gauge, given back however
+/// polling ends: an upgrade, the session's end, a panic.
+struct PollingCount(Arc<Metrics>);
+
+impl Drop for PollingCount {
+    fn drop(&mut self) {
+        self.0.polling_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+struct Probe {
+    reader: WsReader,
+    write_half: OwnedWriteHalf,
+    probed: bool,
+    deadline: Instant,
+}
+
+impl Link {
+    /// A session on a WebSocket from its start.
+    pub(super) fn websocket(reader: WsReader) -> Self {
+        Self { websocket: Some(reader), polling: None, probe: None, _registered: None }
+    }
+
+    /// A long-polling session, and its place in the registry.
+    pub(super) fn polling(polling: PollingLink, registered: Registered) -> Self {
+        Self { websocket: None, polling: Some(polling), probe: None, _registered: Some(registered) }
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    OutboxClosed,
+    Shutdown,
+    WebSocket(Option<Result<Message, WsError>>),
+    Probe(Option<Result<Message, WsError>>),
+    Polling(Option<Inbound>),
+    Timer,
+}
+
+/// Drives the session until it closes and returns why, with its link for
+/// [`linger`]. The heartbeat counts from `opened`, when the open packet was
+/// made. The caller closes the handler and the outbox (see `SessionGuard`),
+/// so that a panic in here skips no cleanup.
+pub(super) async fn run(
+    session: &Session,
+    mut link: Link,
+    handler: &mut dyn SessionHandler,
+    engine: &Engine,
+    opened: Instant,
+) -> (CloseReason, Link) {
+    let settings = &*engine.settings;
+    let outbox = &session.outbox;
+    // One timer serves the heartbeat, the handler's deadline and the
+    // upgrade's: every timer is state in this task, and there are as many
+    // tasks as clients.
+    let mut heartbeat = Heartbeat::new(settings, opened);
+    let timer = sleep_until(next_wake(&heartbeat, handler.deadline(), &link));
+    tokio::pin!(timer);
+
+    let reason = loop {
+        let wake = tokio::select! {
+            biased;
+            () = outbox.closed() => Wake::OutboxClosed,
+            () = engine.shutdown.cancelled() => Wake::Shutdown,
+            message = next_message(link.websocket.as_mut()) => Wake::WebSocket(message),
+            inbound = next_inbound(link.polling.as_mut()) => Wake::Polling(inbound),
+            message = next_message(link.probe.as_mut().map(|probe| &mut probe.reader)) => Wake::Probe(message),
+            () = &mut timer => Wake::Timer,
+        };
+        let step = match wake {
+            Wake::OutboxClosed => Err(outbox.close_reason().unwrap_or(CloseReason::ServerDisconnect)),
+            Wake::Shutdown => {
+                handler.on_shutdown();
+                Err(CloseReason::ServerShutdown)
+            }
+            Wake::WebSocket(message) => on_message(message, session, handler, &mut heartbeat),
+            Wake::Polling(Some(Inbound::Payload(body, reply))) => {
+                let handled = on_payload(&body, session, handler, &mut heartbeat);
+                let _ = reply.send(post_answer(handled));
+                handled
+            }
+            Wake::Polling(Some(Inbound::Upgrade(stream, read_ahead))) => {
+                attach_probe(&mut link, stream, read_ahead, settings).await;
+                Ok(())
+            }
+            Wake::Polling(None) => Err(CloseReason::TransportError),
+            Wake::Probe(message) => {
+                on_probe_message(message, &mut link, session, handler, &mut heartbeat, engine).await
+            }
+            Wake::Timer => {
+                let now = Instant::now();
+                if link.probe.as_ref().is_some_and(|probe| probe.deadline <= now) {
+                    abandon_probe(&mut link, "upgrade timed out");
+                }
+                let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
+                beat.and_then(|()| {
+                    if handler.deadline().is_some_and(|at| at <= now) { handler.on_deadline() } else { Ok(()) }
+                })
+            }
+        };
+        if let Err(reason) = step {
+            break reason;
+        }
+        let wake = next_wake(&heartbeat, handler.deadline(), &link);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+    };
+    // Stop taking frames before anything else can be queued.
+    outbox.close(reason);
+    (reason, link)
+}
+
+/// After a session closed: gives the client time to take the frames that
+/// explain the close — the last `GET` of a polling session, or reading what
+/// the WebSocket is sent (see `reader::linger`).
+pub(super) async fn linger(mut link: Link, reason: CloseReason) {
+    drop(link.probe.take());
+    if let Some(polling) = link.polling.take() {
+        polling.shared.linger(reason, POLLING_LINGER).await;
+    }
+    if let Some(websocket) = link.websocket.take() {
+        if reason != CloseReason::TransportError {
+            reader::linger(websocket).await;
+        }
+    }
+}
+
+fn next_wake(heartbeat: &Heartbeat, deadline: Option<Instant>, link: &Link) -> Instant {
+    let mut wake = heartbeat.next;
+    if let Some(at) = deadline {
+        wake = wake.min(at);
+    }
+    if let Some(probe) = &link.probe {
+        wake = wake.min(probe.deadline);
+    }
+    wake
+}
+
+async fn next_message(reader: Option<&mut WsReader>) -> Option<Result<Message, WsError>> {
+    match reader {
+        Some(reader) => reader.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_inbound(polling: Option<&mut PollingLink>) -> Option<Inbound> {
+    match polling {
+        Some(polling) => polling.inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One WebSocket message of the session's own WebSocket.
+fn on_message(
+    message: Option<Result<Message, WsError>>,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+) -> Result<(), CloseReason> {
+    let message = match message {
+        None => return Err(CloseReason::TransportError),
+        Some(Err(error)) => return Err(reader::close_reason_of(&error)),
+        Some(Ok(message)) => message,
+    };
+    match message {
+        Message::Text(text) => on_text(text.as_str(), session, handler, heartbeat),
+        Message::Binary(data) => handler.on_binary(data),
+        Message::Ping(data) => {
+            let _ = session.outbox.try_push(&Frame::pong(&data));
+            Ok(())
+        }
+        // tungstenite hands over a close with a code a peer may not send
+        // (999, 1005, …) as 1002; answer that with 1002, not 1000.
+        Message::Close(frame) => match frame {
+            Some(frame) if !is_valid_close_code(frame.code.into()) || u16::from(frame.code) == 1002 => {
+                Err(CloseReason::ProtocolError)
+            }
+            _ => Err(CloseReason::ClientClosed),
+        },
+        Message::Pong(_) | Message::Frame(_) => Ok(()),
+    }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 7.4): the
+/// defined codes other than those reserved for local use (1004–1006, 1015),
+/// and the registered and private ranges 3000–4999.
+fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// One `POST` body: every packet in it, in order.
+fn on_payload(
+    body: &Bytes,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+) -> Result<(), CloseReason> {
+    let packets = engineio::decode_payload(body).map_err(|error| {
+        debug!(sid = %session.sid, %error, "undecodable long-polling payload");
+        CloseReason::ProtocolError
+    })?;
+    for packet in packets {
+        match packet {
+            PayloadPacket::Text(text) => on_text(text, session, handler, heartbeat)?,
+            PayloadPacket::Binary(data) => handler.on_binary(data)?,
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a `POST` whose packets were handled with `handled`: `ok`
+/// unless the body broke the protocol. A close the packets asked for (the
+/// client's `1`, a policy) is answered `ok`, as engine.io does; the next
+/// `GET` tells the rest.
+fn post_answer(handled: Result<(), CloseReason>) -> Result<(), PollingError> {
+    match handled {
+        Err(CloseReason::ProtocolError | CloseReason::InvalidData | CloseReason::MessageTooBig) => {
+            Err(PollingError::BadRequest)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One Engine.IO text packet, from either transport.
+fn on_text(
+    text: &str,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+) -> Result<(), CloseReason> {
+    match engineio::decode(text) {
+        Ok(Packet::Message(data)) => handler.on_text(data),
+        Ok(Packet::Pong(_)) => {
+            heartbeat.pong();
+            Ok(())
+        }
+        Ok(Packet::Ping(data)) => {
+            let _ = session.outbox.try_push(&Frame::text(&format!("{}{data}", engineio::PONG)));
+            Ok(())
+        }
+        Ok(Packet::Close) => Err(CloseReason::ClientClosed),
+        Ok(Packet::Noop) => Ok(()),
+        Ok(Packet::Open | Packet::Upgrade) | Err(_) => Err(CloseReason::ProtocolError),
+    }
+}
+
+/// Takes a WebSocket that asked to upgrade this long-polling session.
+async fn attach_probe(link: &mut Link, stream: tokio::net::TcpStream, read_ahead: Vec<u8>, settings: &EngineSettings) {
+    if link.polling.is_none() || link.probe.is_some() {
+        // The registry only hands over one claimed upgrade per polling session.
+        return;
+    }
+    let (read_half, write_half) = stream.into_split();
+    let reader = reader::open(read_half, read_ahead, settings).await;
+    link.probe =
+        Some(Box::new(Probe { reader, write_half, probed: false, deadline: Instant::now() + UPGRADE_TIMEOUT }));
+}
+
+/// Gives up an upgrade: the WebSocket is dropped, polling goes on.
+fn abandon_probe(link: &mut Link, why: &str) {
+    if link.probe.take().is_some() {
+        debug!(why, "upgrade abandoned, the session keeps polling");
+    }
+    if let Some(polling) = &link.polling {
+        polling.shared.set_phase(Phase::Polling);
+    }
+}
+
+/// One message on the WebSocket being probed: `2probe` is answered
+/// `3probe` (and the held `GET` with a noop), `5` completes the upgrade;
+/// anything else, or the socket's end, abandons it.
+async fn on_probe_message(
+    message: Option<Result<Message, WsError>>,
+    link: &mut Link,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+    engine: &Engine,
+) -> Result<(), CloseReason> {
+    let Some(probe) = link.probe.as_mut() else { return Ok(()) };
+    let text = match message {
+        Some(Ok(Message::Text(text))) => text,
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+        _ => {
+            abandon_probe(link, "the upgrading WebSocket closed or sent something else");
+            return Ok(());
+        }
+    };
+    match engineio::decode(text.as_str()) {
+        Ok(Packet::Ping(engineio::PROBE)) if !probe.probed => {
+            let answer = Frame::text(engineio::PROBE_ANSWER);
+            let written =
+                tokio::time::timeout(PROBE_WRITE_TIMEOUT, probe.write_half.write_all(answer.as_bytes())).await;
+            if matches!(written, Ok(Ok(()))) {
+                probe.probed = true;
+                if let Some(polling) = &link.polling {
+                    polling.shared.set_phase(Phase::Probed);
+                }
+            } else {
+                abandon_probe(link, "writing the probe answer failed");
+            }
+            Ok(())
+        }
+        Ok(Packet::Upgrade) if probe.probed => {
+            complete_upgrade(link, session, handler, heartbeat, engine);
+            Ok(())
+        }
+        _ => {
+            abandon_probe(link, "unexpected packet during the upgrade");
+            Ok(())
+        }
+    }
+}
+
+/// Switches the session to the probed WebSocket: the POST bodies already
+/// queued are handled first, then polling stops (the registry forgets the
+/// session, so later polling requests are refused) and the WebSocket's
+/// writer starts draining the same outbox.
+fn complete_upgrade(
+    link: &mut Link,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+    engine: &Engine,
+) {
+    let Some(probe) = link.probe.take() else { return };
+    if let Some(mut polling) = link.polling.take() {
+        polling.shared.set_phase(Phase::Upgraded);
+        polling.inbox.close();
+        while let Ok(inbound) = polling.inbox.try_recv() {
+            if let Inbound::Payload(body, reply) = inbound {
+                // The session stays open whatever these say: a close they ask
+                // for is seen through the outbox on the driver's next turn.
+                let handled = on_payload(&body, session, handler, heartbeat);
+                if let Err(reason) = handled {
+                    session.outbox.close(reason);
+                }
+                let _ = reply.send(post_answer(handled));
+            }
+        }
+    }
+    let Probe { reader, write_half, .. } = *probe;
+    engine.tracker.spawn(writer::run(
+        write_half,
+        session.outbox.clone(),
+        Arc::clone(&engine.metrics),
+        Arc::clone(&engine.pacer),
+    ));
+    link.websocket = Some(reader);
+    Metrics::add(&engine.metrics.upgrades, 1);
+    debug!(sid = %session.sid, "session upgraded to WebSocket");
+}
+
+/// Server-driven Engine.IO heartbeat: ping every interval, and give up on a
+/// client that has not answered within the timeout.
+struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    /// When the timer fires next: the next ping, or the end of the wait.
+    next: Instant,
+    /// When the unanswered ping was sent, if one is outstanding.
+    awaiting_since: Option<Instant>,
+}
+
+impl Heartbeat {
+    fn new(settings: &EngineSettings, opened: Instant) -> Self {
+        Self {
+            interval: settings.ping_interval,
+            timeout: settings.ping_timeout,
+            next: opened + settings.ping_interval,
+            awaiting_since: None,
+        }
+    }
+
+    fn tick(&mut self, session: &Session) -> Result<(), CloseReason> {
+        if self.awaiting_since.is_some() {
+            return Err(CloseReason::PingTimeout);
+        }
+        let now = Instant::now();
+        let _ = session.outbox.try_push(&ping_frame());
+        self.awaiting_since = Some(now);
+        self.next = now + self.timeout;
+        Ok(())
+    }
+
+    fn pong(&mut self) {
+        if let Some(sent) = self.awaiting_since.take() {
+            self.next = sent + self.interval;
+        }
+    }
+}
+
+fn ping_frame() -> Frame {
+    // Every session pings with the same two bytes; build them once.
+    static PING: std::sync::OnceLock<Frame> = std::sync::OnceLock::new();
+    PING.get_or_init(|| Frame::text(engineio::PING)).clone()
+}
