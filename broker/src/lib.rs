@@ -17,6 +17,8 @@
 //! - [`http`]: handshake and upgrade (a lean path of its own), long-polling
 //!   (hyper), `/health`, `/metrics`.
 //! - [`metrics`], [`config`], [`ids`].
+//! - [`conformance`]: the server of the official protocol test suites, on
+//!   the same layers ([`serve`] runs any [`Service`]).
 
 // Nothing reachable from network input may panic: indexing, slicing and
 // `expect` are reviewed site by site (each remaining one says why it cannot
@@ -28,6 +30,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod conformance;
 pub mod conn;
 pub mod gateway;
 pub mod http;

@@ -196,7 +196,23 @@ pub fn check_placeholders(value: &BorrowedValue<'_>, attachments: usize) -> Resu
 /// Writes a packet envelope: type, namespace (omitted for `/`) and ack id.
 /// The caller appends the payload.
 pub fn write_header(buf: &mut BytesMut, kind: PacketType, namespace: &str, ack_id: Option<u64>) {
+    write_binary_header(buf, kind, 0, namespace, ack_id);
+}
+
+/// Writes a packet envelope with its attachment count (`52-/chat,7`) when
+/// `kind` is binary; otherwise as [`write_header`].
+pub fn write_binary_header(
+    buf: &mut BytesMut,
+    kind: PacketType,
+    attachments: usize,
+    namespace: &str,
+    ack_id: Option<u64>,
+) {
     buf.put_u8(kind.digit());
+    if kind.is_binary() {
+        buf.put_slice(itoa::Buffer::new().format(attachments).as_bytes());
+        buf.put_u8(b'-');
+    }
     if namespace != ROOT_NAMESPACE {
         buf.put_slice(namespace.as_bytes());
         buf.put_u8(b',');
@@ -281,5 +297,11 @@ mod tests {
         buf.clear();
         write_header(&mut buf, PacketType::Disconnect, "/chat", None);
         assert_eq!(&buf[..], b"1/chat,");
+        buf.clear();
+        write_binary_header(&mut buf, PacketType::BinaryAck, 2, "/", Some(789));
+        assert_eq!(&buf[..], b"62-789");
+        buf.clear();
+        write_binary_header(&mut buf, PacketType::BinaryEvent, 1, "/chat", None);
+        assert_eq!(&buf[..], b"51-/chat,");
     }
 }

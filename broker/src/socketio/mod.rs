@@ -32,7 +32,7 @@ use crate::conn::{Application, CloseReason, Handshake, Session, SessionHandler};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 pub use crate::protocol::json::JsonError;
-use crate::protocol::socketio::{PacketType, write_header};
+use crate::protocol::socketio::{PacketType, write_binary_header, write_header};
 
 /// A namespace's application: middleware and event callbacks.
 pub trait Handler: Send + Sync + 'static {
@@ -259,9 +259,66 @@ pub fn packet_frame<T: Serialize + ?Sized>(
     })
 }
 
+/// Encodes a packet whose payload is an array of `args` (after `name`, for
+/// an event), with binary `attachments` that the arguments' placeholders
+/// point at: a BINARY_EVENT or BINARY_ACK frame followed by one binary frame
+/// per attachment, or a plain EVENT or ACK frame when there are none.
+pub fn frames_with_attachments<T: Serialize>(
+    namespace: &str,
+    name: Option<&str>,
+    ack_id: Option<u64>,
+    args: &[T],
+    attachments: &[Bytes],
+) -> Vec<Frame> {
+    let kind = match (name.is_some(), attachments.is_empty()) {
+        (true, true) => PacketType::Event,
+        (true, false) => PacketType::BinaryEvent,
+        (false, true) => PacketType::Ack,
+        (false, false) => PacketType::BinaryAck,
+    };
+    let packet = Frame::build_text(|buf| {
+        buf.put_u8(crate::protocol::engineio::MESSAGE);
+        write_binary_header(buf, kind, attachments.len(), namespace, ack_id);
+        serde_json::to_writer(buf.writer(), &Arguments { name, args })
+            .expect("server payloads serialize to JSON");
+    });
+    std::iter::once(packet).chain(attachments.iter().map(|data| Frame::binary(data))).collect()
+}
+
+/// `[name, ...args]`, or `[...args]` without a name.
+struct Arguments<'a, T> {
+    name: Option<&'a str>,
+    args: &'a [T],
+}
+
+impl<T: Serialize> Serialize for Arguments<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let mut seq = serializer.serialize_seq(Some(self.args.len() + usize::from(self.name.is_some())))?;
+        if let Some(name) = self.name {
+            seq.serialize_element(name)?;
+        }
+        for arg in self.args {
+            seq.serialize_element(arg)?;
+        }
+        seq.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_with_attachments_match_the_wire_strings() {
+        let placeholder = serde_json::json!({"_placeholder": true, "num": 0});
+        let frames = frames_with_attachments("/", Some("message-back"), None, &[&placeholder], &[Bytes::from_static(&[1, 2, 3])]);
+        assert_eq!(text(&frames[0]), r#"451-["message-back",{"_placeholder":true,"num":0}]"#);
+        assert_eq!(frames[1].payload(), &[1, 2, 3]);
+        let frames = frames_with_attachments::<serde_json::Value>("/custom", None, Some(456), &[1.into(), "2".into()], &[]);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(text(&frames[0]), r#"43/custom,456[1,"2"]"#);
+    }
 
     fn text(frame: &Frame) -> &str {
         std::str::from_utf8(frame.payload()).expect("utf-8")

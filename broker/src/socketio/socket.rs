@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Namespace, ack_frame, disconnect_frame, event_frame};
+use super::{Namespace, ack_frame, disconnect_frame, event_frame, frames_with_attachments};
 use crate::conn::{CloseReason, Handshake, Outbox, PushError};
 use crate::ids::{RoomId, Sid};
 use crate::protocol::Frame;
@@ -145,6 +145,38 @@ impl Socket {
     /// As [`send_frame`](Self::send_frame).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), PushError> {
         self.send_frame(&event_frame(self.namespace.name(), None, event, data))
+    }
+
+    /// Emits `event` with several arguments and binary attachments (which
+    /// the arguments' `{"_placeholder":true,"num":N}` objects point at).
+    ///
+    /// # Errors
+    /// As [`send_frame`](Self::send_frame).
+    pub fn emit_with_attachments<T: Serialize>(
+        &self,
+        event: &str,
+        args: &[T],
+        attachments: &[bytes::Bytes],
+    ) -> Result<(), PushError> {
+        frames_with_attachments(self.namespace.name(), Some(event), None, args, attachments)
+            .iter()
+            .try_for_each(|frame| self.send_frame(frame))
+    }
+
+    /// Answers the client's ack `ack_id` with several arguments and binary
+    /// attachments.
+    ///
+    /// # Errors
+    /// As [`send_frame`](Self::send_frame).
+    pub fn ack_with_attachments<T: Serialize>(
+        &self,
+        ack_id: u64,
+        args: &[T],
+        attachments: &[bytes::Bytes],
+    ) -> Result<(), PushError> {
+        frames_with_attachments(self.namespace.name(), None, Some(ack_id), args, attachments)
+            .iter()
+            .try_for_each(|frame| self.send_frame(frame))
     }
 
     /// Emits `event` with `data` and an ack id; the receiver resolves with the
