@@ -56,9 +56,26 @@ impl HttpResponse {
 /// `GET target` with `headers` (plus `Host`, and `Connection: close` unless
 /// the caller sets `Connection`).
 pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    match tokio::time::timeout(WAIT, exchange(addr, target, headers)).await {
+    request(addr, "GET", target, headers, b"").await
+}
+
+/// `POST target` with `body` and `headers`.
+pub async fn post(addr: SocketAddr, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    request(addr, "POST", target, headers, body).await
+}
+
+/// Any request: `method target` with `headers` and `body` (a
+/// `Content-Length` is added for a non-empty body or a POST).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    match tokio::time::timeout(WAIT, exchange(addr, method, target, headers, body)).await {
         Ok(response) => response,
-        Err(_) => panic!("no complete HTTP response to GET {target} within {WAIT:?}"),
+        Err(_) => panic!("no complete HTTP response to {method} {target} within {WAIT:?}"),
     }
 }
 
@@ -69,10 +86,19 @@ pub async fn upgrade(addr: SocketAddr, target: &str, extra: &[(&str, &str)]) -> 
     get(addr, target, &headers).await
 }
 
-async fn exchange(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut stream =
         TcpStream::connect(addr).await.unwrap_or_else(|error| panic!("connecting to {addr}: {error}"));
-    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n");
+    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("connection")) {
         request.push_str("Connection: close\r\n");
     }
@@ -80,7 +106,12 @@ async fn exchange(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> H
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.expect("writing the HTTP request");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    // A server may answer and close before reading a refused body.
+    if stream.write_all(&bytes).await.is_err() {
+        return HttpResponse { status: 0, headers: Vec::new(), body: Vec::new() };
+    }
 
     let mut buf = Vec::new();
     let head_end = loop {

@@ -9,6 +9,8 @@
 //! Nothing here sleeps to wait for something.
 
 pub mod client;
+pub mod conformance;
+pub mod engine;
 pub mod http;
 pub mod revocation;
 pub mod server;

@@ -38,12 +38,24 @@ async fn unknown_transport_is_refused_with_code_0() {
 }
 
 #[tokio::test]
-async fn polling_transport_is_refused_as_unknown() {
-    // The broker is WebSocket-only (`upgrades: []`): socket.io configured with
-    // `transports: ["websocket"]` answers a polling handshake with code 0.
+async fn polling_handshake_opens_an_upgradable_session() {
     let server = TestServer::start_default().await;
     let response = http::get(server.addr, "/socket.io/?EIO=4&transport=polling", &[]).await;
-    assert_refusal(&response, 400, 0, "Transport unknown");
+    assert_eq!(response.status, 200, "body {:?}", response.text());
+    let text = response.text();
+    let open: Value = serde_json::from_str(text.strip_prefix('0').expect("an open packet")).expect("JSON");
+    assert_eq!(open["upgrades"], json!(["websocket"]));
+    assert_eq!(open["pingInterval"], 25_000);
+}
+
+#[tokio::test]
+async fn an_upgrade_head_too_large_for_the_fast_path_is_refused() {
+    let server = TestServer::start_default().await;
+    let cookie = format!("session={}", "c".repeat(20 * 1024));
+    let response =
+        http::upgrade(server.addr, "/socket.io/?EIO=4&transport=websocket", &[("Cookie", &cookie)]).await;
+    assert_ne!(response.status, 101, "hyper never hands an upgrade over");
+    assert_server_still_chats(&server).await;
 }
 
 #[tokio::test]
