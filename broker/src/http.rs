@@ -130,6 +130,8 @@ pub enum HandshakeError {
     /// The source address or the broker holds as many connections as it
     /// may (HTTP 503, code 3).
     TooManyConnections,
+    /// The server is shutting down and takes no new session (HTTP 503, code 3).
+    ShuttingDown,
 }
 
 impl HandshakeError {
@@ -148,6 +150,7 @@ impl HandshakeError {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 3, "Request header too large")
             }
             Self::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, 3, "Too many connections"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, 3, "Server shutting down"),
         }
     }
 
@@ -216,6 +219,30 @@ async fn refuse(mut stream: TcpStream, remote: SocketAddr, refusal: HandshakeErr
     .await;
 }
 
+/// How long a kept-alive HTTP connection is still served once shutdown
+/// starts, for the last polls of closing sessions.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a connection accepted during shutdown may take to send its head.
+const DRAIN_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves one connection accepted while the server shuts down. A long-polling
+/// client between two requests has nothing for the server to answer when
+/// shutdown starts; its next requests (on a new connection when hyper closed
+/// its idle one) take the frames that explain the close. They are served as
+/// usual by hyper, which refuses new sessions and upgrades meanwhile.
+pub async fn serve_draining(stream: TcpStream, remote: SocketAddr, state: Arc<HttpState>) {
+    drain(stream, Vec::with_capacity(HEAD_BUFFER_BYTES), remote, state).await;
+}
+
+/// [`serve_draining`] with `buf` holding the part of the head already read.
+async fn drain(mut stream: TcpStream, mut buf: Vec<u8>, remote: SocketAddr, state: Arc<HttpState>) {
+    let head = read_head(&mut stream, &mut buf, state.limits.max_head_bytes);
+    if let Ok(Ok(Head::Complete(..) | Head::Other)) = tokio::time::timeout(DRAIN_HEAD_TIMEOUT, head).await {
+        serve_hyper(stream, buf, remote, state).await;
+    }
+}
+
 /// Reads the request head. A WebSocket upgrade for the fast path is
 /// answered (the response goes out with the open packet) and its session
 /// returned; anything else is served with hyper until the connection closes.
@@ -229,7 +256,12 @@ async fn answer(
     let limits = state.limits;
     let head = tokio::select! {
         head = tokio::time::timeout(limits.handshake_timeout, read_head(&mut stream, &mut buf, limits.max_head_bytes)) => head,
-        () = state.engine().shutdown.cancelled() => return None,
+        () = state.engine().shutdown.cancelled() => {
+            // A request under way when shutdown started may be a polling
+            // client's last GET: serve it as one accepted now would be.
+            drain(stream, buf, remote, state).await;
+            return None;
+        }
     };
     let metrics = &state.engine().metrics;
     match head {
@@ -370,7 +402,7 @@ enum FastUpgrade {
 fn fast_upgrade(request: &Request<()>, remote: SocketAddr, state: &HttpState) -> Option<FastUpgrade> {
     // Anything but a GET is refused by `check_upgrade` (via `websocket_key`).
     let engine = state.engine_at(request.uri().path())?;
-    if request.version() != Version::HTTP_11 {
+    if request.version() != Version::HTTP_11 || engine.shutdown.is_cancelled() {
         return None;
     }
     let (handshake, key, sid) = check_upgrade(request, remote, state).ok()?;
@@ -427,13 +459,23 @@ async fn serve_hyper(stream: TcpStream, read: Vec<u8>, remote: SocketAddr, state
         .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                debug!(%remote, %error, "http connection ended with an error");
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            // Serve on a while: a long-polling client's last GETs may come on
+            // this connection (a held one is answered as its session closes).
+            // Then finish what is in flight, and close.
+            match tokio::time::timeout(SHUTDOWN_DRAIN, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
             }
         }
-        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    };
+    if let Err(error) = result {
+        debug!(%remote, %error, "http connection ended with an error");
     }
 }
 
@@ -498,6 +540,9 @@ async fn engine_request(
     let Some(sid) = param("sid").map(str::to_owned) else {
         if request.method() != Method::GET {
             return Err(HandshakeError::BadHandshakeMethod);
+        }
+        if engine.shutdown.is_cancelled() {
+            return Err(HandshakeError::ShuttingDown);
         }
         let handshake = Handshake {
             authorization: bearer_authorization(request.headers()),

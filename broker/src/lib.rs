@@ -230,10 +230,26 @@ pub async fn serve_service(
             },
         }
     }
-    drop(listener);
-    info!(connections = tracker.len(), "shutting down: stopped accepting, closing connections");
+    info!(connections = tracker.len(), "shutting down: closing sessions, taking only their last polls");
     tracker.close();
-    if tokio::time::timeout(shutdown_timeout, tracker.wait()).await.is_err() {
+    let drained = tokio::time::timeout(shutdown_timeout, async {
+        loop {
+            tokio::select! {
+                biased;
+                () = tracker.wait() => break,
+                // A long-polling client's last GET comes on a new connection.
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        tracker.spawn(http::serve_draining(stream, remote, Arc::clone(&state)));
+                    }
+                    Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
+                },
+            }
+        }
+    })
+    .await;
+    drop(listener);
+    if drained.is_err() {
         warn!(left = tracker.len(), "shutdown timeout reached, dropping the remaining connections");
     } else {
         info!("shutdown complete");

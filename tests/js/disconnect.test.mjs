@@ -73,7 +73,8 @@ it('closing the Engine.IO transport without a Socket.IO DISCONNECT sends user_le
 });
 
 it('a TCP connection cut without any close frame sends user_left everywhere', async () => {
-  const { socket: leaver } = await connectUser(broker);
+  // The WebSocket's own TCP connection is cut, so this client uses nothing else.
+  const { socket: leaver } = await connectUser(broker, { transports: ['websocket'] });
   const setup = await twoRoomsWith(leaver);
   const ws = leaver.io.engine.transport.ws;
   assert.ok(ws?._socket, 'the websocket transport exposes its TCP socket');

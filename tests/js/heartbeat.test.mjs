@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 
 import {
+  TRANSPORT_MODE,
   WAIT_MS,
   brokerOnly,
   chatTest,
@@ -37,13 +38,14 @@ function pings(socket, count) {
   });
 }
 
-it('the Engine.IO open packet advertises the configured heartbeat and no upgrades', async () => {
+it('the Engine.IO open packet advertises the configured heartbeat, and the upgrade only to polling clients', async () => {
   const [a] = await connectUsers(broker, 1);
   const open = a.inbox.handshake;
   assert.ok(open, 'the handshake was recorded');
   assert.deepEqual(Object.keys(open).sort(), ['maxPayload', 'pingInterval', 'pingTimeout', 'sid', 'upgrades']);
   assert.equal(typeof open.sid, 'string');
-  assert.deepEqual(open.upgrades, []);
+  // A session that starts on WebSocket has nowhere to upgrade to.
+  assert.deepEqual(open.upgrades, TRANSPORT_MODE === 'websocket' ? [] : ['websocket']);
   assert.equal(open.pingInterval, PING_INTERVAL_MS);
   assert.equal(open.pingTimeout, PING_TIMEOUT_MS);
   assert.equal(open.maxPayload, 1_000_000);

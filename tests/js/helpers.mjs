@@ -290,14 +290,37 @@ export function roomId(label = 'room') {
 const openSockets = new Set();
 
 /**
- * Creates a socket.io-client socket (websocket only, no reconnection, its
- * own Manager) and starts recording what it receives. Does not wait.
- * `opts.namespace` overrides the chat namespace; the rest goes to `io()`.
+ * How every chat case connects, from CLIENT_TRANSPORTS: `websocket` (the
+ * default: `transports: ["websocket"]`), `default` (the client's own
+ * defaults: long-polling first, then the upgrade to WebSocket) or `polling`
+ * (`transports: ["polling"]`). `npm test` runs the suite with the first two.
+ */
+export const TRANSPORT_MODE = process.env.CLIENT_TRANSPORTS || 'websocket';
+
+/** The `io()` options of a transport mode (see TRANSPORT_MODE). */
+export function transportOptions(mode = TRANSPORT_MODE) {
+  switch (mode) {
+    case 'websocket':
+      return { transports: ['websocket'] };
+    case 'polling':
+      return { transports: ['polling'] };
+    case 'default':
+      return {};
+    default:
+      throw new Error(`CLIENT_TRANSPORTS must be websocket, default or polling, not ${JSON.stringify(mode)}`);
+  }
+}
+
+/**
+ * Creates a socket.io-client socket (transports as TRANSPORT_MODE says, no
+ * reconnection, its own Manager) and starts recording what it receives.
+ * Does not wait. `opts.namespace` overrides the chat namespace; the rest
+ * goes to `io()` (and may set `transports` itself).
  */
 export function createSocket(url, opts = {}) {
   const { namespace = NAMESPACE, ...rest } = opts;
   const socket = io(url + namespace, {
-    transports: ['websocket'],
+    ...transportOptions(),
     reconnection: false,
     forceNew: true,
     timeout: WAIT_MS,

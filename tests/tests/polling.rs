@@ -263,3 +263,19 @@ async fn thousands_of_abandoned_polling_handshakes_leave_nothing_behind() {
     }
     assert_server_still_chats(&server).await;
 }
+
+#[tokio::test]
+async fn a_polling_client_between_two_gets_at_shutdown_still_learns_why() {
+    let server = TestServer::start_default().await;
+    let mut poller = polling_member(&server, "late", "closing").await;
+    poller.take_backlog();
+    server.cancel();
+    // The next GET comes after shutdown started, on a new connection: it gets
+    // the DISCONNECT, and the close packet in an answer of its own.
+    let disconnect = format!("41{CHAT},");
+    poller.expect("the DISCONNECT", |packet| packet == disconnect).await;
+    let close = poller.polling.get(&poller.sid).await;
+    assert_eq!((close.status, close.text()), (200, "1".to_owned()));
+    // With that, the session is over and the broker stops.
+    server.join().await.expect("the broker stops cleanly");
+}

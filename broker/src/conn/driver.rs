@@ -186,10 +186,17 @@ pub(super) async fn run(
 }
 
 /// After a session closed: gives the client time to take the frames that
-/// explain the close — the last `GET` of a polling session, or reading what
-/// the WebSocket is sent (see `reader::linger`).
-pub(super) async fn linger(mut link: Link, reason: CloseReason) {
-    drop(link.probe.take());
+/// explain the close — over a WebSocket it had probed, by the last `GET` of a
+/// polling session, or reading what the WebSocket is sent (see
+/// `reader::linger`).
+pub(super) async fn linger(mut link: Link, reason: CloseReason, session: &Session, engine: &Engine) {
+    if let Some(probe) = link.probe.take() {
+        // A client that got `3probe` has paused polling for this upgrade: let
+        // it complete, and the last frames go over the WebSocket.
+        if probe.probed && finish_upgrade_on_close(*probe, session, engine).await {
+            return;
+        }
+    }
     if let Some(polling) = link.polling.take() {
         polling.shared.linger(reason, POLLING_LINGER).await;
     }
@@ -329,6 +336,30 @@ async fn attach_probe(link: &mut Link, stream: tokio::net::TcpStream, read_ahead
     let reader = reader::open(read_half, read_ahead, settings).await;
     link.probe =
         Some(Box::new(Probe { reader, write_half, probed: false, deadline: Instant::now() + UPGRADE_TIMEOUT }));
+}
+
+/// Waits (at most [`POLLING_LINGER`]) for the `5` of a probed upgrade on a
+/// closed session; on it, writes what is left in the outbox and the close
+/// frame over the WebSocket. Whether the upgrade was completed.
+async fn finish_upgrade_on_close(probe: Probe, session: &Session, engine: &Engine) -> bool {
+    let Probe { mut reader, write_half, .. } = probe;
+    let completed = tokio::time::timeout(POLLING_LINGER, async {
+        loop {
+            match reader.next().await {
+                Some(Ok(Message::Text(text))) => return text.as_str() == "5",
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                _ => return false,
+            }
+        }
+    })
+    .await;
+    if completed != Ok(true) {
+        return false;
+    }
+    // The outbox is closed: the writer sends what is queued, then the close.
+    writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics), Arc::clone(&engine.pacer)).await;
+    reader::linger(reader).await;
+    true
 }
 
 /// Gives up an upgrade: the WebSocket is dropped, polling goes on.

@@ -298,7 +298,7 @@ async fn drive(mut guard: SessionGuard, link: driver::Link, engine: &Engine, ope
     }
     debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
     if let Some(link) = link {
-        driver::linger(link, reason).await;
+        driver::linger(link, reason, &guard.session, engine).await;
     }
 }
 

@@ -72,8 +72,23 @@ struct PollState {
     polling: bool,
     /// A `POST` is being handled.
     posting: bool,
-    /// The last `GET` after a server-side close took the final frames.
-    final_taken: bool,
+    /// How far the client has been told of a close.
+    goodbye: Goodbye,
+}
+
+/// The `GET`s that end a closed session: the frames still queued, then the
+/// close packet in an answer of its own. A client handles the close packet
+/// of a payload at once but the Socket.IO packets before it a tick later,
+/// and drops those when the close comes first; engine.io answers them in
+/// separate `GET`s too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goodbye {
+    /// Nothing of the close was taken yet.
+    Owed,
+    /// The last frames were taken; the close packet is still owed.
+    FramesTaken,
+    /// The close was told, or there was nothing to tell.
+    Done,
 }
 
 /// The part of a long-polling session that HTTP requests reach.
@@ -98,7 +113,7 @@ impl PollingSession {
     pub(super) fn new(outbox: Outbox, max_wait: Duration) -> (Arc<Self>, mpsc::Receiver<Inbound>) {
         // One POST at a time, and an upgrade: two slots never make a sender wait long.
         let (inbox, receiver) = mpsc::channel(2);
-        let state = PollState { phase: Phase::Polling, polling: false, posting: false, final_taken: false };
+        let state = PollState { phase: Phase::Polling, polling: false, posting: false, goodbye: Goodbye::Owed };
         let session =
             Arc::new(Self { outbox, inbox, state: Mutex::new(state), changed: Notify::new(), max_wait });
         (session, receiver)
@@ -163,25 +178,28 @@ impl PollingSession {
         }
     }
 
-    /// The body for a `GET` after the outbox closed, once: what was queued
-    /// and a close packet when the server ended the session and has things
-    /// to say (a DISCONNECT, an error), a noop when the client closed it.
-    /// `None` when there is nothing to tell.
+    /// The body for a `GET` after the outbox closed (see [`Goodbye`]): what
+    /// was queued when the server ended the session and has things to say (a
+    /// DISCONNECT, an error), then a close packet; a noop when the client
+    /// closed it. `None` when there is nothing (more) to tell.
     fn final_payload(&self, state: &mut PollState) -> Option<Bytes> {
-        if state.final_taken {
-            return None;
-        }
         let mut batch = VecDeque::new();
         let Drained::Closing(reason) = self.outbox.drain(&mut batch) else {
             return None;
         };
-        let body = match reason {
-            CloseReason::ClientClosed | CloseReason::TransportError => Some(NOOP),
-            reason if says_goodbye(reason) => Some(encode(&batch, Some(engineio::CLOSE))),
-            _ if state.polling => Some(CLOSE),
-            _ => None,
+        let body = match (state.goodbye, reason) {
+            (Goodbye::Done, _) => None,
+            (Goodbye::Owed, CloseReason::ClientClosed | CloseReason::TransportError) => Some(NOOP),
+            (Goodbye::Owed, reason) if says_goodbye(reason) && !batch.is_empty() => {
+                state.goodbye = Goodbye::FramesTaken;
+                self.changed.notify_waiters();
+                return Some(encode(&batch, None));
+            }
+            (Goodbye::FramesTaken, _) => Some(CLOSE),
+            (Goodbye::Owed, reason) if says_goodbye(reason) || state.polling => Some(CLOSE),
+            (Goodbye::Owed, _) => None,
         };
-        state.final_taken = body.is_some();
+        state.goodbye = Goodbye::Done;
         self.changed.notify_waiters();
         body
     }
@@ -195,8 +213,15 @@ impl PollingSession {
     pub async fn post(&self, body: Bytes) -> Result<(), PollingError> {
         {
             let mut state = self.state.lock();
-            if state.phase == Phase::Upgraded || self.outbox.is_closed() {
+            if state.phase == Phase::Upgraded {
                 return Err(PollingError::UnknownSession);
+            }
+            if self.outbox.is_closed() {
+                // While the close is being told, a POST that crossed it is
+                // taken and dropped: refusing it would fail the client's
+                // transport before it reads why the session ended.
+                let telling = state.goodbye != Goodbye::Done && self.outbox.close_reason().is_some_and(says_goodbye);
+                return if telling { Ok(()) } else { Err(PollingError::UnknownSession) };
             }
             if state.posting {
                 drop(state);
@@ -240,8 +265,8 @@ impl PollingSession {
         self.changed.notify_waiters();
     }
 
-    /// After the driver ended a session: waits, at most `linger`, for one
-    /// last `GET` to take the frames that explain the close.
+    /// After the driver ended a session: waits, at most `linger`, for the
+    /// last `GET`s to take the frames that explain the close.
     pub(super) async fn linger(&self, reason: CloseReason, linger: Duration) {
         if !says_goodbye(reason) {
             return;
@@ -251,7 +276,7 @@ impl PollingSession {
                 let changed = self.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if self.state.lock().final_taken {
+                if self.state.lock().goodbye == Goodbye::Done {
                     return;
                 }
                 changed.await;
@@ -430,11 +455,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_server_close_leaves_its_last_words_for_one_get() {
+    async fn a_server_close_leaves_its_last_words_then_the_close_for_the_next_gets() {
         let (session, _inbox) = session();
+        session.outbox.try_push(&Frame::text("42/chat,[\"error\",{}]")).expect("open");
         session.outbox.try_push(&Frame::text("41/chat,")).expect("open");
-        session.outbox.close(CloseReason::ServerDisconnect);
-        assert_eq!(session.poll().await, Ok(Bytes::from_static(b"41/chat,\x1e1")));
+        session.outbox.close(CloseReason::PolicyViolation);
+        assert_eq!(session.poll().await, Ok(Bytes::from_static(b"42/chat,[\"error\",{}]\x1e41/chat,")));
+        assert_eq!(session.poll().await, Ok(CLOSE), "the close in an answer of its own");
         assert_eq!(session.poll().await, Err(PollingError::UnknownSession));
     }
 
