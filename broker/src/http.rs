@@ -94,6 +94,7 @@ pub struct Endpoint {
 
 impl HttpState {
     /// The engine of the first endpoint: shutdown and counters.
+    #[allow(clippy::expect_used, reason = "serve_service builds a state only with endpoints")]
     fn engine(&self) -> &Engine {
         &self.endpoints.first().expect("a server has at least one endpoint").engine
     }
@@ -574,6 +575,7 @@ async fn engine_request(
     }
 }
 
+#[allow(clippy::expect_used, reason = "a fixed status and header")]
 fn polling_response(body: Bytes) -> Response<Full<Bytes>> {
     Response::builder()
         .status(StatusCode::OK)

@@ -192,6 +192,10 @@ pub async fn serve_service(
         max_connections_per_ip,
         max_connections,
     } = service;
+    if endpoints.is_empty() {
+        warn!("no Engine.IO endpoint to serve");
+        return;
+    }
     let pacer = Arc::new(WritePacer::new(max_write_delay));
     tracker.spawn(Arc::clone(&pacer).run(Arc::clone(&metrics), shutdown.clone()));
     let settings = Arc::new(settings);

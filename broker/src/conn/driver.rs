@@ -200,10 +200,10 @@ pub(super) async fn linger(mut link: Link, reason: CloseReason, session: &Sessio
     if let Some(polling) = link.polling.take() {
         polling.shared.linger(reason, POLLING_LINGER).await;
     }
-    if let Some(websocket) = link.websocket.take() {
-        if reason != CloseReason::TransportError {
-            reader::linger(websocket).await;
-        }
+    if let Some(websocket) = link.websocket.take()
+        && reason != CloseReason::TransportError
+    {
+        reader::linger(websocket).await;
     }
 }
 

@@ -346,11 +346,14 @@ impl Drop for Posting<'_> {
 /// Stripes of the registry; handshakes on different stripes never contend.
 const REGISTRY_STRIPES: usize = 16;
 
-/// The long-polling sessions by `sid`, for the requests that carry them.
-/// A session is in it from its handshake until it ends or upgrades.
+/// One stripe of the [`Registry`].
+type RegistryStripe = Mutex<HashMap<Sid, Arc<PollingSession>, RandomState>>;
+
+/// The sessions that started on long-polling, by `sid`, for the requests
+/// that carry them. A session is in it from its handshake until it ends.
 #[derive(Debug)]
 pub struct Registry {
-    stripes: Box<[Mutex<HashMap<Sid, Arc<PollingSession>, RandomState>>]>,
+    stripes: Box<[RegistryStripe]>,
     hasher: RandomState,
 }
 
@@ -361,8 +364,10 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn stripe(&self, sid: Sid) -> &Mutex<HashMap<Sid, Arc<PollingSession>, RandomState>> {
-        &self.stripes[(self.hasher.hash_one(sid) as usize) % REGISTRY_STRIPES]
+    fn stripe(&self, sid: Sid) -> &RegistryStripe {
+        let index = usize::try_from(self.hasher.hash_one(sid) % REGISTRY_STRIPES as u64).unwrap_or(0);
+        #[allow(clippy::indexing_slicing, reason = "index < REGISTRY_STRIPES, the table's length")]
+        &self.stripes[index]
     }
 
     /// The session called `sid`, if it is polling.

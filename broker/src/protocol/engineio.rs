@@ -7,11 +7,11 @@
 //! packets with the record separator `\x1e`; a binary packet there is `b`
 //! followed by its data in standard base64.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{BufMut, Bytes, BytesMut};
-
-#![warn(clippy::arithmetic_side_effects)]
 
 use super::DecodeError;
 
@@ -138,10 +138,12 @@ pub fn push_text(payload: &mut BytesMut, packet: &[u8]) {
 pub fn push_binary(payload: &mut BytesMut, data: &[u8]) {
     separate(payload);
     payload.put_u8(b'b');
+    // Encoded in place: no base64 string per packet.
     let start = payload.len();
-    payload.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
-    let written = STANDARD.encode_slice(data, &mut payload[start..]).unwrap_or(0);
-    payload.truncate(start + written);
+    let encoded_len = base64::encoded_len(data.len(), true).unwrap_or(0);
+    payload.resize(start.saturating_add(encoded_len), 0);
+    let written = payload.get_mut(start..).map_or(0, |tail| STANDARD.encode_slice(data, tail).unwrap_or(0));
+    payload.truncate(start.saturating_add(written));
 }
 
 fn separate(payload: &mut BytesMut) {

@@ -279,6 +279,9 @@ pub fn frames_with_attachments<T: Serialize>(
     let packet = Frame::build_text(|buf| {
         buf.put_u8(crate::protocol::engineio::MESSAGE);
         write_binary_header(buf, kind, attachments.len(), namespace, ack_id);
+        // The arguments are JSON values the client sent, or the server's
+        // own types: they always serialize.
+        #[allow(clippy::expect_used, reason = "JSON values and the server's own types always serialize")]
         serde_json::to_writer(buf.writer(), &Arguments { name, args })
             .expect("server payloads serialize to JSON");
     });
