@@ -279,7 +279,7 @@ fn on_payload(
 ) -> Result<(), CloseReason> {
     let packets = engineio::decode_payload(body).map_err(|error| {
         debug!(sid = %session.sid, %error, "undecodable long-polling payload");
-        CloseReason::ProtocolError
+        CloseReason::from(&error)
     })?;
     for packet in packets {
         match packet {
@@ -322,7 +322,11 @@ fn on_text(
         }
         Ok(Packet::Close) => Err(CloseReason::ClientClosed),
         Ok(Packet::Noop) => Ok(()),
-        Ok(Packet::Open | Packet::Upgrade) | Err(_) => Err(CloseReason::ProtocolError),
+        Ok(Packet::Open | Packet::Upgrade) => Err(CloseReason::ProtocolError),
+        Err(error) => {
+            debug!(sid = %session.sid, %error, "undecodable Engine.IO packet");
+            Err(CloseReason::from(&error))
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub use polling::{PollingError, PollingSession, Registry};
 
 use crate::ids::Sid;
 use crate::metrics::Metrics;
-use crate::protocol::Frame;
+use crate::protocol::{DecodeError, Frame};
 use crate::protocol::engineio::{self, OpenParams};
 
 /// Why a session ended. Each reason has a documented WebSocket close code.
@@ -109,6 +109,25 @@ impl CloseReason {
             Self::SlowConsumer => "slow consumer",
             Self::MessageTooBig => "message too big",
             Self::InternalError => "internal error",
+        }
+    }
+}
+
+/// The one place a packet that does not decode meets its consequence: the
+/// session is closed as a protocol error (WebSocket close 1002; a
+/// long-polling `POST` is answered 400). The error's detail is for the log
+/// of the layer that decoded it.
+impl From<&DecodeError> for CloseReason {
+    fn from(error: &DecodeError) -> Self {
+        match error {
+            DecodeError::Empty
+            | DecodeError::UnknownPacketType(_)
+            | DecodeError::BadAttachments
+            | DecodeError::BadNamespace
+            | DecodeError::BadAckId
+            | DecodeError::BadPayload(_)
+            | DecodeError::NotUtf8
+            | DecodeError::BadBase64 => Self::ProtocolError,
         }
     }
 }

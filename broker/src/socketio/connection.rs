@@ -15,6 +15,7 @@ use tracing::debug;
 use super::{ConnectError, DisconnectReason, Event, Socket, SocketIo, disconnect_frame, packet_frame};
 use crate::conn::{CloseReason, Session, SessionHandler};
 use crate::metrics::{Limit, Metrics};
+use crate::protocol::DecodeError;
 use crate::protocol::json::{self, JsonError};
 use crate::protocol::socketio::{self, Packet, PacketType, check_placeholders, split_event};
 
@@ -209,6 +210,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Logs a packet that does not decode, with what is wrong with it, and
+    /// says how the session ends for it (see `From<&DecodeError> for
+    /// CloseReason`).
+    fn refuse_packet(&self, error: &DecodeError) -> CloseReason {
+        debug!(sid = %self.session.sid, %error, "undecodable Socket.IO packet");
+        CloseReason::from(error)
+    }
+
     /// Counts a refused payload and says how the session ends for it: a
     /// document nested too deep or one that is not JSON is a protocol error.
     fn refuse_json(&self, error: JsonError) -> CloseReason {
@@ -235,9 +244,9 @@ impl Connection {
                 }
                 Err(error) => return Err(self.refuse_json(error)),
             };
-            let (name, args) = split_event(value).map_err(|_| CloseReason::ProtocolError)?;
+            let (name, args) = split_event(value).map_err(|error| self.refuse_packet(&error))?;
             if packet.kind == PacketType::BinaryEvent {
-                check_placeholders(value, attachments.len()).map_err(|_| CloseReason::ProtocolError)?;
+                check_placeholders(value, attachments.len()).map_err(|error| self.refuse_packet(&error))?;
             }
             let event = Event { name, args, ack_id: packet.ack_id, attachments };
             socket.namespace().handler().on_event(&socket, event);
@@ -260,7 +269,7 @@ impl Connection {
         else {
             return Ok(());
         };
-        let packet = socketio::decode(&pending.packet_text).map_err(|_| CloseReason::ProtocolError)?;
+        let packet = socketio::decode(&pending.packet_text).map_err(|error| self.refuse_packet(&error))?;
         self.handle(&packet, &pending.attachments)
     }
 }
@@ -271,10 +280,7 @@ impl SessionHandler for Connection {
             // Attachments must follow their packet before anything else.
             return Err(CloseReason::ProtocolError);
         }
-        let packet = socketio::decode(text).map_err(|error| {
-            debug!(sid = %self.session.sid, %error, "undecodable Socket.IO packet");
-            CloseReason::ProtocolError
-        })?;
+        let packet = socketio::decode(text).map_err(|error| self.refuse_packet(&error))?;
         if packet.kind.is_binary() {
             // Attachments are buffered only for a namespace this session has
             // joined (so never before authentication), and only so many.
