@@ -1,6 +1,8 @@
 //! One Socket.IO client connection: TCP from a chosen source address, the
 //! WebSocket upgrade, Engine.IO open, namespace CONNECT with authentication,
-//! and then text frames in and out.
+//! and then text frames in and out. [`Connection`] is either this
+//! ([`WsConnection`]) or an HTTP long-polling client
+//! ([`crate::polling::PollingConnection`]), as `--transport` says.
 //!
 //! Owns the transport rules a real client must keep (answer every Engine.IO
 //! ping `2` with `3` and every WebSocket ping with a pong, mask what it
@@ -28,7 +30,8 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
 
-use crate::config::{AuthMode, TargetOptions};
+use crate::config::{AuthMode, TargetOptions, TransportMode};
+use crate::polling::PollingConnection;
 use crate::token::TokenMinter;
 use crate::wire::{self, Namespace, Packet};
 use crate::ws::{self, FrameReader, Kind, Opcode};
@@ -51,6 +54,7 @@ pub struct Target {
     read_buffer: usize,
     source_ips: Vec<IpAddr>,
     connect_timeout: Duration,
+    transport: TransportMode,
     /// Mints each client's JWT.
     pub minter: TokenMinter,
 }
@@ -93,6 +97,7 @@ impl Target {
             read_buffer: options.ws_read_buffer.max(256),
             source_ips: source_ips(addr.ip(), options.source_ips, peak_clients),
             connect_timeout: options.connect_timeout,
+            transport: options.transport,
             minter: TokenMinter::new(options.secret(), options.sub_base, options.token_ttl)
                 .with_string_sub(options.string_sub),
         })
@@ -121,6 +126,25 @@ impl Target {
     /// The per-client connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// Where clients put their token.
+    pub fn auth(&self) -> AuthMode {
+        self.auth
+    }
+
+    /// The source address of client `id`'s connections, if they are spread.
+    pub fn source_ip(&self, id: u32) -> Option<IpAddr> {
+        self.source_ips.get(id as usize % self.source_ips.len().max(1)).copied()
+    }
+
+    /// Whether client `id` uses long-polling (see [`TransportMode`]).
+    pub fn polls(&self, id: u32) -> bool {
+        match self.transport {
+            TransportMode::Websocket => false,
+            TransportMode::Polling => true,
+            TransportMode::Mixed => id % 2 == 1,
+        }
     }
 
     fn handshake_url(&self, token: &str) -> String {
@@ -211,8 +235,173 @@ pub enum Incoming<'a> {
     Closed,
 }
 
-/// An open client connection, past the namespace CONNECT.
-pub struct Connection {
+/// An open client connection, past the namespace CONNECT: WebSocket or
+/// long-polling. The session drives both the same way.
+#[derive(Debug)]
+pub enum Connection {
+    /// A WebSocket client.
+    WebSocket(WsConnection),
+    /// A long-polling client (boxed: it is the larger, and the rarer).
+    Polling(Box<PollingConnection>),
+}
+
+impl Connection {
+    /// Connects client `id` with `token` over the transport `--transport`
+    /// gives it, and waits for the namespace to accept it.
+    ///
+    /// # Errors
+    /// [`ConnectError`] for whichever step failed, or [`ConnectError::Timeout`].
+    pub async fn open(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
+        if target.polls(id) {
+            tokio::time::timeout(target.connect_timeout, PollingConnection::handshake(target, id, token))
+                .await
+                .unwrap_or(Err(ConnectError::Timeout))
+                .map(|conn| Self::Polling(Box::new(conn)))
+        } else {
+            WsConnection::open(target, id, token).await.map(Self::WebSocket)
+        }
+    }
+
+    /// The next text frame already received, or `None` when more must be
+    /// read ([`Connection::fill`]). Never blocks.
+    ///
+    /// # Errors
+    /// The server broke the WebSocket framing rules.
+    pub fn next_buffered(&mut self) -> Result<Option<Incoming<'_>>, TransportError> {
+        match self {
+            Self::WebSocket(conn) => conn.next_buffered(),
+            Self::Polling(conn) => conn.next_buffered(),
+        }
+    }
+
+    /// Reads more. Cancel-safe.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub async fn fill(&mut self) -> Result<(), TransportError> {
+        match self {
+            Self::WebSocket(conn) => conn.fill().await,
+            Self::Polling(conn) => conn.fill().await,
+        }
+    }
+
+    /// Sends one text frame.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub async fn send(&mut self, text: &str) -> Result<(), TransportError> {
+        match self {
+            Self::WebSocket(conn) => conn.send(text).await,
+            Self::Polling(conn) => conn.send(text).await,
+        }
+    }
+
+    /// A fresh ack id for this connection.
+    pub fn next_ack_id(&mut self) -> u32 {
+        match self {
+            Self::WebSocket(conn) => conn.next_ack_id(),
+            Self::Polling(conn) => conn.next_ack_id(),
+        }
+    }
+
+    /// Leaves like `socket.disconnect()`.
+    pub async fn close(self, namespace: &Namespace, linger: Duration) {
+        match self {
+            Self::WebSocket(conn) => conn.close(namespace, linger).await,
+            Self::Polling(conn) => conn.close(namespace).await,
+        }
+    }
+
+    /// Drops the connection without any goodbye.
+    pub fn abort(self) {
+        drop(self);
+    }
+
+    /// A WebSocket connection up to the Engine.IO open, without the
+    /// namespace CONNECT (see [`WsConnection::upgrade`]): the soak's
+    /// misbehaving clients are WebSocket clients.
+    ///
+    /// # Errors
+    /// [`ConnectError`] for whichever step failed.
+    pub async fn upgrade(
+        target: &Target,
+        id: u32,
+        token: Option<&str>,
+        tuning: &Tuning,
+    ) -> Result<Self, ConnectError> {
+        WsConnection::upgrade(target, id, token, tuning).await.map(Self::WebSocket)
+    }
+
+    /// Sends the namespace CONNECT and waits for the answer (WebSocket only;
+    /// a polling connection is connected when it opens).
+    ///
+    /// # Errors
+    /// As [`WsConnection::connect_namespace`].
+    pub async fn connect_namespace(&mut self, target: &Target, token: Option<&str>) -> Result<(), ConnectError> {
+        match self {
+            Self::WebSocket(conn) => conn.connect_namespace(target, token).await,
+            Self::Polling(_) => Ok(()),
+        }
+    }
+
+    /// pingInterval + pingTimeout from the Engine.IO open (WebSocket only).
+    pub fn heartbeat(&self) -> Option<Duration> {
+        match self {
+            Self::WebSocket(conn) => conn.heartbeat(),
+            Self::Polling(_) => None,
+        }
+    }
+
+    /// The WebSocket close code the server sent, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Self::WebSocket(conn) => conn.close_code(),
+            Self::Polling(_) => None,
+        }
+    }
+
+    /// Drops the connection with a TCP reset (WebSocket; a polling
+    /// connection is just dropped).
+    pub fn abort_with_reset(self) {
+        match self {
+            Self::WebSocket(conn) => conn.abort_with_reset(),
+            Self::Polling(conn) => drop(conn),
+        }
+    }
+
+    /// Sends one raw WebSocket frame.
+    ///
+    /// # Errors
+    /// A socket error; on a polling connection, always.
+    pub async fn send_raw(&mut self, opcode: Opcode, payload: &[u8]) -> Result<(), TransportError> {
+        match self {
+            Self::WebSocket(conn) => conn.send_raw(opcode, payload).await,
+            Self::Polling(_) => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// Writes bytes outside any frame.
+    ///
+    /// # Errors
+    /// A socket error; on a polling connection, always.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        match self {
+            Self::WebSocket(conn) => conn.send_bytes(bytes).await,
+            Self::Polling(_) => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// Waits, at most `timeout`, for the server to close; whether it did.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> bool {
+        match self {
+            Self::WebSocket(conn) => conn.wait_closed(timeout).await,
+            Self::Polling(conn) => conn.wait_closed(timeout).await,
+        }
+    }
+}
+
+/// An open WebSocket client connection, past the namespace CONNECT.
+pub struct WsConnection {
     stream: TcpStream,
     reader: FrameReader,
     /// Encoded frames not yet written, from `written` on.
@@ -238,7 +427,7 @@ pub struct Tuning {
     pub recv_buffer: Option<u32>,
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for WsConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("next_ack", &self.next_ack).finish_non_exhaustive()
     }
@@ -248,7 +437,7 @@ impl std::fmt::Debug for Connection {
 /// given back once written.
 const KEPT_OUTGOING_BYTES: usize = 16 << 10;
 
-impl Connection {
+impl WsConnection {
     /// Connects client `id` with `token` and waits for the namespace to accept it.
     ///
     /// # Errors
@@ -383,7 +572,7 @@ impl Connection {
     }
 
     /// The next text frame already received, or `None` when more must be
-    /// read ([`Connection::fill`]). Pings (Engine.IO and WebSocket) are
+    /// read ([`WsConnection::fill`]). Pings (Engine.IO and WebSocket) are
     /// answered on the way: the pong is queued and written by the next
     /// `fill` or `send`. Never blocks and never reads the socket.
     ///
@@ -507,11 +696,6 @@ impl Connection {
         }
         let _ =
             tokio::time::timeout(linger, async { while let Ok(Some(_)) = self.recv_owned().await {} }).await;
-    }
-
-    /// Drops the TCP connection without any goodbye.
-    pub fn abort(self) {
-        drop(self);
     }
 
     /// Drops the TCP connection with a reset (`SO_LINGER` 0) instead of a FIN.

@@ -27,6 +27,19 @@ pub enum AuthMode {
     Payload,
 }
 
+/// The Engine.IO transport clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportMode {
+    /// WebSocket only (`transports: ["websocket"]`).
+    Websocket,
+    /// HTTP long-polling only (`transports: ["polling"]`): a held GET and a
+    /// POST per frame sent.
+    Polling,
+    /// Every other client (odd ids) on long-polling, the rest on WebSocket.
+    Mixed,
+}
+
 /// The server under test and how clients reach it.
 #[derive(Debug, Clone, Args, Serialize)]
 #[command(next_help_heading = "Target")]
@@ -41,6 +54,10 @@ pub struct TargetOptions {
     /// Where clients put their token
     #[arg(long, value_enum, default_value_t = AuthMode::Payload, global = true)]
     pub auth: AuthMode,
+    /// Engine.IO transport of the clients: websocket, polling, or mixed (odd
+    /// client ids poll)
+    #[arg(long, value_enum, default_value_t = TransportMode::Websocket, global = true)]
+    pub transport: TransportMode,
     /// Socket.IO namespace of the chat
     #[arg(long, default_value = "/api/v1/chat", global = true)]
     pub namespace: String,
@@ -78,6 +95,7 @@ impl Default for TargetOptions {
             target: "http://127.0.0.1:3000".to_owned(),
             secret: None,
             auth: AuthMode::Payload,
+            transport: TransportMode::Websocket,
             namespace: "/api/v1/chat".to_owned(),
             path: "/socket.io/".to_owned(),
             sub_base: 1,

@@ -26,6 +26,7 @@ pub mod config;
 pub mod content;
 pub mod gauges;
 pub mod plot;
+pub mod polling;
 pub mod progress;
 pub mod report;
 pub mod scenario;
@@ -39,7 +40,7 @@ pub mod ws;
 
 pub use config::{
     AuthMode, BroadcastConfig, ConnectConfig, DisconnectConfig, JoinConfig, MixedConfig, RunOptions,
-    Scenario, SoakConfig, TargetOptions,
+    Scenario, SoakConfig, TargetOptions, TransportMode,
 };
 pub use report::Report;
 pub use scenario::run;

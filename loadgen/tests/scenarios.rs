@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loadgen::{
     AuthMode, BroadcastConfig, ConnectConfig, DisconnectConfig, JoinConfig, MixedConfig, Report, RunOptions,
-    Scenario, TargetOptions,
+    Scenario, TargetOptions, TransportMode,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +83,46 @@ async fn connect_scenario_connects_everyone_with_each_auth_mode() {
         assert_eq!(report.clients.connected, 30, "{auth:?}");
         assert_eq!(count(&report, "connect"), 30);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_and_mixed_clients_connect_with_each_auth_mode() {
+    let broker = Broker::start().await;
+    for transport in [TransportMode::Polling, TransportMode::Mixed] {
+        for auth in [AuthMode::Payload, AuthMode::Query, AuthMode::Header] {
+            let scenario =
+                Scenario::Connect(ConnectConfig { clients: 20, rate: 300.0, hold: Duration::from_millis(100) });
+            let target = TargetOptions { transport, ..broker.target(auth) };
+            let report = loadgen::run(&scenario, &target, &options()).await.expect("scenario runs");
+            assert!(!report.loss, "{transport:?} {auth:?}: {:?}", report.loss_reasons);
+            assert_eq!(report.clients.connected, 20, "{transport:?} {auth:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_to_polling_and_websocket_members_delivers_every_message() {
+    let broker = Broker::start().await;
+    let config = BroadcastConfig {
+        clients: 16,
+        rooms: 2,
+        publishers: 2,
+        rate: 20.0,
+        duration: Duration::from_secs(1),
+        size: 100,
+        connect_rate: 300.0,
+        no_ack: false,
+    };
+    let target = TargetOptions { transport: TransportMode::Mixed, ..broker.target(AuthMode::Payload) };
+    let report =
+        loadgen::run(&Scenario::Broadcast(config), &target, &options()).await.expect("scenario runs");
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let sends = 2 * 2 * 20;
+    let messages = report.messages.expect("messages are tallied");
+    assert_eq!(
+        (messages.expected, messages.unique, messages.lost, messages.duplicated, messages.reordered),
+        (sends * 8, sends * 8, 0, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
