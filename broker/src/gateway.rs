@@ -5,7 +5,7 @@
 //! the notices `user_joined`, `user_left`, `status`, `message` and `error`,
 //! the per-connection rate limit, and the revocation watcher that cuts off
 //! sockets whose token is revoked while they are connected. Wire shapes and
-//! error codes are those of `shared/PROTOCOL.md`.
+//! error codes are those of `docs/protocol.md`.
 
 #![warn(clippy::arithmetic_side_effects)]
 
