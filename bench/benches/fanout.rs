@@ -24,7 +24,7 @@ use std::fs::File;
 use std::hint::black_box;
 use std::io::{self, IoSlice, Write};
 
-use broker::conn::Outbox;
+use broker::engineio::Outbox;
 use broker::ids::{RoomId, Sid};
 use broker::protocol::Frame;
 use broker::rooms::{Member, RoomTable};

@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use broker::conn::Outbox;
+use broker::engineio::Outbox;
 use broker::ids::{RoomId, Sid};
 use broker::rooms::{Member, RoomTable};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

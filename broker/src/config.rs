@@ -71,7 +71,7 @@ pub struct Config {
     /// cut off as a slow consumer. Defaults to 1 MiB.
     pub outbox_bytes: usize,
     /// Longest wait between one connection's writes while the broker is busy
-    /// (see `conn::WritePacer`); 0 writes every frame as it comes. Defaults
+    /// (see `engineio::WritePacer`); 0 writes every frame as it comes. Defaults
     /// to 30 ms.
     pub max_write_delay: Duration,
     /// Sustained events per second one connection may send; 0 turns the limit

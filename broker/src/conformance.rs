@@ -20,7 +20,7 @@ use bytes::Bytes;
 use simd_json::BorrowedValue;
 
 use crate::Service;
-use crate::conn::{Application, CloseReason, EngineSettings, Handshake, Session, SessionHandler};
+use crate::engineio::{Application, CloseReason, EngineSettings, Handshake, Session, SessionHandler};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::protocol::engineio::MESSAGE;

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::auth::{AuthError, Authenticator, Claims, UserId};
 use crate::config::Config;
-use crate::conn::{CloseReason, Handshake};
+use crate::engineio::{CloseReason, Handshake};
 use crate::ids::RoomId;
 use crate::metrics::{Limit, Metrics};
 use crate::socketio::{

@@ -40,7 +40,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::OptionFuture;
 
 use crate::admission::Admission;
-use crate::conn::{self, Engine, Handshake, PollingError};
+use crate::engineio::{self, Engine, Handshake, PollingError};
 use crate::metrics::Limit;
 use crate::socketio::SocketIo;
 
@@ -282,16 +282,16 @@ async fn answer(
         Ok(Ok(Head::Complete(request, len))) => match fast_upgrade(&request, remote, &state) {
             Some(FastUpgrade::New(engine, handshake, head)) => {
                 let read_ahead = buf.split_off(len);
-                return Some(conn::serve(engine, stream, read_ahead, handshake, head));
+                return Some(engineio::serve(engine, stream, read_ahead, handshake, head));
             }
             Some(FastUpgrade::Existing(session, head)) => {
                 let read_ahead = buf.split_off(len);
                 let written = tokio::time::timeout(UPGRADE_WRITE_TIMEOUT, stream.write_all(&head)).await;
                 if matches!(written, Ok(Ok(()))) {
-                    conn::hand_over_upgrade(&session, stream, read_ahead).await;
+                    engineio::hand_over_upgrade(&session, stream, read_ahead).await;
                 } else {
                     debug!(%remote, "writing the upgrade response failed");
-                    conn::hand_over_upgrade_failed(&session);
+                    engineio::hand_over_upgrade_failed(&session);
                 }
                 return None;
             }
@@ -393,7 +393,7 @@ enum FastUpgrade {
     /// A new session: its engine, handshake and `101` head.
     New(Engine, Handshake, Vec<u8>),
     /// The upgrade of a long-polling session, claimed, and the `101` head.
-    Existing(Arc<conn::PollingSession>, Vec<u8>),
+    Existing(Arc<engineio::PollingSession>, Vec<u8>),
     /// An upgrade of a session already upgrading or upgraded: accepted and
     /// closed at once, as engine.io does. The `101` head.
     Taken(Vec<u8>),
@@ -411,11 +411,11 @@ fn fast_upgrade(request: &Request<()>, remote: SocketAddr, state: &HttpState) ->
     add_cors(&mut response, handshake.origin.as_deref(), state);
     let head = encode_head(&response);
     match sid {
-        Some(sid) => match conn::claim_upgrade(engine, &sid) {
-            conn::UpgradeClaim::Claimed(session) => Some(FastUpgrade::Existing(session, head)),
-            conn::UpgradeClaim::Taken => Some(FastUpgrade::Taken(head)),
+        Some(sid) => match engineio::claim_upgrade(engine, &sid) {
+            engineio::UpgradeClaim::Claimed(session) => Some(FastUpgrade::Existing(session, head)),
+            engineio::UpgradeClaim::Taken => Some(FastUpgrade::Taken(head)),
             // hyper answers "Session ID unknown".
-            conn::UpgradeClaim::Unknown => None,
+            engineio::UpgradeClaim::Unknown => None,
         },
         None => Some(FastUpgrade::New(engine.clone(), handshake, head)),
     }
@@ -551,21 +551,21 @@ async fn engine_request(
             remote: Some(remote),
             query,
         };
-        return Ok(polling_response(Bytes::from(conn::open_polling(engine, handshake))));
+        return Ok(polling_response(Bytes::from(engineio::open_polling(engine, handshake))));
     };
-    let session = conn::polling_session(engine, &sid).ok_or(HandshakeError::UnknownSession)?;
+    let session = engineio::polling_session(engine, &sid).ok_or(HandshakeError::UnknownSession)?;
     match *request.method() {
         Method::GET => Ok(polling_response(session.poll().await?)),
         Method::POST => {
             let max_payload = engine.settings.max_payload;
             let declared = header_str(request.headers(), header::CONTENT_LENGTH).and_then(|len| len.parse().ok());
             if declared.is_some_and(|len: usize| len > max_payload) {
-                session.close(conn::CloseReason::MessageTooBig);
+                session.close(engineio::CloseReason::MessageTooBig);
                 return Err(HandshakeError::PayloadTooLarge);
             }
             let Ok(body) = Limited::new(request.into_body(), max_payload).collect().await else {
                 // Over the limit, or the client went away mid-body.
-                session.close(conn::CloseReason::MessageTooBig);
+                session.close(engineio::CloseReason::MessageTooBig);
                 return Err(HandshakeError::PayloadTooLarge);
             };
             session.post(body.to_bytes()).await?;

@@ -9,7 +9,7 @@
 //! - [`auth`]: JWT to [`auth::Claims`], and the revocation list.
 //! - [`rooms`]: the sharded [`rooms::RoomTable`]; a broadcast queues one
 //!   frame into every member's outbox.
-//! - [`conn`]: Engine.IO sessions over WebSocket and long-polling — one
+//! - [`engineio`]: Engine.IO sessions over WebSocket and long-polling — one
 //!   driver per session (heartbeat, packets, the upgrade), a bounded
 //!   outbox, a writer per WebSocket doing vectored writes.
 //! - [`socketio`]: namespaces, sockets, acks, the four ways to emit.
@@ -31,7 +31,7 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod conformance;
-pub mod conn;
+pub mod engineio;
 pub mod gateway;
 pub mod http;
 pub mod ids;
@@ -39,6 +39,10 @@ pub mod metrics;
 pub mod protocol;
 pub mod rooms;
 pub mod socketio;
+
+/// The Engine.IO layer's former name, kept so that code written against
+/// `broker::conn` builds while it moves to [`engineio`].
+pub use engineio as conn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +57,7 @@ use tracing::{info, warn};
 use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::JwtAlgorithm;
-use crate::conn::{Application, Engine, EngineSettings, WritePacer};
+use crate::engineio::{Application, Engine, EngineSettings, WritePacer};
 use crate::gateway::ChatGateway;
 use crate::metrics::Metrics;
 use crate::socketio::{Handler, PacketLimits, SocketIo};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use broker::conn::Handshake;
+use broker::engineio::Handshake;
 use broker::gateway::ChatGateway;
 use broker::socketio::{Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, Socket};
 use simd_json::BorrowedValue;

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use ahash::RandomState;
 use parking_lot::Mutex;
 
-use crate::conn::Outbox;
+use crate::engineio::Outbox;
 use crate::ids::{RoomId, Sid};
 use crate::protocol::Frame;
 

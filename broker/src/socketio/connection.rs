@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{ConnectError, DisconnectReason, Event, Socket, SocketIo, disconnect_frame, packet_frame};
-use crate::conn::{CloseReason, Session, SessionHandler};
+use crate::engineio::{CloseReason, Session, SessionHandler};
 use crate::metrics::{Limit, Metrics};
 use crate::protocol::DecodeError;
 use crate::protocol::json::{self, JsonError};

@@ -8,7 +8,7 @@ use simd_json::prelude::*;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::conn::Outbox;
+use crate::engineio::Outbox;
 use crate::ids::Sid;
 
 /// Accepts unless the CONNECT payload says `{"deny":true}`; answers `echo`

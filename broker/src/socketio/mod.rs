@@ -1,5 +1,5 @@
 //! The Socket.IO v5 layer: namespaces, sockets, packets, acks and rooms, on
-//! top of the Engine.IO sessions of [`crate::conn`].
+//! top of the Engine.IO sessions of [`crate::engineio`].
 //!
 //! Knows nothing of chat. An application registers a [`Handler`] per
 //! namespace; the handler's `authorize` is the middleware that runs before the
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 pub use namespace::Namespace;
 pub use socket::Socket;
 
-use crate::conn::{Application, CloseReason, Handshake, Session, SessionHandler};
+use crate::engineio::{Application, CloseReason, Handshake, Session, SessionHandler};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 pub use crate::protocol::json::JsonError;

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Namespace, ack_frame, disconnect_frame, event_frame, frames_with_attachments};
-use crate::conn::{CloseReason, Handshake, Outbox, PushError};
+use crate::engineio::{CloseReason, Handshake, Outbox, PushError};
 use crate::ids::{RoomId, Sid};
 use crate::protocol::Frame;
 use crate::rooms::{Joined, Member};

@@ -125,7 +125,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::conn::CloseReason;
+    use crate::engineio::CloseReason;
 
     /// A writer on one end of a loopback connection; the other end is returned.
     async fn writer(
