@@ -104,6 +104,10 @@ pub struct PollingSession {
     max_wait: Duration,
 }
 
+/// How long a `GET` that arrives while an upgrade is probed waits for the
+/// upgrade to complete or fail.
+const PROBED_GET_WAIT: Duration = Duration::from_millis(100);
+
 /// A `GET` answered with nothing to say.
 const NOOP: Bytes = Bytes::from_static(engineio::NOOP.as_bytes());
 /// A `GET` that tells the client the session is over.
@@ -128,6 +132,13 @@ impl PollingSession {
     /// [`PollingError::BadRequest`] for a second concurrent `GET`, which
     /// closes the session.
     pub async fn poll(&self) -> Result<Bytes, PollingError> {
+        if self.state.lock().phase == Phase::Probed {
+            // A client that got `3probe` has stopped polling; a GET now comes
+            // from elsewhere, or crossed the `5` that is on its way. Give the
+            // upgrade a moment to complete, so the answer says where the
+            // session is.
+            let _ = tokio::time::timeout(PROBED_GET_WAIT, self.phase_change(Phase::Probed)).await;
+        }
         {
             let mut state = self.state.lock();
             match state.phase {
@@ -236,6 +247,19 @@ impl PollingSession {
         handled.await.unwrap_or(Err(PollingError::UnknownSession))
     }
 
+    /// Resolves once the phase is no longer `from`.
+    async fn phase_change(&self, from: Phase) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.state.lock().phase != from {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Closes the session for `reason` (an oversized body, say).
     pub fn close(&self, reason: CloseReason) {
         self.outbox.close(reason);
@@ -268,7 +292,8 @@ impl PollingSession {
     /// After the driver ended a session: waits, at most `linger`, for the
     /// last `GET`s to take the frames that explain the close.
     pub(super) async fn linger(&self, reason: CloseReason, linger: Duration) {
-        if !says_goodbye(reason) {
+        // A client's close crosses its own held GET, which is owed a noop.
+        if !says_goodbye(reason) && reason != CloseReason::ClientClosed {
             return;
         }
         let _ = tokio::time::timeout(linger, async {
