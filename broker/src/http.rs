@@ -25,14 +25,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Full;
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
 use tokio::io::{AsyncReadExt as _, Chain, Join};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use http_body_util::{BodyExt as _, Limited};
-use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
@@ -296,7 +296,9 @@ async fn answer(
                 return None;
             }
             Some(FastUpgrade::Taken(mut head)) => {
-                head.extend_from_slice(crate::protocol::Frame::close(1000, "session already upgraded").as_bytes());
+                head.extend_from_slice(
+                    crate::protocol::Frame::close(1000, "session already upgraded").as_bytes(),
+                );
                 let _ = tokio::time::timeout(UPGRADE_WRITE_TIMEOUT, stream.write_all(&head)).await;
                 return None;
             }
@@ -491,7 +493,9 @@ async fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState
             response
         } else {
             let engine = engine.clone();
-            engine_request(request, remote, &engine, state).await.unwrap_or_else(HandshakeError::into_response)
+            engine_request(request, remote, &engine, state)
+                .await
+                .unwrap_or_else(HandshakeError::into_response)
         }
     } else if request.method() == Method::GET && path == "/health" {
         health(state)
@@ -530,7 +534,11 @@ async fn engine_request(
             // Only a refusal comes this way: the fast path takes every
             // upgrade it accepts, and hyper hands none over.
             let (_, _, sid) = check_upgrade(&request, remote, state)?;
-            return Err(if sid.is_some() { HandshakeError::UnknownSession } else { HandshakeError::BadRequest });
+            return Err(if sid.is_some() {
+                HandshakeError::UnknownSession
+            } else {
+                HandshakeError::BadRequest
+            });
         }
         _ => return Err(HandshakeError::UnknownTransport),
     }
@@ -545,20 +553,24 @@ async fn engine_request(
         if engine.shutdown.is_cancelled() {
             return Err(HandshakeError::ShuttingDown);
         }
+        // A polling session is counted against the address and the total
+        // like a connection, for as long as it lives.
+        let permit = state.admission.admit(remote.ip()).map_err(|_| HandshakeError::TooManyConnections)?;
         let handshake = Handshake {
             authorization: bearer_authorization(request.headers()),
             origin: origin.map(str::to_owned),
             remote: Some(remote),
             query,
         };
-        return Ok(polling_response(Bytes::from(engineio::open_polling(engine, handshake))));
+        return Ok(polling_response(Bytes::from(engineio::open_polling(engine, handshake, permit))));
     };
     let session = engineio::polling_session(engine, &sid).ok_or(HandshakeError::UnknownSession)?;
     match *request.method() {
         Method::GET => Ok(polling_response(session.poll().await?)),
         Method::POST => {
             let max_payload = engine.settings.max_payload;
-            let declared = header_str(request.headers(), header::CONTENT_LENGTH).and_then(|len| len.parse().ok());
+            let declared =
+                header_str(request.headers(), header::CONTENT_LENGTH).and_then(|len| len.parse().ok());
             if declared.is_some_and(|len: usize| len > max_payload) {
                 session.close(engineio::CloseReason::MessageTooBig);
                 return Err(HandshakeError::PayloadTooLarge);
@@ -620,7 +632,9 @@ fn check_upgrade<B>(
 /// for the session's life, not any other credentials a client happens to send.
 fn bearer_authorization(headers: &HeaderMap) -> Option<String> {
     header_str(headers, header::AUTHORIZATION)
-        .filter(|value| value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")))
+        .filter(|value| {
+            value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        })
         .map(str::to_owned)
 }
 

@@ -238,7 +238,7 @@ pub async fn serve_service(
             },
         }
     }
-    info!(connections = tracker.len(), "shutting down: closing sessions, taking only their last polls");
+    info!(tasks = tracker.len(), "shutting down: closing sessions, taking only their last polls");
     tracker.close();
     let drained = tokio::time::timeout(shutdown_timeout, async {
         loop {

@@ -337,7 +337,11 @@ impl Connection {
     ///
     /// # Errors
     /// As [`WsConnection::connect_namespace`].
-    pub async fn connect_namespace(&mut self, target: &Target, token: Option<&str>) -> Result<(), ConnectError> {
+    pub async fn connect_namespace(
+        &mut self,
+        target: &Target,
+        token: Option<&str>,
+    ) -> Result<(), ConnectError> {
         match self {
             Self::WebSocket(conn) => conn.connect_namespace(target, token).await,
             Self::Polling(_) => Ok(()),

@@ -153,8 +153,10 @@ impl PollingConnection {
         let bearer = format!("Bearer {token}");
         let headers: &[(&str, &str)] =
             if target.auth() == AuthMode::Header { &[("Authorization", &bearer)] } else { &[] };
-        let (status, body) =
-            posts.request("GET", &handshake, headers, b"").await.map_err(|e| ConnectError::Upgrade(e.to_string()))?;
+        let (status, body) = posts
+            .request("GET", &handshake, headers, b"")
+            .await
+            .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
         if status != 200 {
             return Err(ConnectError::Upgrade(format!("HTTP {status}")));
         }
@@ -252,7 +254,8 @@ impl PollingConnection {
     /// Waits, at most `timeout`, for the session to end, taking nothing;
     /// whether it ended.
     pub async fn wait_closed(&mut self, timeout: std::time::Duration) -> bool {
-        let closed = tokio::time::timeout(timeout, async { while self.received.recv().await.is_some() {} }).await;
+        let closed =
+            tokio::time::timeout(timeout, async { while self.received.recv().await.is_some() {} }).await;
         self.closed |= closed.is_ok();
         self.closed
     }

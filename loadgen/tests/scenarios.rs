@@ -90,8 +90,11 @@ async fn polling_and_mixed_clients_connect_with_each_auth_mode() {
     let broker = Broker::start().await;
     for transport in [TransportMode::Polling, TransportMode::Mixed] {
         for auth in [AuthMode::Payload, AuthMode::Query, AuthMode::Header] {
-            let scenario =
-                Scenario::Connect(ConnectConfig { clients: 20, rate: 300.0, hold: Duration::from_millis(100) });
+            let scenario = Scenario::Connect(ConnectConfig {
+                clients: 20,
+                rate: 300.0,
+                hold: Duration::from_millis(100),
+            });
             let target = TargetOptions { transport, ..broker.target(auth) };
             let report = loadgen::run(&scenario, &target, &options()).await.expect("scenario runs");
             assert!(!report.loss, "{transport:?} {auth:?}: {:?}", report.loss_reasons);

@@ -56,7 +56,8 @@ pub async fn polling_fails_with_an_invalid_transport_query_parameter(polling: &P
 pub async fn polling_fails_with_an_invalid_request_method(polling: &Polling) {
     for method in ["POST", "PUT"] {
         let response =
-            crate::http::request(polling.addr, method, &polling.target("EIO=4&transport=polling"), &[], b"").await;
+            crate::http::request(polling.addr, method, &polling.target("EIO=4&transport=polling"), &[], b"")
+                .await;
         assert_eq!(response.status, 400, "{method}");
     }
 }
@@ -194,8 +195,10 @@ pub async fn ignores_http_requests_with_same_sid_after_upgrade(polling: &Polling
 /// upgrade: ignores WebSocket connection with same sid after upgrade.
 pub async fn ignores_websocket_connection_with_same_sid_after_upgrade(polling: &Polling, echo: bool) {
     let (sid, mut socket) = upgraded(polling, echo).await;
-    let mut second =
-        polling.websocket(&format!("EIO=4&transport=websocket&sid={sid}")).await.expect("accepted, then closed");
+    let mut second = polling
+        .websocket(&format!("EIO=4&transport=websocket&sid={sid}"))
+        .await
+        .expect("accepted, then closed");
     second.expect_closed().await;
     if echo {
         socket.send("4hello").await;

@@ -81,7 +81,8 @@ impl Polling {
         assert_eq!(response.status, 200, "handshake: {:?}", response.text());
         let text = response.text();
         let json = text.strip_prefix('0').unwrap_or_else(|| panic!("not an open packet: {text:?}"));
-        let open: Value = serde_json::from_str(json).unwrap_or_else(|error| panic!("open JSON ({error}): {text:?}"));
+        let open: Value =
+            serde_json::from_str(json).unwrap_or_else(|error| panic!("open JSON ({error}): {text:?}"));
         let sid = open["sid"].as_str().unwrap_or_else(|| panic!("no sid in {open}")).to_owned();
         (sid, open)
     }
@@ -140,13 +141,18 @@ impl RawSocket {
 
     /// Sends a binary message.
     pub async fn send_binary(&mut self, data: &[u8]) {
-        self.ws.send(Message::Binary(data.to_vec().into())).await.unwrap_or_else(|error| panic!("sending binary: {error}"));
+        self.ws
+            .send(Message::Binary(data.to_vec().into()))
+            .await
+            .unwrap_or_else(|error| panic!("sending binary: {error}"));
     }
 
     /// The next text or binary message, or the end; fails after [`WAIT`].
     pub async fn next(&mut self) -> Frame {
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next()).await.unwrap_or_else(|_| panic!("nothing within {WAIT:?}"));
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing within {WAIT:?}"));
             match next {
                 Some(Ok(Message::Text(text))) => return Frame::Text(text.as_str().to_owned()),
                 Some(Ok(Message::Binary(data))) => return Frame::Binary(data.to_vec()),
@@ -195,10 +201,12 @@ impl PollingClient {
     /// `EIO=4&transport=polling`).
     pub async fn open(addr: SocketAddr, path: &str, query: &str) -> Self {
         let polling = Polling::new(addr, path);
-        let response = http::get(addr, &polling.target(&format!("EIO=4&transport=polling{query}")), &[]).await;
+        let response =
+            http::get(addr, &polling.target(&format!("EIO=4&transport=polling{query}")), &[]).await;
         assert_eq!(response.status, 200, "handshake: {:?}", response.text());
         let text = response.text();
-        let open: Value = serde_json::from_str(text.strip_prefix('0').expect("an open packet")).expect("JSON");
+        let open: Value =
+            serde_json::from_str(text.strip_prefix('0').expect("an open packet")).expect("JSON");
         let sid = open["sid"].as_str().expect("a sid").to_owned();
         Self { polling, sid, backlog: std::collections::VecDeque::new() }
     }

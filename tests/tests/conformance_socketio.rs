@@ -209,7 +209,8 @@ mod socket_io_protocol {
 
         #[tokio::test]
         async fn should_allow_connection_to_a_custom_namespace_with_a_payload() {
-            connects(r#"40/custom,{"token":"abc"}"#, "40/custom,", r#"42/custom,["auth",{"token":"abc"}]"#).await;
+            connects(r#"40/custom,{"token":"abc"}"#, "40/custom,", r#"42/custom,["auth",{"token":"abc"}]"#)
+                .await;
         }
 
         #[tokio::test]

@@ -317,6 +317,26 @@ async fn connections_per_address_and_in_total_are_capped_with_503() {
 }
 
 #[tokio::test]
+async fn polling_sessions_count_against_the_address_cap() {
+    let server = TestServer::start(Config { max_connections_per_ip: 3, ..Config::default() }).await;
+    let polling = tests::engine::Polling::new(server.addr, server.path());
+    // A handshake takes a place for its connection and one for the session;
+    // the connection's is given back when the request is over, the
+    // session's when the session ends. Two sessions and a third handshake's
+    // connection fill the address.
+    let (first, _) = polling.open().await;
+    let (_second, _) = polling.open().await;
+    assert_eq!(polling.handshake_response().await.status, 503);
+    // Closing one gives its place back.
+    assert_eq!(polling.post(&first, b"1").await.status, 200);
+    let deadline = tokio::time::Instant::now() + tests::WAIT;
+    while polling.handshake_response().await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the closed session's place did not come back");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn failed_connects_are_capped_per_connection() {
     let server = TestServer::start(Config { max_connect_failures: 3, ..Config::default() }).await;
     let mut guesser = Client::builder(&server).label("guesser").open().await;

@@ -86,6 +86,7 @@ async fn frame_over_max_payload_closes_with_1009() {
     assert_only_the_offender_suffered(&server, &mut bystander).await;
     let leaked = bystander.take_event("message");
     assert!(leaked.is_none(), "the oversized message was delivered: {leaked:?}");
+    server.wait_for_metric("broker_limit_refusals_total{limit=\"payload\"}", 1).await;
 }
 
 #[tokio::test]

@@ -106,7 +106,9 @@ async fn metrics_count_sessions_messages_and_writes() {
     let response = http::get(server.addr, "/metrics", &[]).await;
     assert_eq!(response.status, 200, "body {:?}", response.text());
     assert!(
-        response.header("content-type").is_some_and(|value| value.starts_with("application/openmetrics-text")),
+        response
+            .header("content-type")
+            .is_some_and(|value| value.starts_with("application/openmetrics-text")),
         "content type {:?}",
         response.header("content-type")
     );

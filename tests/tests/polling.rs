@@ -23,7 +23,8 @@ async fn polling_member(server: &TestServer, sub: &str, room: &str) -> PollingCl
 /// The content of a chat `message` packet.
 fn message_content(packet: &str) -> Option<String> {
     let packet = tests::Packet::parse(packet).ok()?;
-    (packet.event_name() == Some("message")).then(|| packet.event_payload()["content"].as_str().map(str::to_owned))?
+    (packet.event_name() == Some("message"))
+        .then(|| packet.event_payload()["content"].as_str().map(str::to_owned))?
 }
 
 async fn health(server: &TestServer) -> Value {
@@ -42,7 +43,9 @@ async fn a_polling_client_chats_with_a_websocket_client() {
     let packet = poller.expect("the message", |packet| message_content(packet).is_some()).await;
     assert_eq!(message_content(&packet).as_deref(), Some("to the poller"));
 
-    poller.send(&[&format!(r#"42{CHAT},2["send_message",{{"roomId":"mixed","content":"from the poller"}}]"#)]).await;
+    poller
+        .send(&[&format!(r#"42{CHAT},2["send_message",{{"roomId":"mixed","content":"from the poller"}}]"#)])
+        .await;
     let message = websocket.expect_message("from the poller").await;
     assert_eq!(message["senderId"], "poller");
     poller.expect("the send ack", |packet| packet.starts_with(&format!("43{CHAT},2["))).await;
@@ -236,6 +239,8 @@ async fn thousands_of_abandoned_polling_handshakes_leave_nothing_behind() {
     let config = Config {
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(200),
+        // All from 127.0.0.1, and each session counts against the address.
+        max_connections_per_ip: 0,
         ..Config::default()
     };
     let server = TestServer::start(config).await;

@@ -34,7 +34,8 @@ fn main() -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
+        let listener =
+            TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
         let address = listener.local_addr().context("reading the bound address")?;
         println!("listening on {address}");
         std::io::stdout().flush().context("writing to stdout")?;

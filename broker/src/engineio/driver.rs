@@ -66,7 +66,11 @@ pub(super) struct PollingLink {
 }
 
 impl PollingLink {
-    pub(super) fn new(shared: Arc<PollingSession>, inbox: mpsc::Receiver<Inbound>, metrics: &Arc<Metrics>) -> Self {
+    pub(super) fn new(
+        shared: Arc<PollingSession>,
+        inbox: mpsc::Receiver<Inbound>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         Metrics::add(&metrics.polling_open, 1);
         Self { shared, inbox, _counted: PollingCount(Arc::clone(metrics)) }
     }
@@ -168,7 +172,11 @@ pub(super) async fn run(
                 }
                 let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
                 beat.and_then(|()| {
-                    if handler.deadline().is_some_and(|at| at <= now) { handler.on_deadline() } else { Ok(()) }
+                    if handler.deadline().is_some_and(|at| at <= now) {
+                        handler.on_deadline()
+                    } else {
+                        Ok(())
+                    }
                 })
             }
         };
@@ -331,15 +339,24 @@ fn on_text(
 }
 
 /// Takes a WebSocket that asked to upgrade this long-polling session.
-async fn attach_probe(link: &mut Link, stream: tokio::net::TcpStream, read_ahead: Vec<u8>, settings: &EngineSettings) {
+async fn attach_probe(
+    link: &mut Link,
+    stream: tokio::net::TcpStream,
+    read_ahead: Vec<u8>,
+    settings: &EngineSettings,
+) {
     if link.polling.is_none() || link.probe.is_some() {
         // The registry only hands over one claimed upgrade per polling session.
         return;
     }
     let (read_half, write_half) = stream.into_split();
     let reader = reader::open(read_half, read_ahead, settings).await;
-    link.probe =
-        Some(Box::new(Probe { reader, write_half, probed: false, deadline: Instant::now() + UPGRADE_TIMEOUT }));
+    link.probe = Some(Box::new(Probe {
+        reader,
+        write_half,
+        probed: false,
+        deadline: Instant::now() + UPGRADE_TIMEOUT,
+    }));
 }
 
 /// Waits (at most [`POLLING_LINGER`]) for the `5` of a probed upgrade on a
@@ -361,7 +378,8 @@ async fn finish_upgrade_on_close(probe: Probe, session: &Session, engine: &Engin
         return false;
     }
     // The outbox is closed: the writer sends what is queued, then the close.
-    writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics), Arc::clone(&engine.pacer)).await;
+    writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics), Arc::clone(&engine.pacer))
+        .await;
     reader::linger(reader).await;
     true
 }
@@ -400,7 +418,8 @@ async fn on_probe_message(
         Ok(Packet::Ping(engineio::PROBE)) if !probe.probed => {
             let answer = Frame::text(engineio::PROBE_ANSWER);
             let written =
-                tokio::time::timeout(PROBE_WRITE_TIMEOUT, probe.write_half.write_all(answer.as_bytes())).await;
+                tokio::time::timeout(PROBE_WRITE_TIMEOUT, probe.write_half.write_all(answer.as_bytes()))
+                    .await;
             if matches!(written, Ok(Ok(()))) {
                 probe.probed = true;
                 if let Some(polling) = &link.polling {

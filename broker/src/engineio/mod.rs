@@ -41,8 +41,8 @@ pub use polling::{PollingError, PollingSession, Registry};
 
 use crate::ids::Sid;
 use crate::metrics::Metrics;
-use crate::protocol::{DecodeError, Frame};
 use crate::protocol::engineio::{self, OpenParams};
+use crate::protocol::{DecodeError, Frame};
 
 /// Why a session ended. Each reason has a documented WebSocket close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,9 +322,11 @@ async fn drive(mut guard: SessionGuard, link: driver::Link, engine: &Engine, ope
 }
 
 /// Opens a long-polling session: registers it, spawns its driver, and
-/// returns the open packet that answers the handshake `GET`.
+/// returns the open packet that answers the handshake `GET`. `hold` lives as
+/// long as the session (the HTTP side's admission permit: a polling session
+/// between two requests holds no connection, yet counts as one).
 #[must_use]
-pub fn open_polling(engine: &Engine, handshake: Handshake) -> String {
+pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'static) -> String {
     let session = new_session(engine, handshake);
     let settings = &engine.settings;
     // A GET is held at most until the next ping is due; the heartbeat queues
@@ -344,7 +346,10 @@ pub fn open_polling(engine: &Engine, handshake: Handshake) -> String {
     let handler = engine.app.open(&session);
     let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
     let engine = engine.clone();
-    engine.tracker.clone().spawn(async move { drive(guard, link, &engine, opened).await });
+    engine.tracker.clone().spawn(async move {
+        let _hold = hold;
+        drive(guard, link, &engine, opened).await;
+    });
     open
 }
 
@@ -430,6 +435,9 @@ impl SessionGuard {
         // Close the outbox first: whatever on_close does, the writer ends.
         self.session.outbox.close(reason);
         self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if reason == CloseReason::MessageTooBig {
+            self.metrics.refuse(crate::metrics::Limit::Payload);
+        }
         let handler = &mut self.handler;
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(reason))) {
             Metrics::add(&self.metrics.session_panics, 1);

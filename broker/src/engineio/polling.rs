@@ -117,7 +117,8 @@ impl PollingSession {
     pub(super) fn new(outbox: Outbox, max_wait: Duration) -> (Arc<Self>, mpsc::Receiver<Inbound>) {
         // One POST at a time, and an upgrade: two slots never make a sender wait long.
         let (inbox, receiver) = mpsc::channel(2);
-        let state = PollState { phase: Phase::Polling, polling: false, posting: false, goodbye: Goodbye::Owed };
+        let state =
+            PollState { phase: Phase::Polling, polling: false, posting: false, goodbye: Goodbye::Owed };
         let session =
             Arc::new(Self { outbox, inbox, state: Mutex::new(state), changed: Notify::new(), max_wait });
         (session, receiver)
@@ -231,7 +232,8 @@ impl PollingSession {
                 // While the close is being told, a POST that crossed it is
                 // taken and dropped: refusing it would fail the client's
                 // transport before it reads why the session ended.
-                let telling = state.goodbye != Goodbye::Done && self.outbox.close_reason().is_some_and(says_goodbye);
+                let telling =
+                    state.goodbye != Goodbye::Done && self.outbox.close_reason().is_some_and(says_goodbye);
                 return if telling { Ok(()) } else { Err(PollingError::UnknownSession) };
             }
             if state.posting {
@@ -384,7 +386,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { stripes: (0..REGISTRY_STRIPES).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
+        Self {
+            stripes: (0..REGISTRY_STRIPES).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
     }
 }
 

@@ -14,8 +14,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, error::CapacityError};
 
 use super::{CloseReason, EngineSettings};
 
@@ -38,15 +39,24 @@ pub(super) type WsReader = WebSocketStream<ReadOnly>;
 
 /// Starts reading WebSocket frames from `read_half`, after `read_ahead`
 /// (bytes the HTTP layer read past the upgrade request).
-pub(super) async fn open(read_half: OwnedReadHalf, read_ahead: Vec<u8>, settings: &EngineSettings) -> WsReader {
+pub(super) async fn open(
+    read_half: OwnedReadHalf,
+    read_ahead: Vec<u8>,
+    settings: &EngineSettings,
+) -> WsReader {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload));
     // Boxed: the caller's future would otherwise keep room for the
     // constructor's state beside the stream it returns, for its whole life.
-    Box::pin(WebSocketStream::from_partially_read(ReadOnly(read_half), read_ahead, Role::Server, Some(config)))
-        .await
+    Box::pin(WebSocketStream::from_partially_read(
+        ReadOnly(read_half),
+        read_ahead,
+        Role::Server,
+        Some(config),
+    ))
+    .await
 }
 
 /// Discards input until the client closes its side or [`LINGER`] passes.
@@ -62,6 +72,9 @@ pub(super) async fn linger(reader: WsReader) {
 pub(super) fn close_reason_of(error: &WsError) -> CloseReason {
     match error {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseReason::MessageTooBig,
+        // A peer that drops the connection without a close frame has gone
+        // away; that is not a protocol error on its part.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseReason::TransportError,
         WsError::Capacity(_) | WsError::Protocol(_) => CloseReason::ProtocolError,
         WsError::Utf8(_) => CloseReason::InvalidData,
         _ => CloseReason::TransportError,

@@ -119,9 +119,10 @@ pub fn decode_payload(body: &[u8]) -> Result<Vec<PayloadPacket<'_>>, DecodeError
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
     text.split(char::from(RECORD_SEPARATOR))
         .map(|packet| match packet.strip_prefix('b') {
-            Some(encoded) => {
-                STANDARD.decode(encoded).map(|data| PayloadPacket::Binary(Bytes::from(data))).map_err(|_| DecodeError::BadBase64)
-            }
+            Some(encoded) => STANDARD
+                .decode(encoded)
+                .map(|data| PayloadPacket::Binary(Bytes::from(data)))
+                .map_err(|_| DecodeError::BadBase64),
             None => decode(packet).map(|_| PayloadPacket::Text(packet)),
         })
         .collect()
@@ -206,7 +207,11 @@ mod tests {
         assert_eq!(decode_payload(b"4hello"), Ok(vec![PayloadPacket::Text("4hello")]));
         assert_eq!(
             decode_payload(b"4test1\x1e4test2\x1e4test3"),
-            Ok(vec![PayloadPacket::Text("4test1"), PayloadPacket::Text("4test2"), PayloadPacket::Text("4test3")])
+            Ok(vec![
+                PayloadPacket::Text("4test1"),
+                PayloadPacket::Text("4test2"),
+                PayloadPacket::Text("4test3")
+            ])
         );
         assert_eq!(
             decode_payload(b"4hello\x1ebAQIDBA=="),

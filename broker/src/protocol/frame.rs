@@ -204,13 +204,17 @@ mod tests {
 
     #[test]
     fn split_frame_hands_out_the_payload_without_copying() {
-        for frame in [Frame::text("4hello"), Frame::text(&"x".repeat(300)), Frame::binary(&vec![7u8; 70_000])] {
+        for frame in [Frame::text("4hello"), Frame::text(&"x".repeat(300)), Frame::binary(&vec![7u8; 70_000])]
+        {
             let (kind, payload) = split_frame(frame.as_bytes()).expect("a whole frame");
             assert_eq!(&payload[..], frame.payload());
             assert_eq!(payload.as_ptr(), frame.payload().as_ptr(), "the same bytes, not a copy");
             assert_ne!(kind, FrameKind::Control);
         }
-        assert_eq!(split_frame(Frame::binary(&[1]).as_bytes()).map(|(kind, _)| kind), Some(FrameKind::Binary));
+        assert_eq!(
+            split_frame(Frame::binary(&[1]).as_bytes()).map(|(kind, _)| kind),
+            Some(FrameKind::Binary)
+        );
         assert_eq!(split_frame(Frame::pong(b"x").as_bytes()).map(|(kind, _)| kind), Some(FrameKind::Control));
         assert_eq!(split_frame(&Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n")), None);
         assert_eq!(split_frame(&Bytes::new()), None);

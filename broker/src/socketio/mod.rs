@@ -315,10 +315,22 @@ mod tests {
     #[test]
     fn frames_with_attachments_match_the_wire_strings() {
         let placeholder = serde_json::json!({"_placeholder": true, "num": 0});
-        let frames = frames_with_attachments("/", Some("message-back"), None, &[&placeholder], &[Bytes::from_static(&[1, 2, 3])]);
+        let frames = frames_with_attachments(
+            "/",
+            Some("message-back"),
+            None,
+            &[&placeholder],
+            &[Bytes::from_static(&[1, 2, 3])],
+        );
         assert_eq!(text(&frames[0]), r#"451-["message-back",{"_placeholder":true,"num":0}]"#);
         assert_eq!(frames[1].payload(), &[1, 2, 3]);
-        let frames = frames_with_attachments::<serde_json::Value>("/custom", None, Some(456), &[1.into(), "2".into()], &[]);
+        let frames = frames_with_attachments::<serde_json::Value>(
+            "/custom",
+            None,
+            Some(456),
+            &[1.into(), "2".into()],
+            &[],
+        );
         assert_eq!(frames.len(), 1);
         assert_eq!(text(&frames[0]), r#"43/custom,456[1,"2"]"#);
     }
