@@ -2,8 +2,14 @@
 # The whole test suite, from a fresh checkout: installs what the tests need
 # (the npm packages of the real-client suite), builds, and runs the Rust unit
 # and integration tests, then the socket.io-client suite against the broker.
+# A private Redis server (installed from Debian's package if missing) runs for
+# the duration: tests that need one read BROKER_TEST_REDIS_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# shellcheck source=tests/redis.sh
+source tests/redis.sh
+start_test_redis
 
 echo "== installing npm packages for the real-client suite (tests/js)"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
