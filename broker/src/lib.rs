@@ -6,6 +6,7 @@
 //!
 //! - [`protocol`]: the pure codec — Engine.IO and Socket.IO packets, and
 //!   [`protocol::Frame`], a complete WebSocket frame built once.
+//! - [`adapter`]: the Redis adapter's wire format (socket.io's own).
 //! - [`auth`]: JWT to [`auth::Claims`], and the revocation list.
 //! - [`rooms`]: the sharded [`rooms::RoomTable`]; a broadcast queues one
 //!   frame into every member's outbox.
@@ -27,6 +28,7 @@
 #![warn(clippy::indexing_slicing, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::indexing_slicing, clippy::expect_used, clippy::unwrap_used, clippy::panic))]
 
+pub mod adapter;
 pub mod admission;
 pub mod auth;
 pub mod config;
