@@ -1,0 +1,333 @@
+//! [`Bus`]: the broker's two Redis connections — one subscribed to every
+//! namespace's channels, one for commands (`PUBLISH`, `PUBSUB NUMSUB`).
+//!
+//! Publishing never waits: [`Bus::publish`] queues into a bounded channel that
+//! one task drains, sending whatever is queued as one pipeline, so messages
+//! leave in the order they were queued and a burst costs one round trip. A
+//! full queue or a failed pipeline drops those messages (pub/sub is
+//! fire-and-forget in socket.io's adapter too) and counts them.
+//!
+//! The subscriber task hands each message to a [`Receiver`] on its own task
+//! (the receiver must not block). When the connection drops it marks the bus
+//! disconnected, reconnects with backoff ([`MIN_BACKOFF`] doubling to
+//! [`MAX_BACKOFF`]) and subscribes again. Nothing published meanwhile
+//! reaches it: Redis keeps no pub/sub history.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// First wait before reconnecting the subscriber.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two reconnection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Messages queued for publishing before new ones are dropped.
+pub const PUBLISH_QUEUE: usize = 65_536;
+/// Most messages sent in one pipeline.
+const PIPELINE_MESSAGES: usize = 512;
+/// How long a command (a pipeline, `PUBSUB NUMSUB`) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    Url(redis::RedisError),
+    /// The first connection failed.
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect {
+        /// The URL, without credentials.
+        url: String,
+        /// What failed.
+        source: redis::RedisError,
+    },
+}
+
+/// What the bus subscribes to.
+#[derive(Debug, Clone, Default)]
+pub struct Subscriptions {
+    /// Channel patterns (`PSUBSCRIBE`).
+    pub patterns: Vec<String>,
+    /// Channels (`SUBSCRIBE`).
+    pub channels: Vec<String>,
+}
+
+/// Where received messages go. Called on the subscriber task, one message
+/// at a time in arrival order: it must not block.
+pub trait Receiver: Send + Sync + 'static {
+    /// A message arrived on `channel`.
+    fn receive(&self, channel: &str, payload: &[u8]);
+    /// The subscriber (re)connected and is subscribed again.
+    fn on_connected(&self) {}
+}
+
+/// Counters of the bus, shown in `/metrics`.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// 1 while the subscriber connection is up and subscribed.
+    pub connected: AtomicU64,
+    /// Times the subscriber connection was lost.
+    pub outages: AtomicU64,
+    /// Messages published.
+    pub published: AtomicU64,
+    /// Messages dropped: queue full, or their pipeline failed.
+    pub publish_dropped: AtomicU64,
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Received messages refused (too large, malformed).
+    pub refused: AtomicU64,
+}
+
+/// A message waiting to be published.
+#[derive(Debug)]
+struct Outgoing {
+    channel: Arc<str>,
+    payload: Bytes,
+}
+
+/// The Redis connections of one broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    queue: mpsc::Sender<Outgoing>,
+    commands: ConnectionManager,
+    metrics: Arc<BusMetrics>,
+    connected: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("connected", &self.is_connected()).finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Connects to `url`, subscribes to `subscriptions`, and starts the
+    /// publisher and subscriber tasks on `tracker` until `shutdown`.
+    ///
+    /// # Errors
+    /// [`BusError`] when the URL is invalid or Redis cannot be reached now;
+    /// later outages are retried, not returned.
+    pub async fn connect(
+        url: &str,
+        subscriptions: Subscriptions,
+        receiver: Arc<dyn Receiver>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BusError> {
+        let client = redis::Client::open(url).map_err(BusError::Url)?;
+        let shown = redacted(url);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_min_delay(MIN_BACKOFF)
+            .set_max_delay(MAX_BACKOFF)
+            // Each command that finds the connection down starts a new round of retries.
+            .set_number_of_retries(2);
+        let commands = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|source| BusError::Connect { url: shown.clone(), source })?;
+        let pubsub = subscribe(&client, &subscriptions)
+            .await
+            .map_err(|source| BusError::Connect { url: shown.clone(), source })?;
+        let metrics = Arc::new(BusMetrics::default());
+        let connected = Arc::new(AtomicBool::new(true));
+        metrics.connected.store(1, Relaxed);
+        receiver.on_connected();
+        info!(url = %shown, "connected to Redis");
+
+        let (queue, outgoing) = mpsc::channel(PUBLISH_QUEUE);
+        tracker.spawn(publish_loop(outgoing, commands.clone(), Arc::clone(&metrics), shutdown.clone()));
+        let subscriber = Subscriber {
+            client,
+            subscriptions,
+            receiver,
+            metrics: Arc::clone(&metrics),
+            connected: Arc::clone(&connected),
+            shutdown,
+        };
+        tracker.spawn(subscriber.run(pubsub));
+        Ok(Self { queue, commands, metrics, connected })
+    }
+
+    /// Queues `payload` for publishing on `channel`. Returns false when it
+    /// was dropped (queue full or bus closed).
+    pub fn publish(&self, channel: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> bool {
+        let message = Outgoing { channel: channel.into(), payload: payload.into() };
+        if self.queue.try_send(message).is_ok() {
+            true
+        } else {
+            self.metrics.publish_dropped.fetch_add(1, Relaxed);
+            false
+        }
+    }
+
+    /// The number of subscribers of `channel` (`PUBSUB NUMSUB`): with the
+    /// request channel, the number of servers in the cluster, this one included.
+    ///
+    /// # Errors
+    /// When Redis does not answer in time.
+    pub async fn subscriber_count(&self, channel: &str) -> redis::RedisResult<usize> {
+        let mut commands = self.commands.clone();
+        let (_, count): (String, usize) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(&mut commands).await?;
+        Ok(count)
+    }
+
+    /// Whether the subscriber connection is up.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    /// The bus's counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<BusMetrics> {
+        &self.metrics
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    subscriptions: &Subscriptions,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out connecting")))??;
+    for pattern in &subscriptions.patterns {
+        pubsub.psubscribe(pattern).await?;
+    }
+    for channel in &subscriptions.channels {
+        pubsub.subscribe(channel).await?;
+    }
+    Ok(pubsub)
+}
+
+struct Subscriber {
+    client: redis::Client,
+    subscriptions: Subscriptions,
+    receiver: Arc<dyn Receiver>,
+    metrics: Arc<BusMetrics>,
+    connected: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+}
+
+impl Subscriber {
+    async fn run(self, first: redis::aio::PubSub) {
+        let mut pubsub = Some(first);
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if let Some(connection) = pubsub.take() {
+                backoff = MIN_BACKOFF;
+                if self.drain(connection).await.is_break() {
+                    return;
+                }
+                self.connected.store(false, Relaxed);
+                self.metrics.connected.store(0, Relaxed);
+                self.metrics.outages.fetch_add(1, Relaxed);
+                warn!("lost the Redis subscription; serving local members only until it is back");
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match subscribe(&self.client, &self.subscriptions).await {
+                Ok(connection) => {
+                    self.connected.store(true, Relaxed);
+                    self.metrics.connected.store(1, Relaxed);
+                    self.receiver.on_connected();
+                    info!("Redis subscription restored");
+                    pubsub = Some(connection);
+                }
+                Err(error) => warn!(%error, retry_in = ?backoff, "Redis still unreachable"),
+            }
+        }
+    }
+
+    /// Hands messages to the receiver until the connection ends (continue)
+    /// or the broker shuts down (break).
+    async fn drain(&self, mut connection: redis::aio::PubSub) -> std::ops::ControlFlow<()> {
+        let mut messages = connection.on_message();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return std::ops::ControlFlow::Break(()),
+                message = messages.next() => match message {
+                    Some(message) => {
+                        self.metrics.received.fetch_add(1, Relaxed);
+                        self.receiver.receive(message.get_channel_name(), message.get_payload_bytes());
+                    }
+                    None => return std::ops::ControlFlow::Continue(()),
+                },
+            }
+        }
+    }
+}
+
+async fn publish_loop(
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut commands: ConnectionManager,
+    metrics: Arc<BusMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(PIPELINE_MESSAGES);
+    let mut failing = false;
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = outgoing.recv_many(&mut batch, PIPELINE_MESSAGES) => received,
+        };
+        if received == 0 {
+            return;
+        }
+        let mut pipeline = redis::pipe();
+        for message in batch.drain(..) {
+            pipeline.cmd("PUBLISH").arg(&*message.channel).arg(&message.payload[..]).ignore();
+        }
+        match pipeline.query_async::<()>(&mut commands).await {
+            Ok(()) => {
+                metrics.published.fetch_add(received as u64, Relaxed);
+                if failing {
+                    info!("publishing to Redis again");
+                    failing = false;
+                }
+            }
+            Err(error) => {
+                metrics.publish_dropped.fetch_add(received as u64, Relaxed);
+                // Logged once per outage, not once per message.
+                if !failing {
+                    warn!(%error, dropped = received, "publishing to Redis failed; dropping until it is back");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// `url` without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redacted("redis://user:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
