@@ -280,13 +280,16 @@ fn server_side_emits_match_with_and_without_ack() {
     let plain = decode_request(&golden_plain.bytes).expect("decodes");
     assert_eq!(plain.body, RequestBody::ServerSideEmit { data: vec![json!("golden-ping"), json!({"n": 1})] });
     let uid = plain.uid.expect("uid");
-    assert_eq!(request::server_side_emit(&uid, None, &("golden-ping", json!({"n": 1}))), golden_plain.bytes);
+    assert_eq!(
+        request::server_side_emit(&uid, None, &("golden-ping", json!({"n": 1}))).expect("encodes"),
+        golden_plain.bytes
+    );
 
     let golden_acked = golden("request.server_side_emit_with_ack");
     let acked = decode_request(&golden_acked.bytes).expect("decodes");
     let id = acked.request_id.expect("request id");
     assert_eq!(
-        request::server_side_emit(&uid, Some(&id), &("golden-hello", json!({"n": 2}))),
+        request::server_side_emit(&uid, Some(&id), &("golden-hello", json!({"n": 2}))).expect("encodes"),
         golden_acked.bytes
     );
 
@@ -294,7 +297,10 @@ fn server_side_emits_match_with_and_without_ack() {
     let answer = decode_response(&golden_answer.bytes).expect("decodes");
     assert_eq!(answer.kind, Some(RequestType::ServerSideEmit));
     assert_eq!(answer.data(), Some(&json!({"answer": "from B"})));
-    assert_eq!(request::server_side_emit_response(&id, &json!({"answer": "from B"})), golden_answer.bytes);
+    assert_eq!(
+        request::server_side_emit_response(&id, &json!({"answer": "from B"})).expect("encodes"),
+        golden_answer.bytes
+    );
 
     let emitted = decode_request(&golden("emitter.server_side_emit").bytes).expect("decodes");
     assert_eq!(emitted.uid.as_deref(), Some(EMITTER_UID));

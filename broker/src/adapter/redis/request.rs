@@ -297,8 +297,14 @@ pub fn disconnect_sockets(uid: &str, selector: &Selector, close: bool) -> Vec<u8
 
 /// Encodes `serverSideEmit` of `[event, ...args]`, with a `requestId` when
 /// the sender waits for acks (JSON).
-#[must_use]
-pub fn server_side_emit<D: Serialize>(uid: &str, request_id: Option<&str>, data: &D) -> Vec<u8> {
+///
+/// # Errors
+/// When `data` does not serialize to JSON.
+pub fn server_side_emit<D: Serialize>(
+    uid: &str,
+    request_id: Option<&str>,
+    data: &D,
+) -> Result<Vec<u8>, serde_json::Error> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct ServerSideEmit<'a, D> {
@@ -309,7 +315,7 @@ pub fn server_side_emit<D: Serialize>(uid: &str, request_id: Option<&str>, data:
         kind: u8,
         data: &'a D,
     }
-    to_json(&ServerSideEmit { uid, request_id, kind: RequestType::ServerSideEmit as u8, data })
+    serde_json::to_vec(&ServerSideEmit { uid, request_id, kind: RequestType::ServerSideEmit as u8, data })
 }
 
 /// Encodes a broadcast whose clients ack (MessagePack).
@@ -443,8 +449,13 @@ pub fn done_response(request_id: &str) -> Vec<u8> {
 }
 
 /// Encodes one server's ack of a serverSideEmit (JSON).
-#[must_use]
-pub fn server_side_emit_response<D: Serialize>(request_id: &str, data: &D) -> Vec<u8> {
+///
+/// # Errors
+/// When `data` does not serialize to JSON.
+pub fn server_side_emit_response<D: Serialize>(
+    request_id: &str,
+    data: &D,
+) -> Result<Vec<u8>, serde_json::Error> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Ack<'a, D> {
@@ -453,7 +464,7 @@ pub fn server_side_emit_response<D: Serialize>(request_id: &str, data: &D) -> Ve
         request_id: &'a str,
         data: &'a D,
     }
-    to_json(&Ack { kind: RequestType::ServerSideEmit as u8, request_id, data })
+    serde_json::to_vec(&Ack { kind: RequestType::ServerSideEmit as u8, request_id, data })
 }
 
 /// Encodes how many clients this node sent an acked broadcast to (JSON).
@@ -489,8 +500,8 @@ pub fn broadcast_ack_response<D: Serialize>(
     rmp_serde::to_vec_named(&Ack { kind: RequestType::BroadcastAck as u8, request_id, packet })
 }
 
+#[allow(clippy::expect_used, reason = "only the fixed request types above: strings, numbers, JSON values")]
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Our own request types: strings, numbers and JSON values, which always serialize.
     serde_json::to_vec(value).expect("requests serialize to JSON")
 }
 

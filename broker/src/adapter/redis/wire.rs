@@ -132,7 +132,9 @@ pub fn random_request_id() -> String {
 
 fn random_token(length: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..length).map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())])).collect()
+    (0..length)
+        .filter_map(|_| ALPHABET.get(usize::from(rand::random::<u8>() & 63)).copied().map(char::from))
+        .collect()
 }
 
 /// The targets and flags of a broadcast: `{rooms, except, flags}`.
