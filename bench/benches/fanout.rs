@@ -1,6 +1,7 @@
 //! Fan-out: one pre-built `message` frame to every member of a room.
 //!
-//! `enqueue/N`: `RoomTable::broadcast` of a shared frame into N members'
+//! `enqueue/N`: the local adapter's broadcast (the seam's fan-out half, over
+//! the sharded room table) of a shared frame into N members'
 //! outboxes (shard lock, then per member: outbox lock, `Bytes` clone, push,
 //! wake the writer if the queue was empty). The outboxes are drained, untimed,
 //! in the setup of `iter_batched` every `ENQUEUE_BATCH` broadcasts, so they
@@ -24,10 +25,11 @@ use std::fs::File;
 use std::hint::black_box;
 use std::io::{self, IoSlice, Write};
 
+use broker::adapter::LocalAdapter;
 use broker::engineio::Outbox;
 use broker::ids::{RoomId, Sid};
 use broker::protocol::Frame;
-use broker::rooms::{Member, RoomTable};
+use broker::rooms::Member;
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -51,14 +53,14 @@ fn message_frame() -> Frame {
 /// A table with one room of `members` members, their outboxes, and one
 /// reusable drain buffer per member (what each writer keeps).
 struct Fixture {
-    table: RoomTable,
+    table: LocalAdapter,
     outboxes: Vec<Outbox>,
     batches: Vec<VecDeque<Bytes>>,
 }
 
 impl Fixture {
     fn new(members: usize) -> Self {
-        let table = RoomTable::new();
+        let table = LocalAdapter::new();
         let room = RoomId::from(ROOM);
         let outboxes: Vec<Outbox> = (0..members).map(|_| Outbox::new(OUTBOX_LIMIT_BYTES)).collect();
         for outbox in &outboxes {
@@ -69,7 +71,7 @@ impl Fixture {
     }
 }
 
-fn broadcast(table: &RoomTable, frame: &Frame) -> usize {
+fn broadcast(table: &LocalAdapter, frame: &Frame) -> usize {
     table.broadcast(ROOM, None, |_| frame.clone()).expect("the room exists")
 }
 

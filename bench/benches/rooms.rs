@@ -1,4 +1,6 @@
-//! Room membership costs: `RoomTable::join` and `RoomTable::leave`.
+//! Room membership costs: `join` and `leave` through a namespace's
+//! [`Adapter`] (the seam every join and leave goes through; on a single
+//! broker, the sharded room table behind it).
 //!
 //! `join_leave/N`: a table of N rooms, each with one resident member (so a
 //! leave never deletes the room and a join never allocates one); one member
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use broker::engineio::Outbox;
 use broker::ids::{RoomId, Sid};
-use broker::rooms::{Member, RoomTable};
+use broker::rooms::Member;
+use broker::socketio::Adapter;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A member whose outbox is never pushed to here (notices are off).
@@ -30,19 +33,24 @@ fn member(outbox: &Outbox) -> Member {
     Member { sid: Sid::random(), outbox: outbox.clone() }
 }
 
-/// A table of `count` rooms with one resident each, and the rooms' ids.
-fn populated(count: usize, outbox: &Outbox) -> (RoomTable, Vec<RoomId>) {
-    let table = RoomTable::new();
+/// Notices are off: no data for the other members.
+fn silent(_: usize) -> Option<()> {
+    None
+}
+
+/// An adapter with `count` rooms of one resident each, and the rooms' ids.
+fn populated(count: usize, outbox: &Outbox) -> (Adapter, Vec<RoomId>) {
+    let table = Adapter::local("/api/v1/chat");
     let rooms: Vec<RoomId> = (0..count).map(|i| RoomId::from(format!("room-{i}").as_str())).collect();
     for room in &rooms {
-        table.join(room, member(outbox), |_| None);
+        table.join(room, member(outbox), "user_joined", silent);
     }
     (table, rooms)
 }
 
-fn join_then_leave(table: &RoomTable, room: &RoomId, member: &Member) {
-    black_box(table.join(room, member.clone(), |_| None));
-    black_box(table.leave(room.as_str(), member.sid, |_| None));
+fn join_then_leave(table: &Adapter, room: &RoomId, member: &Member) {
+    black_box(table.join(room, member.clone(), "user_joined", silent));
+    black_box(table.leave(room.as_str(), member.sid, "user_left", silent));
 }
 
 fn join_leave(criterion: &mut Criterion) {
@@ -55,10 +63,10 @@ fn join_leave(criterion: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(count), |bench| {
             bench.iter(|| {
                 for room in &rooms {
-                    black_box(table.join(room, visitor.clone(), |_| None));
+                    black_box(table.join(room, visitor.clone(), "user_joined", silent));
                 }
                 for room in &rooms {
-                    black_box(table.leave(room.as_str(), visitor.sid, |_| None));
+                    black_box(table.leave(room.as_str(), visitor.sid, "user_left", silent));
                 }
             });
         });
@@ -86,13 +94,7 @@ fn join_leave_contended(criterion: &mut Criterion) {
 
 /// Runs `iters` join+leave pairs on each of `threads` threads; returns the
 /// wall time from the common start to the last thread's end.
-fn timed_threads(
-    threads: usize,
-    iters: u64,
-    table: &RoomTable,
-    rooms: &[RoomId],
-    outbox: &Outbox,
-) -> Duration {
+fn timed_threads(threads: usize, iters: u64, table: &Adapter, rooms: &[RoomId], outbox: &Outbox) -> Duration {
     let start = Barrier::new(threads + 1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)

@@ -30,6 +30,18 @@ pub enum JwtAlgorithm {
     ES256,
 }
 
+/// How a namespace's emits reach other brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
+pub enum AdapterKind {
+    /// This broker alone: rooms live in its memory.
+    #[default]
+    Local,
+    /// Brokers sharing a Redis act as one, speaking socket.io's Redis adapter protocol.
+    Redis,
+}
+
 /// Everything the broker needs to run. Build it with [`Config::default`] and
 /// struct update syntax, or from the command line with [`Overrides`].
 #[derive(Debug, Clone)]
@@ -105,6 +117,15 @@ pub struct Config {
     pub revocation_reload: Duration,
     /// How long a graceful shutdown may take. Defaults to 5000 ms.
     pub shutdown_timeout: Duration,
+    /// The adapter: `local` or `redis`. Defaults to `local`.
+    pub adapter: AdapterKind,
+    /// The Redis server of the `redis` adapter. Defaults to `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Channel prefix on Redis (the Node adapter's `key`). Defaults to `socket.io`.
+    pub redis_key: String,
+    /// Largest message published to or accepted from Redis, in bytes; larger
+    /// broadcasts stay on this broker. Defaults to 1000000.
+    pub redis_max_message_bytes: usize,
 }
 
 impl Default for Config {
@@ -141,6 +162,10 @@ impl Default for Config {
             revocation_file: None,
             revocation_reload: Duration::from_millis(2000),
             shutdown_timeout: Duration::from_millis(5000),
+            adapter: AdapterKind::Local,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_key: "socket.io".to_owned(),
+            redis_max_message_bytes: 1_000_000,
         }
     }
 }
@@ -267,6 +292,18 @@ pub struct Overrides {
     /// Longest graceful shutdown in ms [default: 5000]
     #[arg(long, env = "BROKER_SHUTDOWN_TIMEOUT_MS", global = true)]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Adapter: local, or redis to act as one with the brokers sharing a Redis [default: local]
+    #[arg(long, env = "BROKER_ADAPTER", global = true)]
+    pub adapter: Option<AdapterKind>,
+    /// Redis URL of the redis adapter [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "BROKER_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Channel prefix on Redis, the Node adapter's `key` [default: socket.io]
+    #[arg(long, env = "BROKER_REDIS_KEY", global = true)]
+    pub redis_key: Option<String>,
+    /// Largest message to or from Redis in bytes [default: 1000000]
+    #[arg(long, env = "BROKER_REDIS_MAX_MESSAGE_BYTES", global = true)]
+    pub redis_max_message_bytes: Option<usize>,
 }
 
 impl Overrides {
@@ -316,6 +353,10 @@ impl Overrides {
             revocation_file: self.revocation_file.or(lower.revocation_file),
             revocation_reload_ms: self.revocation_reload_ms.or(lower.revocation_reload_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            adapter: self.adapter.or(lower.adapter),
+            redis_url: self.redis_url.or(lower.redis_url),
+            redis_key: self.redis_key.or(lower.redis_key),
+            redis_max_message_bytes: self.redis_max_message_bytes.or(lower.redis_max_message_bytes),
         }
     }
 
@@ -357,6 +398,10 @@ impl Overrides {
             revocation_file: self.revocation_file.or(base.revocation_file),
             revocation_reload: self.revocation_reload_ms.map_or(base.revocation_reload, ms),
             shutdown_timeout: self.shutdown_timeout_ms.map_or(base.shutdown_timeout, ms),
+            adapter: self.adapter.unwrap_or(base.adapter),
+            redis_url: self.redis_url.unwrap_or(base.redis_url),
+            redis_key: self.redis_key.unwrap_or(base.redis_key),
+            redis_max_message_bytes: self.redis_max_message_bytes.unwrap_or(base.redis_max_message_bytes),
         };
         config.validate()?;
         Ok(config)
@@ -402,6 +447,15 @@ impl Config {
         }
         if self.max_json_depth < 2 || self.max_json_depth > 512 {
             return invalid("max_json_depth must be between 2 and 512");
+        }
+        if self.redis_key.is_empty() || self.redis_key.contains('#') {
+            return invalid("redis_key must be non-empty and without '#'");
+        }
+        if self.namespaces.iter().any(|namespace| namespace.contains('#')) {
+            return invalid("namespaces must not contain '#' (it separates Redis channel parts)");
+        }
+        if self.redis_max_message_bytes == 0 {
+            return invalid("redis_max_message_bytes must be above 0");
         }
         if self.max_rooms_per_socket == 0 {
             return invalid("max_rooms_per_socket must be above 0");

@@ -13,7 +13,6 @@ use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -29,7 +28,7 @@ use crate::engineio::{CloseReason, Handshake};
 use crate::ids::RoomId;
 use crate::metrics::{Limit, Metrics};
 use crate::socketio::{
-    Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, Socket, SocketIo, event_frame,
+    Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, MessageId, Socket, SocketIo,
 };
 
 /// Limits the gateway enforces on client input.
@@ -130,10 +129,6 @@ pub fn find_token<'a>(handshake: &'a Handshake, auth: Option<&'a BorrowedValue<'
 pub struct ChatGateway {
     auth: Arc<Authenticator>,
     limits: ChatLimits,
-    /// Message ids: unique and increasing for the whole process, so
-    /// increasing within every room. Seeded with the start time in
-    /// microseconds so ids also increase across restarts.
-    next_message_id: AtomicU64,
 }
 
 impl std::fmt::Debug for ChatGateway {
@@ -198,7 +193,7 @@ struct RoomAck<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MessageOut<'a> {
-    id: &'a str,
+    id: MessageId,
     room_id: &'a str,
     content: &'a str,
     sender_id: &'a UserId,
@@ -207,7 +202,7 @@ struct MessageOut<'a> {
 
 #[derive(Serialize)]
 struct MessageAck<'a> {
-    id: &'a str,
+    id: &'a MessageId,
     timestamp: u64,
 }
 
@@ -217,12 +212,7 @@ impl ChatGateway {
     /// A gateway verifying tokens with `auth` and enforcing `config`'s limits.
     #[must_use]
     pub fn new(auth: Arc<Authenticator>, config: &Config) -> Self {
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-        Self {
-            auth,
-            limits: ChatLimits::from(config),
-            next_message_id: AtomicU64::new(u64::try_from(micros).unwrap_or(0)),
-        }
+        Self { auth, limits: ChatLimits::from(config) }
     }
 
     fn dispatch(&self, socket: &Arc<Socket>, user: &ChatUser, event: &Event<'_>) {
@@ -242,16 +232,60 @@ impl ChatGateway {
                 }
             }
         }
-        let reply = if event.attachments.is_empty() {
+        let reply: Result<Option<serde_json::Value>, ChatError> = if event.attachments.is_empty() {
             parse_request(event.name, event.args, &self.limits).and_then(|request| match request {
-                ChatRequest::Join(room) => self.join(socket, user, &room),
-                ChatRequest::Leave(room) => self.leave(socket, user, &room),
-                ChatRequest::Send { content, room } => self.send_message(socket, user, content, room),
+                ChatRequest::Join(room) => {
+                    let members = self.join(socket, user, &room)?;
+                    Ok(self.answer_room(socket, event.ack_id, room, members, true))
+                }
+                ChatRequest::Leave(room) => {
+                    let members = self.leave(socket, user, &room)?;
+                    Ok(self.answer_room(socket, event.ack_id, room, members, false))
+                }
+                ChatRequest::Send { content, room } => {
+                    self.send_message(socket, user, content, room).map(Some)
+                }
             })
         } else {
             Err(ChatError::new(400, "Binary payloads are not accepted"))
         };
-        self.reply(socket, event.ack_id, reply);
+        // `None`: the answer is on its way (a cluster-wide count).
+        if let Some(reply) = reply.transpose() {
+            self.reply(socket, event.ack_id, reply);
+        }
+    }
+
+    /// Sends `status` and the ack for a join (`joined`) or leave of `room`,
+    /// with the room's members counted across the cluster. On a single node
+    /// that is `local_members`, answered now (returned for the caller to
+    /// ack); in a cluster the other nodes are asked first, and the answer is
+    /// sent when they have answered (or timed out) and `None` returned.
+    fn answer_room(
+        &self,
+        socket: &Arc<Socket>,
+        ack_id: Option<u64>,
+        room: RoomId,
+        local_members: usize,
+        joined: bool,
+    ) -> Option<serde_json::Value> {
+        let remote =
+            socket.namespace().adapter().cluster().map(|cluster| cluster.remote_members(room.as_str()));
+        let send = move |socket: &Socket, members: usize| {
+            let _ = socket.emit("status", &Status { room_id: room.as_str(), members, joined });
+            json(&RoomAck { room_id: room.as_str(), members })
+        };
+        let Some(remote) = remote else {
+            return Some(send(socket, local_members));
+        };
+        let socket = Arc::clone(socket);
+        tokio::spawn(async move {
+            let remote = remote.await;
+            let body = send(&socket, local_members.saturating_add(remote));
+            if let Some(id) = ack_id {
+                let _ = socket.ack(id, &body);
+            }
+        });
+        None
     }
 
     fn reply(&self, socket: &Socket, ack_id: Option<u64>, reply: Reply) {
@@ -275,7 +309,8 @@ impl ChatGateway {
         }
     }
 
-    fn join(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Reply {
+    /// Joins `room` and tells its other members; returns the members here.
+    fn join(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Result<usize, ChatError> {
         if socket.room_count() >= self.limits.max_rooms_per_socket && !socket.is_in(room.as_str()) {
             socket.namespace().metrics().refuse(Limit::RoomsPerSocket);
             return Err(ChatError::new(
@@ -283,29 +318,22 @@ impl ChatGateway {
                 format!("Too many rooms: at most {} per connection", self.limits.max_rooms_per_socket),
             ));
         }
-        let namespace = socket.namespace().name();
         let notice =
             UserNotice { user_id: &user.claims.user_id, room_id: room.as_str(), timestamp: now_ms() };
-        let joined = socket.join(room, |_| Some(event_frame(namespace, None, "user_joined", &notice)));
-        let _ =
-            socket.emit("status", &Status { room_id: room.as_str(), members: joined.members, joined: true });
-        Ok(json(&RoomAck { room_id: room.as_str(), members: joined.members }))
+        Ok(socket.join(room, "user_joined", |_| Some(notice)).members)
     }
 
-    fn leave(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Reply {
-        let left = self
-            .leave_and_notify(socket, user, room.as_str())
-            .ok_or_else(|| ChatError::new(404, "Not a member of this room"))?;
-        let _ = socket.emit("status", &Status { room_id: room.as_str(), members: left, joined: false });
-        Ok(json(&RoomAck { room_id: room.as_str(), members: left }))
+    /// Leaves `room` and tells those left; returns the members left here.
+    fn leave(&self, socket: &Socket, user: &ChatUser, room: &RoomId) -> Result<usize, ChatError> {
+        self.leave_and_notify(socket, user, room.as_str())
+            .ok_or_else(|| ChatError::new(404, "Not a member of this room"))
     }
 
     /// Leaves `room` and sends `user_left` to the members left (no `status`
     /// to the leaver: callers decide that). `None` if not a member.
     fn leave_and_notify(&self, socket: &Socket, user: &ChatUser, room: &str) -> Option<usize> {
-        let namespace = socket.namespace().name();
         let notice = UserNotice { user_id: &user.claims.user_id, room_id: room, timestamp: now_ms() };
-        socket.leave(room, |_| Some(event_frame(namespace, None, "user_left", &notice)))
+        socket.leave(room, "user_left", |_| Some(notice))
     }
 
     fn send_message(&self, socket: &Socket, user: &ChatUser, content: &str, room: Option<RoomId>) -> Reply {
@@ -319,25 +347,19 @@ impl ChatGateway {
 
         let namespace = socket.namespace();
         let timestamp = now_ms();
-        let mut id = itoa::Buffer::new();
-        let mut id_text = "";
-        // The id is taken under the room's shard lock, so ids increase in the
-        // order every member receives the messages.
-        let delivered = namespace.rooms().broadcast(room.as_str(), None, |_| {
-            id_text = id.format(self.next_message_id.fetch_add(1, Ordering::Relaxed));
-            let message = MessageOut {
-                id: id_text,
-                room_id: room.as_str(),
-                content,
-                sender_id: &user.claims.user_id,
-                timestamp,
-            };
-            event_frame(namespace.name(), None, "message", &message)
+        let mut taken = None;
+        // The adapter hands out the id (under the room's lock on a single
+        // node), so ids increase in the order members receive the messages.
+        let delivered = namespace.adapter().broadcast(room.as_str(), None, "message", |stamp| {
+            let id = stamp.message_id();
+            taken = Some(id.clone());
+            MessageOut { id, room_id: room.as_str(), content, sender_id: &user.claims.user_id, timestamp }
         });
         let delivered = delivered.ok_or_else(|| ChatError::new(403, "Not a member of this room"))?;
         Metrics::add(&namespace.metrics().messages, 1);
         Metrics::add(&namespace.metrics().deliveries, delivered as u64);
-        Ok(json(&MessageAck { id: id_text, timestamp }))
+        let id = taken.ok_or_else(|| ChatError::new(403, "Not a member of this room"))?;
+        Ok(json(&MessageAck { id: &id, timestamp }))
     }
 
     fn authenticate(
@@ -406,9 +428,13 @@ impl Handler for ChatGateway {
             "connected"
         );
         if let Some(room) = socket.handshake().query("roomId") {
-            let reply = room_id_str(room, &self.limits).and_then(|room| self.join(socket, user, &room));
-            if let Err(error) = reply {
-                self.reply(socket, None, Err(error));
+            let joined = room_id_str(room, &self.limits)
+                .and_then(|room| self.join(socket, user, &room).map(|members| (room, members)));
+            match joined {
+                Ok((room, members)) => {
+                    self.answer_room(socket, None, room, members, true);
+                }
+                Err(error) => self.reply(socket, None, Err(error)),
             }
         }
     }

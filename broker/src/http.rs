@@ -699,8 +699,11 @@ fn health(state: &HttpState) -> Response<Full<Bytes>> {
         .flat_map(SocketIo::namespaces)
         .map(|ns| serde_json::json!({ "name": ns.name(), "sockets": ns.socket_count() }))
         .collect();
+    // A broker cut off from Redis still serves its own members: degraded, not down.
+    let degraded =
+        state.io.as_ref().and_then(SocketIo::cluster).is_some_and(|cluster| !cluster.is_connected());
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "connections": metrics.connections_open.load(Ordering::Relaxed),
         "polling": metrics.polling_open.load(Ordering::Relaxed),
         // Every session, connection and background task: back to its idle

@@ -56,13 +56,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::adapter::redis::node::RedisCluster;
 use crate::admission::Admission;
 use crate::auth::Authenticator;
-use crate::config::JwtAlgorithm;
+use crate::config::{AdapterKind, JwtAlgorithm};
 use crate::engineio::{Application, Engine, EngineSettings, WritePacer};
 use crate::gateway::ChatGateway;
 use crate::metrics::Metrics;
-use crate::socketio::{Handler, PacketLimits, SocketIo};
+use crate::socketio::{Adapter, Handler, PacketLimits, SocketIo};
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,9 @@ pub enum StartError {
     /// A key or revocation file could not be used.
     #[error(transparent)]
     Auth(#[from] auth::SetupError),
+    /// The Redis adapter could not reach Redis.
+    #[error(transparent)]
+    Redis(#[from] adapter::redis::bus::BusError),
 }
 
 /// After an `accept` error (such as running out of file descriptors), wait
@@ -106,8 +110,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         move |io: SocketIo| gateway::watch_revocations(gateway, io, path, reload, shutdown)
     });
-    serve(config, listener, shutdown, namespaces, revocations).await;
-    Ok(())
+    serve(config, listener, shutdown, namespaces, revocations).await
 }
 
 /// Serves any Socket.IO application: `namespaces` with their handlers, on
@@ -117,16 +120,20 @@ pub async fn run(
 /// if given, makes a task from the server's [`SocketIo`] that runs beside it.
 ///
 /// The configuration is not validated here; [`run`] does that.
+///
+/// # Errors
+/// [`StartError::Redis`] when the Redis adapter is configured and Redis
+/// cannot be reached.
 pub async fn serve<B: Future<Output = ()> + Send + 'static>(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
     namespaces: Vec<(String, Arc<dyn Handler>)>,
     background: Option<impl FnOnce(SocketIo) -> B>,
-) {
+) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::default());
-    let io = SocketIo::with_limits(namespaces, Arc::clone(&metrics), PacketLimits::from(&config));
     let tracker = TaskTracker::new();
+    let io = socket_io(&config, namespaces, &metrics, &tracker, &shutdown).await?;
     if let Some(background) = background {
         tracker.spawn(background(io.clone()));
     }
@@ -148,6 +155,7 @@ pub async fn serve<B: Future<Output = ()> + Send + 'static>(
         max_connections: config.max_connections,
     };
     serve_service(service, listener, shutdown, tracker).await;
+    Ok(())
 }
 
 /// What [`serve_service`] runs: Engine.IO applications at their paths, and
@@ -264,6 +272,38 @@ pub async fn serve_service(
     } else {
         info!("shutdown complete");
     }
+}
+
+/// The Socket.IO server of `config`: local adapters, or adapters that reach
+/// the other brokers through Redis.
+async fn socket_io(
+    config: &Config,
+    namespaces: Vec<(String, Arc<dyn Handler>)>,
+    metrics: &Arc<Metrics>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<SocketIo, StartError> {
+    let limits = PacketLimits::from(config);
+    if config.adapter == AdapterKind::Local {
+        return Ok(SocketIo::with_limits(namespaces, Arc::clone(metrics), limits));
+    }
+    let names: Vec<String> = namespaces.iter().map(|(name, _)| name.clone()).collect();
+    let cluster = Arc::new(
+        RedisCluster::connect(
+            &config.redis_url,
+            &config.redis_key,
+            &names,
+            config.redis_max_message_bytes,
+            tracker,
+            shutdown.clone(),
+        )
+        .await?,
+    );
+    let adapter = |name: &str| match cluster.namespace(name) {
+        Some(node) => Adapter::clustered(name, node),
+        None => Adapter::local(name),
+    };
+    Ok(SocketIo::with_adapters(namespaces, Arc::clone(metrics), limits, adapter).in_cluster(cluster))
 }
 
 fn log_start(config: &Config, listener: &TcpListener) {

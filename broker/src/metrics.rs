@@ -131,6 +131,25 @@ pub struct Gauges {
     pub outbox_bytes: u64,
     /// Tasks the broker tracks (sessions, writers, background tasks).
     pub tasks: u64,
+    /// The Redis bus, with the `redis` adapter.
+    pub redis: Option<RedisCounters>,
+}
+
+/// The Redis bus's counters (`adapter::redis::bus::BusMetrics`, read once).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisCounters {
+    /// 1 while the subscription is up.
+    pub connected: u64,
+    /// Subscription losses.
+    pub outages: u64,
+    /// Messages published.
+    pub published: u64,
+    /// Messages not published (queue full, pipeline failed).
+    pub publish_dropped: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Messages refused (too large, malformed).
+    pub refused: u64,
 }
 
 impl Metrics {
@@ -200,6 +219,31 @@ impl Metrics {
             "Requests, packets and events refused by a limit",
             refusals,
         );
+        if let Some(redis) = gauges.redis {
+            registry.register(
+                "broker_redis_connected",
+                "1 while the Redis subscription is up",
+                ConstGauge::new(redis.connected),
+            );
+            let rows = [
+                ("broker_redis_outages", "Redis subscription losses", redis.outages),
+                ("broker_redis_published", "Messages published to Redis", redis.published),
+                (
+                    "broker_redis_publish_dropped",
+                    "Messages not published (queue full, Redis down)",
+                    redis.publish_dropped,
+                ),
+                ("broker_redis_received", "Messages received from Redis", redis.received),
+                (
+                    "broker_redis_refused",
+                    "Messages from or for Redis refused (too large, malformed)",
+                    redis.refused,
+                ),
+            ];
+            for (name, help, value) in rows {
+                registry.register(name, help, ConstCounter::new(value));
+            }
+        }
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &registry);

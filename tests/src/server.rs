@@ -74,10 +74,7 @@ impl TestServer {
             namespaces,
             None::<fn(broker::socketio::SocketIo) -> std::future::Ready<()>>,
         );
-        let task = tokio::spawn(async move {
-            serve.await;
-            Ok(())
-        });
+        let task = tokio::spawn(serve);
         Self { addr, config, shutdown, task: Some(task) }
     }
 

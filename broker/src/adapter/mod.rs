@@ -1,6 +1,83 @@
-//! Adapters: how a namespace's broadcasts, joins and leaves reach the
-//! sockets of every node. Today only the wire format of the Redis adapter
-//! lives here ([`redis::wire`], [`redis::request`]); the local room table is
-//! still [`crate::rooms`].
+//! Adapters: how a namespace's emits, joins and leaves reach the sockets of
+//! every node. The seam itself is [`crate::socketio::Adapter`]; this module
+//! holds its halves:
+//!
+//! - [`local`]: this node's members (the sharded room table) and message ids;
+//!   all a single broker needs.
+//! - [`redis`]: the other nodes, through Redis, speaking the wire format of
+//!   socket.io's own Redis adapter. It implements [`Cluster`], and reaches
+//!   this node's sockets through [`LocalSockets`], which the Socket.IO layer
+//!   implements, so adapters never depend on it.
+//!
+//! Adapters know frames and outboxes, never chat.
 
+pub mod local;
 pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+pub use local::LocalAdapter;
+
+use crate::ids::Sid;
+use crate::protocol::Frame;
+
+/// A boxed future, for the trait objects below.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The other nodes of a namespace, as its [`crate::socketio::Adapter`] sees them.
+pub trait Cluster: Send + Sync + 'static {
+    /// This node's id on the bus.
+    fn node_id(&self) -> &Arc<str>;
+
+    /// Publishes an EVENT whose `[event, ...args]` is `packet` (MessagePack)
+    /// to `rooms` (the whole namespace when empty) but the socket `except`.
+    /// Returns true when it went out and comes back through the bus for this
+    /// node's members; false when the caller must deliver it locally.
+    fn publish(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> bool;
+
+    /// The members of `room` on the other nodes (0 for nodes that do not
+    /// answer in time).
+    fn remote_members(&self, room: &str) -> BoxFuture<usize>;
+
+    /// Whether the bus is up.
+    fn is_connected(&self) -> bool;
+
+    /// Gives the cluster this node's sockets of the namespace, once they
+    /// exist, for the broadcasts and requests of other nodes.
+    fn attach(&self, sockets: Weak<dyn LocalSockets>);
+}
+
+/// Which sockets a remote request or broadcast is about: those in any of
+/// `rooms` (every socket when empty) and in none of `except`. A socket id
+/// counts as a room holding just that socket, as in socket.io.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Rooms to match; empty matches every socket.
+    pub rooms: &'a [String],
+    /// Rooms and socket ids to leave out.
+    pub except: &'a [String],
+}
+
+/// One socket as another node's `fetchSockets` sees it.
+pub type FetchedSocket = redis::request::FetchedSocket;
+
+/// This node's sockets of one namespace, as an adapter acts on them for
+/// other nodes. Implemented by the Socket.IO layer's namespace.
+pub trait LocalSockets: Send + Sync + 'static {
+    /// Queues `frame` for every selected socket; returns the deliveries.
+    fn deliver(&self, selection: Selection<'_>, frame: &Frame) -> usize;
+    /// The ids of the selected sockets.
+    fn socket_ids(&self, selection: Selection<'_>) -> Vec<String>;
+    /// Every room with a member here, socket ids included.
+    fn room_names(&self) -> Vec<String>;
+    /// Describes the selected sockets.
+    fn fetch(&self, selection: Selection<'_>) -> Vec<FetchedSocket>;
+    /// The selected sockets join `rooms` (silently: no application notice).
+    fn join(&self, selection: Selection<'_>, rooms: &[String]);
+    /// The selected sockets leave `rooms` (silently).
+    fn leave(&self, selection: Selection<'_>, rooms: &[String]);
+    /// Disconnects the selected sockets; `close` closes their sessions too.
+    fn disconnect(&self, selection: Selection<'_>, close: bool);
+}

@@ -12,6 +12,7 @@
 //! included or excluded), and [`Namespace::broadcast`] (every client of the
 //! namespace). Each encodes its frame once.
 
+mod adapter;
 mod connection;
 mod namespace;
 mod socket;
@@ -25,9 +26,11 @@ use serde::Serialize;
 use simd_json::BorrowedValue;
 use tokio::time::Instant;
 
+pub use adapter::{Adapter, MessageId, Stamp};
 pub use namespace::Namespace;
 pub use socket::Socket;
 
+use crate::adapter::redis::node::RedisCluster;
 use crate::engineio::{Application, CloseReason, Handshake, Session, SessionHandler};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
@@ -152,6 +155,7 @@ pub struct SocketIo {
     namespaces: Arc<HashMap<Box<str>, Arc<Namespace>>>,
     metrics: Arc<Metrics>,
     limits: PacketLimits,
+    cluster: Option<Arc<RedisCluster>>,
 }
 
 impl SocketIo {
@@ -168,14 +172,46 @@ impl SocketIo {
         metrics: Arc<Metrics>,
         limits: PacketLimits,
     ) -> Self {
+        Self::with_adapters(namespaces, metrics, limits, Adapter::local)
+    }
+
+    /// A server whose namespaces get their adapters from `adapter` (given
+    /// the namespace's name). A clustered adapter is attached to its
+    /// namespace's sockets here.
+    #[must_use]
+    pub fn with_adapters(
+        namespaces: Vec<(String, Arc<dyn Handler>)>,
+        metrics: Arc<Metrics>,
+        limits: PacketLimits,
+        mut adapter: impl FnMut(&str) -> Adapter,
+    ) -> Self {
         let namespaces = namespaces
             .into_iter()
             .map(|(name, handler)| {
-                let namespace = Arc::new(Namespace::new(&name, handler, Arc::clone(&metrics)));
+                let namespace =
+                    Arc::new(Namespace::new(&name, handler, adapter(&name), Arc::clone(&metrics)));
+                if let Some(cluster) = namespace.adapter().cluster() {
+                    let sockets: Arc<dyn crate::adapter::LocalSockets> = namespace.clone();
+                    cluster.attach(Arc::downgrade(&sockets));
+                }
                 (Box::from(name), namespace)
             })
             .collect();
-        Self { namespaces: Arc::new(namespaces), metrics, limits }
+        Self { namespaces: Arc::new(namespaces), metrics, limits, cluster: None }
+    }
+
+    /// Namespaces whose adapters reach the other nodes of `cluster`, for
+    /// health and metrics.
+    #[must_use]
+    pub fn in_cluster(mut self, cluster: Arc<RedisCluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The Redis cluster this server is a node of, if any.
+    #[must_use]
+    pub fn cluster(&self) -> Option<&Arc<RedisCluster>> {
+        self.cluster.as_ref()
     }
 
     /// The namespace called `name`.
@@ -205,9 +241,11 @@ impl SocketIo {
             let sockets = namespace.sockets();
             gauges.sockets += sockets.len() as u64;
             gauges.outbox_bytes += sockets.iter().map(|socket| socket.pending_bytes() as u64).sum::<u64>();
-            gauges.rooms += namespace.rooms().len() as u64;
-            gauges.room_members += namespace.rooms().memberships() as u64;
+            let table = namespace.adapter().local_half().table();
+            gauges.rooms += table.len() as u64;
+            gauges.room_members += table.memberships() as u64;
         }
+        gauges.redis = self.cluster.as_ref().map(|cluster| cluster.metrics().snapshot());
         gauges
     }
 }

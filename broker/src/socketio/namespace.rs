@@ -1,5 +1,6 @@
-//! [`Namespace`]: one isolated Socket.IO namespace — its handler, its rooms
-//! and the registry of its connected sockets.
+//! [`Namespace`]: one isolated Socket.IO namespace — its handler, its
+//! [`Adapter`] (rooms, here and on other nodes) and the registry of its
+//! connected sockets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +9,11 @@ use ahash::RandomState;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{Handler, Socket, event_frame};
-use crate::ids::Sid;
+use super::{Adapter, Handler, Socket, event_frame};
+use crate::adapter::{FetchedSocket, LocalSockets, Selection};
+use crate::ids::{RoomId, Sid};
 use crate::metrics::Metrics;
-use crate::rooms::RoomTable;
+use crate::protocol::Frame;
 
 /// Stripes of the socket registry; connects and disconnects on different
 /// stripes never contend.
@@ -20,11 +22,11 @@ const REGISTRY_STRIPES: usize = 64;
 /// One stripe of the socket registry.
 type RegistryStripe = Mutex<HashMap<Sid, Arc<Socket>, RandomState>>;
 
-/// A namespace: handler, rooms and connected sockets.
+/// A namespace: handler, adapter and connected sockets.
 pub struct Namespace {
     name: Box<str>,
     handler: Arc<dyn Handler>,
-    rooms: RoomTable,
+    adapter: Adapter,
     sockets: Box<[RegistryStripe]>,
     hasher: RandomState,
     metrics: Arc<Metrics>,
@@ -37,11 +39,16 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(super) fn new(name: &str, handler: Arc<dyn Handler>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(
+        name: &str,
+        handler: Arc<dyn Handler>,
+        adapter: Adapter,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             name: Box::from(name),
             handler,
-            rooms: RoomTable::new(),
+            adapter,
             sockets: (0..REGISTRY_STRIPES).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             metrics,
@@ -54,10 +61,10 @@ impl Namespace {
         &self.name
     }
 
-    /// The namespace's rooms.
+    /// The namespace's adapter: every room emit, join and leave goes through it.
     #[must_use]
-    pub fn rooms(&self) -> &RoomTable {
-        &self.rooms
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
     }
 
     /// The server's counters.
@@ -79,16 +86,23 @@ impl Namespace {
         event: &str,
         data: &T,
     ) -> Option<usize> {
-        self.rooms.broadcast(room, except, |_| event_frame(&self.name, None, event, data))
+        self.adapter.broadcast(room, except, event, |_| data)
     }
 
-    /// Emits `event` to every socket of the namespace, encoding the frame
-    /// once. Returns the deliveries queued.
+    /// Emits `event` to every socket of the namespace (on every node),
+    /// encoding the frame once. Returns the deliveries queued here now (0
+    /// when they wait for the bus).
     pub fn broadcast<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> usize {
-        let frame = event_frame(&self.name, None, event, data);
+        if self.adapter.publish_to_all(event, data) {
+            return 0;
+        }
+        self.deliver_to_all(&event_frame(&self.name, None, event, data))
+    }
+
+    fn deliver_to_all(&self, frame: &Frame) -> usize {
         self.sockets
             .iter()
-            .map(|stripe| stripe.lock().values().filter(|socket| socket.send_frame(&frame).is_ok()).count())
+            .map(|stripe| stripe.lock().values().filter(|socket| socket.send_frame(frame).is_ok()).count())
             .sum()
     }
 
@@ -115,5 +129,84 @@ impl Namespace {
 
     pub(super) fn remove(&self, sid: Sid) {
         self.stripe(sid).lock().remove(&sid);
+    }
+}
+
+/// Whether `socket` is selected: in one of the rooms (or any socket when
+/// none are given; its id counts as a room) and in none of the excepted.
+fn is_selected(socket: &Socket, selection: Selection<'_>) -> bool {
+    let sid = socket.sid().to_string();
+    let is_in = |room: &String| *room == sid || socket.is_in(room);
+    (selection.rooms.is_empty() || selection.rooms.iter().any(is_in)) && !selection.except.iter().any(is_in)
+}
+
+impl Namespace {
+    fn selected(&self, selection: Selection<'_>) -> Vec<Arc<Socket>> {
+        // A single socket id: a registry lookup, not a walk.
+        if let ([room], []) = (selection.rooms, selection.except)
+            && let Some(sid) = Sid::parse(room)
+        {
+            return self.stripe(sid).lock().get(&sid).cloned().into_iter().collect();
+        }
+        self.sockets().into_iter().filter(|socket| is_selected(socket, selection)).collect()
+    }
+}
+
+impl LocalSockets for Namespace {
+    fn deliver(&self, selection: Selection<'_>, frame: &Frame) -> usize {
+        let except: Vec<Sid> = selection.except.iter().filter_map(|room| Sid::parse(room)).collect();
+        let only_sockets = except.len() == selection.except.len();
+        match (selection.rooms, except.as_slice()) {
+            // The common cases go through the room table: one room, at most one socket left out.
+            ([room], [] | [_]) if only_sockets => self
+                .adapter
+                .local_half()
+                .broadcast(room, except.first().copied(), |_| frame.clone())
+                .unwrap_or(0),
+            ([], []) if only_sockets => self.deliver_to_all(frame),
+            _ => self.selected(selection).iter().filter(|socket| socket.send_frame(frame).is_ok()).count(),
+        }
+    }
+
+    fn socket_ids(&self, selection: Selection<'_>) -> Vec<String> {
+        self.selected(selection).iter().map(|socket| socket.sid().to_string()).collect()
+    }
+
+    fn room_names(&self) -> Vec<String> {
+        let mut rooms = std::collections::BTreeSet::new();
+        for socket in self.sockets() {
+            rooms.insert(socket.sid().to_string());
+            rooms.extend(socket.rooms().iter().map(|room| room.as_str().to_owned()));
+        }
+        rooms.into_iter().collect()
+    }
+
+    fn fetch(&self, selection: Selection<'_>) -> Vec<FetchedSocket> {
+        self.selected(selection).iter().map(|socket| socket.describe()).collect()
+    }
+
+    fn join(&self, selection: Selection<'_>, rooms: &[String]) {
+        for socket in self.selected(selection) {
+            for room in rooms {
+                socket.join_silently(&RoomId::from(room.as_str()));
+            }
+        }
+    }
+
+    fn leave(&self, selection: Selection<'_>, rooms: &[String]) {
+        for socket in self.selected(selection) {
+            for room in rooms {
+                socket.leave_silently(room);
+            }
+        }
+    }
+
+    fn disconnect(&self, selection: Selection<'_>, close: bool) {
+        for socket in self.selected(selection) {
+            // A namespace-only disconnect (close false) is not offered by this
+            // layer: the session closes either way.
+            let _ = close;
+            socket.disconnect(crate::engineio::CloseReason::ServerDisconnect);
+        }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Namespace, ack_frame, disconnect_frame, event_frame, frames_with_attachments};
+use crate::adapter::FetchedSocket;
 use crate::engineio::{CloseReason, Handshake, Outbox, PushError};
 use crate::ids::{RoomId, Sid};
 use crate::protocol::Frame;
@@ -218,23 +219,77 @@ impl Socket {
         self.send_frame(&ack_frame(self.namespace.name(), ack_id, data))
     }
 
-    /// Joins `room`. When new there, `notice` builds a frame for the other
-    /// members (called with the shard lock held, given the member count).
-    pub fn join(&self, room: &RoomId, notice: impl FnOnce(usize) -> Option<Frame>) -> Joined {
+    /// Joins `room` through the namespace's adapter. When new there,
+    /// `notice` (given the member count) gives the data of `event` for the
+    /// other members.
+    pub fn join<T: Serialize>(
+        &self,
+        room: &RoomId,
+        event: &str,
+        notice: impl FnOnce(usize) -> Option<T>,
+    ) -> Joined {
         let member = Member { sid: self.sid, outbox: self.outbox.clone() };
-        let joined = self.namespace.rooms().join(room, member, notice);
+        let joined = self.namespace.adapter().join(room, member, event, notice);
         if joined.is_new {
             self.rooms.lock().insert(room);
         }
         joined
     }
 
-    /// Leaves `room`; `notice` builds a frame for the members left. Returns
-    /// how many are left, or `None` when the socket was not a member.
-    pub fn leave(&self, room: &str, notice: impl FnOnce(usize) -> Option<Frame>) -> Option<usize> {
-        let left = self.namespace.rooms().leave(room, self.sid, notice)?;
+    /// Joins `room` without telling anyone (another node asked).
+    pub fn join_silently(&self, room: &RoomId) -> bool {
+        self.join(room, "", |_| None::<()>).is_new
+    }
+
+    /// Leaves `room`; `notice` (given the members left) gives the data of
+    /// `event` for them. Returns how many are left, or `None` when the
+    /// socket was not a member.
+    pub fn leave<T: Serialize>(
+        &self,
+        room: &str,
+        event: &str,
+        notice: impl FnOnce(usize) -> Option<T>,
+    ) -> Option<usize> {
+        let left = self.namespace.adapter().leave(room, self.sid, event, notice)?;
         self.rooms.lock().remove(room);
         Some(left)
+    }
+
+    /// Leaves `room` without telling anyone (another node asked).
+    pub fn leave_silently(&self, room: &str) -> bool {
+        self.leave(room, "", |_| None::<()>).is_some()
+    }
+
+    /// How another node's `fetchSockets` sees this socket. Secrets (the
+    /// `Authorization` header, a `token` in the query) are left out.
+    #[must_use]
+    pub fn describe(&self) -> FetchedSocket {
+        let sid = self.sid.to_string();
+        let query: serde_json::Map<String, serde_json::Value> = self
+            .handshake
+            .query
+            .iter()
+            .filter(|(key, _)| key != "token")
+            .map(|(key, value)| (key.clone(), serde_json::Value::from(value.as_str())))
+            .collect();
+        let mut headers = serde_json::Map::new();
+        if let Some(origin) = &self.handshake.origin {
+            headers.insert("origin".to_owned(), origin.as_str().into());
+        }
+        let handshake = serde_json::json!({
+            "headers": headers,
+            "time": "",
+            "address": self.handshake.remote.map(|remote| remote.ip().to_string()).unwrap_or_default(),
+            "xdomain": self.handshake.origin.is_some(),
+            "secure": false,
+            "issued": 0,
+            "url": "",
+            "query": query,
+            "auth": {},
+        });
+        let rooms =
+            std::iter::once(sid.clone()).chain(self.rooms().into_iter().map(|room| room.as_str().to_owned()));
+        FetchedSocket { id: sid, handshake, rooms: rooms.collect(), data: serde_json::json!({}) }
     }
 
     /// Whether the socket is in `room`.
@@ -265,7 +320,7 @@ impl Socket {
     pub(super) fn leave_all_silently(&self) {
         let rooms = std::mem::take(&mut *self.rooms.lock()).by_order;
         for room in rooms.into_values() {
-            self.namespace.rooms().leave(room.as_str(), self.sid, |_| None);
+            self.namespace.adapter().leave_silently(room.as_str(), self.sid);
         }
     }
 

@@ -68,6 +68,11 @@ pub trait Receiver: Send + Sync + 'static {
     fn receive(&self, channel: &str, payload: &[u8]);
     /// The subscriber (re)connected and is subscribed again.
     fn on_connected(&self) {}
+    /// A message this node queued could not be published (its pipeline
+    /// failed): the receiver may still deliver it locally.
+    fn receive_unsent(&self, channel: &str, payload: &[u8]) {
+        let _ = (channel, payload);
+    }
 }
 
 /// Counters of the bus, shown in `/metrics`.
@@ -85,6 +90,21 @@ pub struct BusMetrics {
     pub received: AtomicU64,
     /// Received messages refused (too large, malformed).
     pub refused: AtomicU64,
+}
+
+impl BusMetrics {
+    /// The counters as they are now.
+    #[must_use]
+    pub fn snapshot(&self) -> crate::metrics::RedisCounters {
+        crate::metrics::RedisCounters {
+            connected: self.connected.load(Relaxed),
+            outages: self.outages.load(Relaxed),
+            published: self.published.load(Relaxed),
+            publish_dropped: self.publish_dropped.load(Relaxed),
+            received: self.received.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+        }
+    }
 }
 
 /// A message waiting to be published.
@@ -146,7 +166,13 @@ impl Bus {
         info!(url = %shown, "connected to Redis");
 
         let (queue, outgoing) = mpsc::channel(PUBLISH_QUEUE);
-        tracker.spawn(publish_loop(outgoing, commands.clone(), Arc::clone(&metrics), shutdown.clone()));
+        tracker.spawn(publish_loop(
+            outgoing,
+            commands.clone(),
+            Arc::clone(&receiver),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
         let subscriber = Subscriber {
             client,
             subscriptions,
@@ -276,6 +302,7 @@ impl Subscriber {
 async fn publish_loop(
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut commands: ConnectionManager,
+    receiver: Arc<dyn Receiver>,
     metrics: Arc<BusMetrics>,
     shutdown: CancellationToken,
 ) {
@@ -290,12 +317,13 @@ async fn publish_loop(
             return;
         }
         let mut pipeline = redis::pipe();
-        for message in batch.drain(..) {
+        for message in &batch {
             pipeline.cmd("PUBLISH").arg(&*message.channel).arg(&message.payload[..]).ignore();
         }
         match pipeline.query_async::<()>(&mut commands).await {
             Ok(()) => {
                 metrics.published.fetch_add(received as u64, Relaxed);
+                batch.clear();
                 if failing {
                     info!("publishing to Redis again");
                     failing = false;
@@ -307,6 +335,9 @@ async fn publish_loop(
                 if !failing {
                     warn!(%error, dropped = received, "publishing to Redis failed; dropping until it is back");
                     failing = true;
+                }
+                for message in batch.drain(..) {
+                    receiver.receive_unsent(&message.channel, &message.payload);
                 }
             }
         }

@@ -237,6 +237,23 @@ fn decode_json_or_msgpack(bytes: &[u8]) -> Result<Json, WireError> {
     }
 }
 
+/// Encodes the legacy request for the socket ids in `rooms` (type 0, JSON):
+/// every node, Node servers included, still answers it, which makes it the
+/// cheapest way to count a room's members across the cluster.
+#[must_use]
+pub fn sockets(uid: &str, request_id: &str, rooms: &[&str]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sockets<'a> {
+        uid: &'a str,
+        request_id: &'a str,
+        #[serde(rename = "type")]
+        kind: u8,
+        rooms: &'a [&'a str],
+    }
+    to_json(&Sockets { uid, request_id, kind: RequestType::Sockets as u8, rooms })
+}
+
 /// Encodes an `allRooms` request (JSON).
 #[must_use]
 pub fn all_rooms(uid: &str, request_id: &str) -> Vec<u8> {

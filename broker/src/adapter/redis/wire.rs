@@ -192,7 +192,34 @@ pub fn encode_broadcast<D: Serialize>(
     rmp_serde::to_vec_named(&(uid, packet, options))
 }
 
-/// A broadcast received from Redis, its packet data converted to JSON.
+/// Encodes the broadcast tuple around packet data already encoded as
+/// MessagePack (`[event, ...args]`): the same bytes as [`encode_broadcast`],
+/// for callers that encoded the data once for several uses.
+///
+/// # Errors
+/// When `options` does not serialize (it always does).
+pub fn encode_broadcast_raw(
+    uid: &str,
+    nsp: &str,
+    data: &[u8],
+    options: &BroadcastOptions,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    use rmp::encode::{write_array_len, write_map_len, write_str, write_uint};
+    let mut out = Vec::with_capacity(data.len() + uid.len() + nsp.len() + 64);
+    write_array_len(&mut out, 3)?;
+    write_str(&mut out, uid)?;
+    write_map_len(&mut out, 3)?;
+    write_str(&mut out, "type")?;
+    write_uint(&mut out, u64::from(EVENT))?;
+    write_str(&mut out, "data")?;
+    out.extend_from_slice(data);
+    write_str(&mut out, "nsp")?;
+    write_str(&mut out, nsp)?;
+    rmp_serde::encode::write_named(&mut out, options)?;
+    Ok(out)
+}
+
+/// A broadcast received from Redis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {
     /// The publishing node.
@@ -201,8 +228,8 @@ pub struct Broadcast {
     pub kind: u8,
     /// The namespace (`/` when absent, as the Node adapter reads it).
     pub nsp: String,
-    /// `[event, ...args]`.
-    pub data: serde_json::Value,
+    /// `[event, ...args]`, checked to be representable as JSON.
+    pub data: Value,
     /// Targets and flags.
     pub options: BroadcastOptions,
 }
@@ -230,11 +257,11 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<Broadcast, WireError> {
         Some((_, value)) => value.as_str().ok_or(WireError::Shape("nsp is not a string"))?.to_owned(),
     };
     let data = packet
-        .iter()
+        .into_iter()
         .find(|(key, _)| key == "data")
-        .map(|(_, value)| to_json(value))
-        .transpose()?
+        .map(|(_, value)| value)
         .ok_or(WireError::Shape("packet data is missing"))?;
+    check_json(&data)?;
     Ok(Broadcast { uid, kind, nsp, data, options: decode_options(options)? })
 }
 
@@ -353,6 +380,77 @@ pub fn to_json(value: &Value) -> Result<serde_json::Value, WireError> {
     })
 }
 
+/// Checks that [`AsJson`] can write `value`: what [`to_json`] refuses, this refuses.
+///
+/// # Errors
+/// As [`to_json`].
+pub fn check_json(value: &Value) -> Result<(), WireError> {
+    match value {
+        Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::Ext(0, _) => Ok(()),
+        Value::F32(number) if number.is_finite() => Ok(()),
+        Value::F64(number) if number.is_finite() => Ok(()),
+        Value::F32(_) | Value::F64(_) => Err(WireError::NotJson("non-finite number")),
+        Value::String(text) => text.as_str().map(|_| ()).ok_or(WireError::NotJson("string is not UTF-8")),
+        Value::Binary(_) => Err(WireError::NotJson("binary data")),
+        Value::Array(items) => items.iter().try_for_each(check_json),
+        Value::Map(entries) => entries.iter().try_for_each(|(key, value)| {
+            match key {
+                Value::String(text) if text.as_str().is_some() => {}
+                Value::Integer(_) => {}
+                _ => return Err(WireError::NotJson("map key is not a string")),
+            }
+            check_json(value)
+        }),
+        Value::Ext(..) => Err(WireError::NotJson("extension type")),
+    }
+}
+
+/// Writes a MessagePack value as the JSON socket.io would send a client,
+/// keeping map keys in their order. Only for values [`check_json`] accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct AsJson<'a>(pub &'a Value);
+
+impl Serialize for AsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Nil | Value::Ext(0, _) => serializer.serialize_unit(),
+            Value::Boolean(flag) => serializer.serialize_bool(*flag),
+            Value::Integer(number) => match (number.as_u64(), number.as_i64()) {
+                (Some(unsigned), _) => serializer.serialize_u64(unsigned),
+                (None, Some(signed)) => serializer.serialize_i64(signed),
+                (None, None) => Err(S::Error::custom("integer out of range")),
+            },
+            Value::F32(number) => serializer.serialize_f64(f64::from(*number)),
+            Value::F64(number) => serializer.serialize_f64(*number),
+            Value::String(text) => serializer
+                .serialize_str(text.as_str().ok_or_else(|| S::Error::custom("string is not UTF-8"))?),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&AsJson(item))?;
+                }
+                seq.end()
+            }
+            Value::Map(entries) => {
+                // JSON.stringify drops undefined members; so does socket.io.
+                let kept = entries.iter().filter(|(_, value)| !matches!(value, Value::Ext(0, _)));
+                let mut map = serializer.serialize_map(None)?;
+                for (key, value) in kept {
+                    match key {
+                        Value::String(text) => map.serialize_key(text.as_str().unwrap_or_default())?,
+                        Value::Integer(number) => map.serialize_key(&number.to_string())?,
+                        _ => return Err(S::Error::custom("map key is not a string")),
+                    }
+                    map.serialize_value(&AsJson(value))?;
+                }
+                map.end()
+            }
+            Value::Binary(_) | Value::Ext(..) => Err(S::Error::custom("not representable as JSON")),
+        }
+    }
+}
+
 fn finite(number: f64) -> Result<serde_json::Value, WireError> {
     serde_json::Number::from_f64(number)
         .map(serde_json::Value::Number)
@@ -414,5 +512,33 @@ mod tests {
         assert_eq!(to_json(&map), Ok(serde_json::json!({"n": -5, "f": 1.5})));
         assert_eq!(to_json(&Value::Array(vec![Value::Ext(0, vec![0])])), Ok(serde_json::json!([null])));
         assert!(to_json(&Value::Binary(vec![1])).is_err());
+        assert!(check_json(&Value::Array(vec![Value::Binary(vec![1])])).is_err());
+    }
+
+    #[test]
+    fn json_view_keeps_key_order_and_drops_undefined() {
+        let map = Value::Map(vec![
+            (Value::from("z"), Value::from(1)),
+            (Value::from("gone"), Value::Ext(0, vec![0])),
+            (Value::from("a"), Value::Array(vec![Value::Ext(0, vec![0]), Value::F64(0.5)])),
+        ]);
+        assert_eq!(check_json(&map), Ok(()));
+        assert_eq!(serde_json::to_string(&AsJson(&map)).expect("writes"), r#"{"z":1,"a":[null,0.5]}"#);
+    }
+
+    #[test]
+    fn raw_and_typed_encodings_are_the_same_bytes() {
+        let options = BroadcastOptions {
+            rooms: vec!["r".into()],
+            except: vec!["s".into()],
+            ..BroadcastOptions::default()
+        };
+        let data = ("message", serde_json::json!({"a": 1}));
+        let typed = encode_broadcast("uid", &Packet { kind: EVENT, data: &data, nsp: "/n".into() }, &options);
+        let raw = rmp_serde::to_vec_named(&data).expect("encodes");
+        assert_eq!(
+            encode_broadcast_raw("uid", "/n", &raw, &options).expect("encodes"),
+            typed.expect("encodes")
+        );
     }
 }

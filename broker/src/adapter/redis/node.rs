@@ -1,0 +1,409 @@
+//! [`RedisCluster`]: this broker as one node of a socket.io Redis cluster,
+//! and [`RedisNamespace`], the [`Cluster`] half of one namespace's adapter.
+//!
+//! Outbound, a namespace publishes each broadcast once, as the Node adapter
+//! would, and delivers it to its own members when it comes back from Redis:
+//! every node of ours then sees a room's broadcasts in the one order Redis
+//! relayed them (Node servers deliver their own broadcasts at once, so they
+//! may see their own earlier). While the bus is down, or when a publish
+//! fails, the broadcast is delivered locally at once instead.
+//!
+//! Inbound, broadcasts from other nodes (Node servers, the emitter, our own
+//! brokers) go to this node's selected sockets, encoded once as a frame; the
+//! numbered requests are answered as the Node adapter answers them. Server-
+//! side emits and broadcasts with acks are not handled (this broker has no
+//! server-side listeners and no acked broadcasts): they get no answer, as
+//! from a Node server without listeners.
+//!
+//! Every message from Redis is bounded in size before it is decoded.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::BufMut;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::bus::{Bus, BusError, BusMetrics, Receiver, Subscriptions};
+use super::request::{self, RequestBody, Target, decode_request, decode_response};
+use super::wire::{self, BroadcastOptions, Channels, decode_broadcast, encode_broadcast_raw};
+use crate::adapter::{BoxFuture, Cluster, LocalSockets, Selection};
+use crate::ids::Sid;
+use crate::protocol::Frame;
+use crate::protocol::socketio::{PacketType, write_header};
+
+/// How long a count of a room's members waits for the other nodes.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// This broker's node in a Redis cluster: one uid, one bus, one
+/// [`RedisNamespace`] per namespace.
+#[derive(Debug)]
+pub struct RedisCluster {
+    bus: Bus,
+    namespaces: HashMap<String, Arc<RedisNamespace>>,
+}
+
+impl RedisCluster {
+    /// Connects to Redis at `url` for `namespaces`, under the channel prefix
+    /// `key`; messages larger than `max_message_bytes` are neither published
+    /// nor accepted.
+    ///
+    /// # Errors
+    /// [`BusError`] when Redis cannot be reached at start.
+    pub async fn connect(
+        url: &str,
+        key: &str,
+        namespaces: &[String],
+        max_message_bytes: usize,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, BusError> {
+        let uid: Arc<str> = Arc::from(wire::random_uid());
+        let by_name: HashMap<String, Arc<RedisNamespace>> = namespaces
+            .iter()
+            .map(|name| {
+                let namespace = RedisNamespace {
+                    uid: Arc::clone(&uid),
+                    name: name.clone(),
+                    channels: Channels::new(key, name),
+                    bus: OnceLock::new(),
+                    sockets: OnceLock::new(),
+                    pending: Arc::default(),
+                    max_message_bytes,
+                };
+                (name.clone(), Arc::new(namespace))
+            })
+            .collect();
+        let mut subscriptions = Subscriptions::default();
+        for namespace in by_name.values() {
+            let channels = &namespace.channels;
+            subscriptions.patterns.push(channels.broadcast_pattern());
+            subscriptions.channels.push(channels.request().to_owned());
+            subscriptions.channels.push(channels.response().to_owned());
+            subscriptions.channels.push(channels.response_for(&uid));
+        }
+        let router = Arc::new(Router { namespaces: by_name.values().cloned().collect() });
+        let bus = Bus::connect(url, subscriptions, router, tracker, shutdown).await?;
+        for namespace in by_name.values() {
+            let _ = namespace.bus.set(bus.clone());
+        }
+        Ok(Self { bus, namespaces: by_name })
+    }
+
+    /// The [`Cluster`] half of `namespace`'s adapter.
+    #[must_use]
+    pub fn namespace(&self, namespace: &str) -> Option<Arc<RedisNamespace>> {
+        self.namespaces.get(namespace).cloned()
+    }
+
+    /// Whether the bus is up.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.bus.is_connected()
+    }
+
+    /// The bus's counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<BusMetrics> {
+        self.bus.metrics()
+    }
+}
+
+/// Hands each message to the namespace whose channel it came on.
+struct Router {
+    namespaces: Vec<Arc<RedisNamespace>>,
+}
+
+impl Receiver for Router {
+    fn receive(&self, channel: &str, payload: &[u8]) {
+        for namespace in &self.namespaces {
+            if namespace.receive(channel, payload) {
+                return;
+            }
+        }
+        debug!(channel, "message on a channel of no namespace here");
+    }
+
+    fn receive_unsent(&self, channel: &str, payload: &[u8]) {
+        for namespace in &self.namespaces {
+            if namespace.channels.broadcast_target(channel).is_some() {
+                namespace.on_broadcast(payload, true);
+                return;
+            }
+        }
+    }
+}
+
+/// A count of a room's members on the other nodes, under way.
+#[derive(Debug)]
+struct PendingCount {
+    expected: usize,
+    answered: usize,
+    members: usize,
+    done: Option<oneshot::Sender<usize>>,
+}
+
+/// One namespace's share of the cluster.
+pub struct RedisNamespace {
+    uid: Arc<str>,
+    name: String,
+    channels: Channels,
+    bus: OnceLock<Bus>,
+    sockets: OnceLock<Weak<dyn LocalSockets>>,
+    pending: Arc<Mutex<HashMap<String, PendingCount>>>,
+    max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for RedisNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisNamespace")
+            .field("uid", &self.uid)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisNamespace {
+    fn bus(&self) -> Option<&Bus> {
+        self.bus.get()
+    }
+
+    fn sockets(&self) -> Option<Arc<dyn LocalSockets>> {
+        self.sockets.get().and_then(Weak::upgrade)
+    }
+
+    fn refuse(&self, what: &str, error: &dyn std::fmt::Display) {
+        if let Some(bus) = self.bus() {
+            bus.metrics().refused.fetch_add(1, Relaxed);
+        }
+        debug!(namespace = %self.name, what, %error, "refused a message from Redis");
+    }
+
+    /// Handles a message if it came on one of this namespace's channels.
+    fn receive(&self, channel: &str, payload: &[u8]) -> bool {
+        if self.channels.broadcast_target(channel).is_some() {
+            self.on_broadcast(payload, false);
+        } else if channel == self.channels.request() {
+            self.on_request(payload);
+        } else if channel.starts_with(self.channels.response()) {
+            self.on_response(payload);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// Delivers a broadcast to this node's selected sockets. `unsent` marks
+    /// our own broadcast that never reached Redis (delivered locally only).
+    fn on_broadcast(&self, payload: &[u8], unsent: bool) {
+        if payload.len() > self.max_message_bytes {
+            return self.refuse("broadcast", &"larger than the limit");
+        }
+        let broadcast = match decode_broadcast(payload) {
+            Ok(broadcast) => broadcast,
+            Err(error) => return self.refuse("broadcast", &error),
+        };
+        if broadcast.nsp != self.name || broadcast.options.flags.local == Some(true) {
+            return;
+        }
+        if broadcast.kind != wire::EVENT {
+            return self.refuse("broadcast", &"not an EVENT packet");
+        }
+        // Our own broadcasts come back here too (or, `unsent`, were never
+        // relayed): that is when our members get them.
+        let _ = unsent;
+        let Some(sockets) = self.sockets() else { return };
+        let Some(frame) = event_frame(&self.name, &broadcast.data) else {
+            return self.refuse("broadcast", &"data not writable as JSON");
+        };
+        let selection = Selection { rooms: &broadcast.options.rooms, except: &broadcast.options.except };
+        sockets.deliver(selection, &frame);
+    }
+
+    fn on_request(&self, payload: &[u8]) {
+        if payload.len() > self.max_message_bytes {
+            return self.refuse("request", &"larger than the limit");
+        }
+        let request = match decode_request(payload) {
+            Ok(request) => request,
+            Err(error) => return self.refuse("request", &error),
+        };
+        if request.uid.as_deref() == Some(&*self.uid) {
+            return;
+        }
+        let (Some(sockets), Some(bus)) = (self.sockets(), self.bus()) else { return };
+        let respond = |body: Vec<u8>| {
+            bus.publish(self.channels.response().to_owned(), body);
+        };
+        let no_rooms: &[String] = &[];
+        match request.body {
+            RequestBody::Sockets { rooms } => {
+                if let Some(id) = &request.request_id {
+                    let ids = sockets.socket_ids(Selection { rooms: &rooms, except: no_rooms });
+                    respond(request::sockets_response(id, &ids));
+                }
+            }
+            RequestBody::AllRooms => {
+                if let Some(id) = &request.request_id {
+                    let rooms = sockets.room_names();
+                    let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+                    respond(request::all_rooms_response(id, &rooms));
+                }
+            }
+            RequestBody::Fetch { selector } => {
+                if let Some(id) = &request.request_id {
+                    let selection = Selection { rooms: &selector.rooms, except: &selector.except };
+                    respond(request::sockets_response(id, &sockets.fetch(selection)));
+                }
+            }
+            RequestBody::Join { target, rooms } => {
+                if for_target(&target, |selection| sockets.join(selection, &rooms), &*sockets)
+                    && let Some(id) = request.request_id.as_deref()
+                {
+                    respond(request::done_response(id));
+                }
+            }
+            RequestBody::Leave { target, rooms } => {
+                if for_target(&target, |selection| sockets.leave(selection, &rooms), &*sockets)
+                    && let Some(id) = request.request_id.as_deref()
+                {
+                    respond(request::done_response(id));
+                }
+            }
+            RequestBody::Disconnect { target, close } => {
+                if for_target(&target, |selection| sockets.disconnect(selection, close), &*sockets)
+                    && let Some(id) = request.request_id.as_deref()
+                {
+                    respond(request::done_response(id));
+                }
+            }
+            RequestBody::ServerSideEmit { .. } | RequestBody::Broadcast { .. } => {
+                debug!(namespace = %self.name, "server-side emit or acked broadcast: not handled here");
+            }
+        }
+    }
+
+    fn on_response(&self, payload: &[u8]) {
+        if payload.len() > self.max_message_bytes {
+            return self.refuse("response", &"larger than the limit");
+        }
+        let response = match decode_response(payload) {
+            Ok(response) => response,
+            Err(error) => return self.refuse("response", &error),
+        };
+        let mut pending = self.pending.lock();
+        let Some(count) = pending.get_mut(&response.request_id) else { return };
+        count.answered += 1;
+        count.members += response.sockets().map_or(0, <[serde_json::Value]>::len);
+        if count.answered >= count.expected
+            && let Some(count) = pending.remove(&response.request_id)
+            && let Some(done) = count.done
+        {
+            let _ = done.send(count.members);
+        }
+    }
+}
+
+/// Applies `act` to a request's target: the selection it names, or the one
+/// socket it names. Returns true when a per-socket request found its socket
+/// here, and must be answered (selections are never answered).
+fn for_target(target: &Target, act: impl FnOnce(Selection<'_>), sockets: &dyn LocalSockets) -> bool {
+    match target {
+        Target::Matching(selector) => {
+            act(Selection { rooms: &selector.rooms, except: &selector.except });
+            false
+        }
+        Target::Socket(sid) => {
+            let rooms = [sid.clone()];
+            let selection = Selection { rooms: &rooms, except: &[] };
+            if sockets.socket_ids(selection).is_empty() {
+                return false;
+            }
+            act(selection);
+            true
+        }
+    }
+}
+
+/// `42<nsp>,<data as JSON>` as a frame, or `None` when the data cannot be
+/// written as JSON.
+fn event_frame(namespace: &str, data: &rmpv::Value) -> Option<Frame> {
+    let json = serde_json::to_vec(&wire::AsJson(data)).ok()?;
+    Some(Frame::build_text(|buf| {
+        buf.put_u8(crate::protocol::engineio::MESSAGE);
+        write_header(buf, PacketType::Event, namespace, None);
+        buf.put_slice(&json);
+    }))
+}
+
+impl Cluster for RedisNamespace {
+    fn node_id(&self) -> &Arc<str> {
+        &self.uid
+    }
+
+    fn publish(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> bool {
+        let Some(bus) = self.bus().filter(|bus| bus.is_connected()) else { return false };
+        let options = BroadcastOptions {
+            rooms: rooms.iter().map(|&room| room.to_owned()).collect(),
+            except: except.map(|sid| sid.to_string()).into_iter().collect(),
+            flags: wire::Flags::default(),
+        };
+        let message = match encode_broadcast_raw(&self.uid, &self.name, packet, &options) {
+            Ok(message) => message,
+            Err(error) => {
+                warn!(%error, "broadcast not encodable, delivered on this node only");
+                return false;
+            }
+        };
+        if message.len() > self.max_message_bytes {
+            bus.metrics().refused.fetch_add(1, Relaxed);
+            warn!(
+                bytes = message.len(),
+                limit = self.max_message_bytes,
+                "broadcast too large for the bus: delivered on this node only"
+            );
+            return false;
+        }
+        bus.publish(self.channels.for_rooms(rooms), message)
+    }
+
+    fn remote_members(&self, room: &str) -> BoxFuture<usize> {
+        let Some(bus) = self.bus().cloned() else { return Box::pin(async { 0 }) };
+        let (uid, request_channel) = (Arc::clone(&self.uid), self.channels.request().to_owned());
+        let room = room.to_owned();
+        let pending = Arc::clone(&self.pending);
+        Box::pin(async move {
+            let servers =
+                match tokio::time::timeout(REQUEST_TIMEOUT, bus.subscriber_count(&request_channel)).await {
+                    Ok(Ok(servers)) => servers,
+                    _ => return 0,
+                };
+            let expected = servers.saturating_sub(1);
+            if expected == 0 {
+                return 0;
+            }
+            let id = wire::random_request_id();
+            let (done, answer) = oneshot::channel();
+            pending
+                .lock()
+                .insert(id.clone(), PendingCount { expected, answered: 0, members: 0, done: Some(done) });
+            bus.publish(request_channel, request::sockets(&uid, &id, &[&room]));
+            match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                Ok(Ok(members)) => members,
+                // Nodes that did not answer in time count as empty.
+                _ => pending.lock().remove(&id).map_or(0, |count| count.members),
+            }
+        })
+    }
+
+    fn is_connected(&self) -> bool {
+        self.bus().is_some_and(Bus::is_connected)
+    }
+
+    fn attach(&self, sockets: Weak<dyn LocalSockets>) {
+        let _ = self.sockets.set(sockets);
+    }
+}

@@ -1,0 +1,223 @@
+//! [`Adapter`]: the one way a namespace reaches more than one socket. Every
+//! join, leave, room emit and namespace-wide emit, and every message id,
+//! goes through it.
+//!
+//! It is the [`LocalAdapter`] (this node's sharded room table) and, in a
+//! cluster, a [`Cluster`] that carries the same emits to the other nodes. A
+//! frame is encoded once for the local members; in a cluster the packet is
+//! also encoded once as MessagePack for the bus. While the cluster is
+//! reachable a broadcast is delivered locally when it comes back from the
+//! bus, so every node sees a room's emits in the bus's one order; when it is
+//! not, it is delivered locally at once.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+use super::event_frame;
+use crate::adapter::{Cluster, LocalAdapter};
+use crate::ids::{RoomId, Sid};
+use crate::rooms::{Joined, Member};
+
+/// A chat message id: unique across the deployment, increasing within a
+/// room. A single broker writes the counter alone (`"1764490000123456"`); in
+/// a cluster the node id follows (`"1764490000123456-AbC12x"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageId {
+    counter: u64,
+    node: Option<Arc<str>>,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            None => write!(f, "{}", self.counter),
+            Some(node) => write!(f, "{}-{node}", self.counter),
+        }
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// What a broadcast's builder may ask: the local member count, a message id.
+#[derive(Debug)]
+pub struct Stamp<'a> {
+    members: usize,
+    adapter: &'a Adapter,
+}
+
+impl Stamp<'_> {
+    /// The room's members on this node.
+    #[must_use]
+    pub fn local_members(&self) -> usize {
+        self.members
+    }
+
+    /// Takes the next message id (under the room's lock on a single node).
+    #[must_use]
+    pub fn message_id(&self) -> MessageId {
+        let counter = self.adapter.local.next_message_id();
+        MessageId {
+            counter,
+            node: self.adapter.cluster.as_ref().map(|cluster| Arc::clone(cluster.node_id())),
+        }
+    }
+}
+
+/// A namespace's adapter: local members, and the other nodes if clustered.
+pub struct Adapter {
+    namespace: Box<str>,
+    local: LocalAdapter,
+    cluster: Option<Arc<dyn Cluster>>,
+}
+
+impl fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adapter")
+            .field("namespace", &self.namespace)
+            .field("clustered", &self.cluster.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Adapter {
+    /// A single node's adapter for `namespace`.
+    #[must_use]
+    pub fn local(namespace: &str) -> Self {
+        Self { namespace: Box::from(namespace), local: LocalAdapter::new(), cluster: None }
+    }
+
+    /// An adapter for `namespace` that also reaches the nodes of `cluster`.
+    #[must_use]
+    pub fn clustered(namespace: &str, cluster: Arc<dyn Cluster>) -> Self {
+        Self { namespace: Box::from(namespace), local: LocalAdapter::new(), cluster: Some(cluster) }
+    }
+
+    /// This node's half.
+    #[must_use]
+    pub fn local_half(&self) -> &LocalAdapter {
+        &self.local
+    }
+
+    /// The other nodes, if clustered.
+    #[must_use]
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Adds `member` to `room`. When it is new there, `notice` (given the
+    /// local member count) gives the data of `event` for the other members.
+    pub fn join<T: Serialize>(
+        &self,
+        room: &RoomId,
+        member: Member,
+        event: &str,
+        notice: impl FnOnce(usize) -> Option<T>,
+    ) -> Joined {
+        let sid = member.sid;
+        let Some(cluster) = &self.cluster else {
+            return self.local.join(room, member, |members| {
+                notice(members).map(|data| event_frame(&self.namespace, None, event, &data))
+            });
+        };
+        let joined = self.local.join(room, member, |_| None);
+        if joined.is_new
+            && let Some(data) = notice(joined.members)
+        {
+            self.publish_or_deliver(cluster.as_ref(), room.as_str(), Some(sid), event, &data);
+        }
+        joined
+    }
+
+    /// Removes `sid` from `room`; `notice` (given the local members left)
+    /// gives the data of `event` for those left. `None` when not a member.
+    pub fn leave<T: Serialize>(
+        &self,
+        room: &str,
+        sid: Sid,
+        event: &str,
+        notice: impl FnOnce(usize) -> Option<T>,
+    ) -> Option<usize> {
+        let Some(cluster) = &self.cluster else {
+            return self.local.leave(room, sid, |members| {
+                notice(members).map(|data| event_frame(&self.namespace, None, event, &data))
+            });
+        };
+        let left = self.local.leave(room, sid, |_| None)?;
+        if let Some(data) = notice(left) {
+            self.publish_or_deliver(cluster.as_ref(), room, Some(sid), event, &data);
+        }
+        Some(left)
+    }
+
+    /// Leaves `room` without telling anyone.
+    pub fn leave_silently(&self, room: &str, sid: Sid) -> Option<usize> {
+        self.local.leave(room, sid, |_| None)
+    }
+
+    /// Emits `event` to every member of `room` but `except`, with the data
+    /// `make` builds (once). Returns the local deliveries queued now (0 when
+    /// they wait for the bus), `None` when the room has no member here and
+    /// the emit stays local.
+    pub fn broadcast<T: Serialize>(
+        &self,
+        room: &str,
+        except: Option<Sid>,
+        event: &str,
+        make: impl FnOnce(&Stamp<'_>) -> T,
+    ) -> Option<usize> {
+        let Some(cluster) = &self.cluster else {
+            return self.local.broadcast(room, except, |members| {
+                let data = make(&Stamp { members, adapter: self });
+                event_frame(&self.namespace, None, event, &data)
+            });
+        };
+        let data = make(&Stamp { members: self.local.members(room), adapter: self });
+        Some(self.publish_or_deliver(cluster.as_ref(), room, except, event, &data))
+    }
+
+    /// Sends `event` to the other nodes' sockets of the whole namespace.
+    /// Returns true when it went out and will come back to this node's
+    /// sockets through the bus; false when the caller delivers locally.
+    pub fn publish_to_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> bool {
+        let Some(cluster) = &self.cluster else { return false };
+        match rmp_serde::to_vec_named(&(event, data)) {
+            Ok(packet) => cluster.publish(&[], None, &packet),
+            Err(error) => {
+                tracing::warn!(%error, event, "emit not MessagePack-encodable, delivered on this node only");
+                false
+            }
+        }
+    }
+
+    fn publish_or_deliver<T: Serialize>(
+        &self,
+        cluster: &dyn Cluster,
+        room: &str,
+        except: Option<Sid>,
+        event: &str,
+        data: &T,
+    ) -> usize {
+        match rmp_serde::to_vec_named(&(event, data)) {
+            Ok(packet) if cluster.publish(&[room], except, &packet) => 0,
+            outcome => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, event, "emit not MessagePack-encodable, delivered on this node only");
+                }
+                let frame = event_frame(&self.namespace, None, event, data);
+                self.local.broadcast(room, except, |_| frame).unwrap_or(0)
+            }
+        }
+    }
+
+    /// The members of `room` on this node.
+    #[must_use]
+    pub fn local_members(&self, room: &str) -> usize {
+        self.local.members(room)
+    }
+}
