@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 source tests/redis.sh
 start_test_redis
 
-echo "== installing npm packages for the real-client suite (tests/js)"
+echo "== installing npm packages for the real-client suite (tests/js) and the mixed cluster (tests/cluster)"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/cluster --no-audit --no-fund --loglevel=error
 
 echo "== cargo test (unit and integration tests)"
 cargo build -p broker
@@ -20,3 +21,9 @@ cargo test --workspace
 
 echo "== socket.io-client suite against target/debug/broker"
 (cd tests/js && npm test)
+
+echo "== mixed cluster: two brokers and a Node socket.io gateway on one Redis (tests/cluster)"
+(cd tests/cluster && node --test --test-reporter=spec cluster.test.mjs)
+
+echo "== the Redis wire goldens still regenerate (tests/cluster/goldens.mjs, to a scratch file)"
+GOLDENS_OUT="$(mktemp)" node tests/cluster/goldens.mjs

@@ -32,7 +32,8 @@ if (!url) {
   console.error("BROKER_TEST_REDIS_URL is not set (tests/run.sh starts a Redis and sets it)");
   process.exit(2);
 }
-const output = fileURLToPath(new URL("../fixtures/redis-wire.json", import.meta.url));
+// GOLDENS_OUT: write elsewhere (tests/run.sh checks the script still runs).
+const output = process.env.GOLDENS_OUT ?? fileURLToPath(new URL("../fixtures/redis-wire.json", import.meta.url));
 
 const clients = [];
 const redis = () => {

@@ -186,7 +186,7 @@ impl Adapter {
     /// sockets through the bus; false when the caller delivers locally.
     pub fn publish_to_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> bool {
         let Some(cluster) = &self.cluster else { return false };
-        match rmp_serde::to_vec_named(&(event, data)) {
+        match packet_msgpack(event, data) {
             Ok(packet) => cluster.publish(&[], None, &packet),
             Err(error) => {
                 tracing::warn!(%error, event, "emit not MessagePack-encodable, delivered on this node only");
@@ -203,7 +203,7 @@ impl Adapter {
         event: &str,
         data: &T,
     ) -> usize {
-        match rmp_serde::to_vec_named(&(event, data)) {
+        match packet_msgpack(event, data) {
             Ok(packet) if cluster.publish(&[room], except, &packet) => 0,
             outcome => {
                 if let Err(error) = outcome {
@@ -220,4 +220,11 @@ impl Adapter {
     pub fn local_members(&self, room: &str) -> usize {
         self.local.members(room)
     }
+}
+
+/// `[event, data]` as MessagePack for the bus. Through JSON, because some
+/// payload parts (a user id kept as its token had it) only serialize to JSON.
+fn packet_msgpack<T: Serialize + ?Sized>(event: &str, data: &T) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(&(event, data)).map_err(|error| error.to_string())?;
+    crate::adapter::redis::wire::json_to_msgpack(&json).map_err(|error| error.to_string())
 }

@@ -219,6 +219,19 @@ pub fn encode_broadcast_raw(
     Ok(out)
 }
 
+/// Re-encodes JSON (what the broker's payload types serialize to; their
+/// raw JSON parts, such as a user id kept as its token had it, only
+/// serialize to JSON) as MessagePack, keeping map keys in their order.
+///
+/// # Errors
+/// [`WireError::Malformed`] when `json` is not JSON.
+pub fn json_to_msgpack(json: &[u8]) -> Result<Vec<u8>, WireError> {
+    let value: Value = serde_json::from_slice(json).map_err(|_| WireError::Malformed("JSON"))?;
+    let mut out = Vec::with_capacity(json.len());
+    rmpv::encode::write_value(&mut out, &value).map_err(|_| WireError::Malformed("MessagePack"))?;
+    Ok(out)
+}
+
 /// A broadcast received from Redis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {
@@ -524,6 +537,14 @@ mod tests {
         ]);
         assert_eq!(check_json(&map), Ok(()));
         assert_eq!(serde_json::to_string(&AsJson(&map)).expect("writes"), r#"{"z":1,"a":[null,0.5]}"#);
+    }
+
+    #[test]
+    fn json_becomes_the_msgpack_notepack_writes() {
+        let json = br#"["m",{"z":1,"a":-5,"f":1.5,"s":"x","n":null,"t":true,"big":4294967296}]"#;
+        let value = decode_msgpack(&json_to_msgpack(json).expect("converts")).expect("decodes");
+        assert_eq!(serde_json::to_string(&AsJson(&value)).expect("writes").as_bytes(), json);
+        assert!(json_to_msgpack(b"{").is_err());
     }
 
     #[test]

@@ -1,0 +1,165 @@
+// The mixed cluster: two of our brokers (`--adapter redis`) and a Node
+// socket.io 4.8 gateway with @socket.io/redis-adapter (gateway.mjs) share
+// one Redis, with stock socket.io-client users on each. Every chat case
+// crosses every ordered pair of nodes; then the Node side's tools
+// (@socket.io/redis-emitter, fetchSockets, socketsJoin, disconnectSockets)
+// reach sockets on our brokers.
+//
+// Needs BROKER_TEST_REDIS_URL (tests/run.sh starts a Redis); without it the
+// file is skipped, unless CI is set, where that is a failure.
+
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { Emitter } from "@socket.io/redis-emitter";
+import { Redis } from "ioredis";
+
+import {
+  NAMESPACE,
+  connectUser,
+  disconnected,
+  join,
+  leave,
+  once,
+  onceWhere,
+  randomSecret,
+  roomId,
+  send,
+  startBroker,
+} from "../js/helpers.mjs";
+import { startGateway } from "./gateway.mjs";
+
+const redisUrl = process.env.BROKER_TEST_REDIS_URL;
+if (!redisUrl && process.env.CI) {
+  throw new Error("CI is set but BROKER_TEST_REDIS_URL is not: run the suite with tests/run.sh");
+}
+const skip = redisUrl ? false : "BROKER_TEST_REDIS_URL is not set (tests/run.sh starts a Redis)";
+
+const key = `mixed-${randomBytes(4).toString("hex")}`;
+const secret = randomSecret();
+const nodes = [];
+let gateway;
+let publisher;
+
+before(async () => {
+  if (skip) return;
+  const env = {
+    BROKER_ADAPTER: "redis",
+    BROKER_REDIS_URL: redisUrl,
+    BROKER_REDIS_KEY: key,
+    BROKER_JWT_SECRET: secret,
+    BROKER_RATE_LIMIT_PER_SEC: 0,
+  };
+  nodes.push({ name: "rust-1", ...(await startBroker(env)) });
+  nodes.push({ name: "rust-2", ...(await startBroker(env)) });
+  gateway = await startGateway({ redisUrl, key, secret, namespace: NAMESPACE });
+  nodes.push({ name: "node", url: `http://127.0.0.1:${gateway.port}`, secret, stop: () => gateway.close() });
+  publisher = new Redis(redisUrl);
+});
+
+after(async () => {
+  await Promise.all(nodes.map((node) => node.stop()));
+  publisher?.disconnect();
+});
+
+/** Contents of every `message` `socket` received, in arrival order. */
+function messagesOf(socket) {
+  return socket.inbox.log.filter((entry) => entry.event === "message").map((entry) => entry.payload.content);
+}
+
+describe("chat across every pair of nodes", { skip }, () => {
+  const pairs = [];
+  for (const from of ["rust-1", "rust-2", "node"]) {
+    for (const to of ["rust-1", "rust-2", "node"]) if (from !== to) pairs.push([from, to]);
+  }
+  for (const [from, to] of pairs) {
+    test(`${from} -> ${to}: join, message both ways, leave, disconnect`, async () => {
+      const a = nodes.find((node) => node.name === from);
+      const b = nodes.find((node) => node.name === to);
+      const room = roomId("pair");
+      const { socket: x, sub: xSub } = await connectUser(a);
+      const { socket: y, sub: ySub } = await connectUser(b);
+
+      assert.equal((await join(x, room)).members, 1);
+      assert.equal((await join(y, room)).members, 2, "the ack counts the member on the other node");
+      assert.equal((await once(x, "user_joined")).userId, ySub);
+
+      const first = await send(x, "first", room);
+      assert.equal(typeof first.id, "string");
+      await onceWhere(y, "message", (m) => m.content === "first");
+      await send(y, "second", room);
+      await onceWhere(x, "message", (m) => m.content === "second");
+      await onceWhere(y, "message", (m) => m.content === "second");
+      await send(x, "marker", room);
+      await onceWhere(x, "message", (m) => m.content === "marker");
+      await onceWhere(y, "message", (m) => m.content === "marker");
+      // Exactly once each, and the same order on both nodes.
+      assert.deepEqual(messagesOf(x), ["first", "second", "marker"]);
+      assert.deepEqual(messagesOf(y), ["first", "second", "marker"]);
+
+      assert.equal((await leave(y, room)).members, 1, "the leave ack counts the whole room");
+      assert.equal((await once(x, "user_left")).userId, ySub);
+
+      await join(y, room);
+      assert.equal((await once(x, "user_joined")).userId, ySub);
+      y.disconnect();
+      const left = await once(x, "user_left");
+      assert.deepEqual([left.userId, left.roomId], [ySub, room]);
+      assert.equal(x.sub, xSub);
+      x.disconnect();
+    });
+  }
+});
+
+describe("the Node side's tools reach our sockets", { skip }, () => {
+  test("@socket.io/redis-emitter publishes into a room on our brokers", async () => {
+    const room = roomId("emitter");
+    const { socket: one } = await connectUser(nodes[0]);
+    const { socket: two } = await connectUser(nodes[1]);
+    await join(one, room);
+    await join(two, room);
+    await once(one, "user_joined");
+    new Emitter(publisher, { key }).of(NAMESPACE).to(room).emit("message", { content: "from the emitter" });
+    for (const socket of [one, two]) {
+      const message = await onceWhere(socket, "message", (m) => m.content === "from the emitter");
+      assert.equal(message.content, "from the emitter");
+    }
+    one.disconnect();
+    two.disconnect();
+  });
+
+  test("fetchSockets on the Node server lists the sockets on our brokers", async () => {
+    const room = roomId("fetch");
+    const { socket: one } = await connectUser(nodes[0]);
+    const { socket: two } = await connectUser(nodes[1]);
+    await join(one, room);
+    await join(two, room);
+    const found = await gateway.nsp.in(room).fetchSockets();
+    assert.deepEqual(found.map((socket) => socket.id).sort(), [one.id, two.id].sort());
+    assert.ok(found.every((socket) => socket.rooms.has(room)));
+    one.disconnect();
+    two.disconnect();
+  });
+
+  test("socketsJoin on the Node server makes our socket a member", async () => {
+    const room = roomId("joined-remotely");
+    const { socket: ours } = await connectUser(nodes[0]);
+    const { socket: theirs } = await connectUser(nodes[2]);
+    await join(theirs, room);
+    gateway.nsp.in(ours.id).socketsJoin(room);
+    // Requests are handled in order: once fetchSockets sees the room, the join is done.
+    const found = await gateway.nsp.in(room).fetchSockets();
+    assert.ok(found.some((socket) => socket.id === ours.id));
+    const ack = await send(ours, "member by socketsJoin", room);
+    assert.equal(ack.error, undefined);
+    await onceWhere(theirs, "message", (m) => m.content === "member by socketsJoin");
+    ours.disconnect();
+    theirs.disconnect();
+  });
+
+  test("disconnectSockets on the Node server disconnects our socket", async () => {
+    const { socket: ours } = await connectUser(nodes[1]);
+    gateway.nsp.in(ours.id).disconnectSockets(true);
+    await disconnected(ours);
+  });
+});

@@ -1,0 +1,113 @@
+//! Two brokers sharing the test Redis act as one server (`--adapter redis`):
+//! rooms span them, notices and messages cross both ways exactly once and
+//! in one order, acks count the whole room, and another node's requests
+//! reach our sockets. Each test has a Redis channel prefix of its own.
+
+use broker::config::AdapterKind;
+use tests::redis::redis_url;
+use tests::{Client, Config, TestServer, Value};
+
+/// Two brokers on one private channel prefix of the test Redis, or `None`
+/// when no Redis runs (outside CI).
+async fn pair() -> Option<(TestServer, TestServer)> {
+    let url = redis_url()?;
+    let key = format!("cluster-test-{:016x}", rand_key());
+    let config = Config {
+        adapter: AdapterKind::Redis,
+        redis_url: url,
+        redis_key: key,
+        rate_limit_per_sec: 0,
+        ..Config::default()
+    };
+    let first = TestServer::start(config.clone()).await;
+    let second = TestServer::start(config).await;
+    Some((first, second))
+}
+
+fn rand_key() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    hasher.finish()
+}
+
+async fn next_message(client: &mut Client) -> Value {
+    client.expect_event("message").await
+}
+
+#[tokio::test]
+async fn a_room_spans_two_brokers_both_ways() {
+    let Some((one, two)) = pair().await else { return };
+    let mut alice = Client::connect_user(&one, "alice").await;
+    let mut bob = Client::connect_user(&two, "bob").await;
+
+    assert_eq!(alice.join("lobby").await["members"], 1);
+    let ack = bob.join("lobby").await;
+    assert_eq!(ack["members"], 2, "the ack counts the member on the other broker");
+    assert_eq!(bob.expect_event("status").await["members"], 2);
+    let joined = alice.expect_event("user_joined").await;
+    assert_eq!((joined["userId"].as_str(), joined["roomId"].as_str()), (Some("bob"), Some("lobby")));
+
+    alice.send("lobby", "from one").await;
+    bob.send("lobby", "from two").await;
+    // Everyone sees both, exactly once, in the same order.
+    let seen_by_alice = [next_message(&mut alice).await, next_message(&mut alice).await];
+    let seen_by_bob = [next_message(&mut bob).await, next_message(&mut bob).await];
+    let contents =
+        |seen: &[Value; 2]| seen.clone().map(|message| message["content"].as_str().map(str::to_owned));
+    assert_eq!(contents(&seen_by_alice), contents(&seen_by_bob));
+    let mut both: Vec<_> = contents(&seen_by_alice).into_iter().flatten().collect();
+    both.sort();
+    assert_eq!(both, ["from one", "from two"]);
+    assert_eq!(seen_by_alice[0]["id"], seen_by_bob[0]["id"]);
+    assert_ne!(seen_by_alice[0]["id"], seen_by_alice[1]["id"], "ids are unique across brokers");
+
+    let left = bob.leave("lobby").await;
+    assert_eq!(left["members"], 1);
+    let gone = alice.expect_event("user_left").await;
+    assert_eq!(gone["userId"], "bob");
+    // Nothing more arrives for bob once he left: a marker proves it.
+    alice.send("lobby", "after bob left").await;
+    alice.expect_message("after bob left").await;
+    bob.join("marker-room").await;
+    assert!(bob.take_event("message").is_none());
+}
+
+#[tokio::test]
+async fn a_disconnect_on_one_broker_notifies_the_other() {
+    let Some((one, two)) = pair().await else { return };
+    let mut alice = Client::connect_user(&one, "alice").await;
+    let mut carol = Client::connect_user(&two, "carol").await;
+    alice.join("r").await;
+    carol.join("r").await;
+    alice.expect_event("user_joined").await;
+    drop(carol);
+    let gone = alice.expect_event("user_left").await;
+    assert_eq!(gone["userId"], "carol");
+    assert_eq!(alice.leave("r").await["members"], 0);
+}
+
+#[tokio::test]
+async fn membership_checks_stay_local() {
+    let Some((one, two)) = pair().await else { return };
+    let mut alice = Client::connect_user(&one, "alice").await;
+    let mut mallory = Client::connect_user(&two, "mallory").await;
+    alice.join("private").await;
+    let ack =
+        mallory.emit_with_ack("send_message", tests::json!({"roomId": "private", "content": "hi"})).await;
+    assert_eq!(ack["error"]["code"], 403);
+    alice.send("private", "only members").await;
+    alice.expect_message("only members").await;
+    assert!(mallory.take_event("message").is_none());
+}
+
+#[tokio::test]
+async fn a_broker_whose_redis_is_unreachable_does_not_start() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("redis://{}", unused.local_addr().expect("bound"));
+    drop(unused);
+    let config = Config { adapter: AdapterKind::Redis, redis_url: url, ..Config::default() };
+    let server = TestServer::start(config).await;
+    let outcome = server.join().await;
+    assert!(matches!(outcome, Err(broker::StartError::Redis(_))), "{outcome:?}");
+}
