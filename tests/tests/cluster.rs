@@ -10,15 +10,14 @@ use tests::{Client, Config, TestServer, Value};
 /// Two brokers on one private channel prefix of the test Redis, or `None`
 /// when no Redis runs (outside CI).
 async fn pair() -> Option<(TestServer, TestServer)> {
+    pair_with(Config::default()).await
+}
+
+async fn pair_with(base: Config) -> Option<(TestServer, TestServer)> {
     let url = redis_url()?;
     let key = format!("cluster-test-{:016x}", rand_key());
-    let config = Config {
-        adapter: AdapterKind::Redis,
-        redis_url: url,
-        redis_key: key,
-        rate_limit_per_sec: 0,
-        ..Config::default()
-    };
+    let config =
+        Config { adapter: AdapterKind::Redis, redis_url: url, redis_key: key, rate_limit_per_sec: 0, ..base };
     let first = TestServer::start(config.clone()).await;
     let second = TestServer::start(config).await;
     Some((first, second))
@@ -99,6 +98,26 @@ async fn membership_checks_stay_local() {
     alice.send("private", "only members").await;
     alice.expect_message("only members").await;
     assert!(mallory.take_event("message").is_none());
+}
+
+#[tokio::test]
+async fn a_broadcast_over_the_bus_limit_stays_on_its_broker() {
+    let Some((one, two)) = pair_with(Config { redis_max_message_bytes: 400, ..Config::default() }).await
+    else {
+        return;
+    };
+    let mut alice = Client::connect_user(&one, "alice").await;
+    let mut bob = Client::connect_user(&two, "bob").await;
+    alice.join("big").await;
+    bob.join("big").await;
+    alice.expect_event("user_joined").await;
+    let large = "x".repeat(1000);
+    alice.send("big", &large).await;
+    alice.expect_message(&large).await;
+    alice.send("big", "small").await;
+    // The next message bob sees is the small one: the large one was not forwarded.
+    assert_eq!(bob.expect_event("message").await["content"], "small");
+    assert!(one.try_metric("broker_redis_refused_total").await.is_ok_and(|refused| refused >= 1));
 }
 
 #[tokio::test]

@@ -175,6 +175,7 @@ impl Bus {
         ));
         let subscriber = Subscriber {
             client,
+            commands: commands.clone(),
             subscriptions,
             receiver,
             metrics: Arc::clone(&metrics),
@@ -240,6 +241,7 @@ async fn subscribe(
 
 struct Subscriber {
     client: redis::Client,
+    commands: ConnectionManager,
     subscriptions: Subscriptions,
     receiver: Arc<dyn Receiver>,
     metrics: Arc<BusMetrics>,
@@ -269,6 +271,7 @@ impl Subscriber {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             match subscribe(&self.client, &self.subscriptions).await {
                 Ok(connection) => {
+                    self.refresh_commands().await;
                     self.connected.store(true, Relaxed);
                     self.metrics.connected.store(1, Relaxed);
                     self.receiver.on_connected();
@@ -276,6 +279,22 @@ impl Subscriber {
                     pubsub = Some(connection);
                 }
                 Err(error) => warn!(%error, retry_in = ?backoff, "Redis still unreachable"),
+            }
+        }
+    }
+
+    /// Makes the command connection reconnect now, if it has to, rather than
+    /// on the first publish after the outage (which would then be lost for
+    /// the other nodes).
+    async fn refresh_commands(&self) {
+        for _ in 0..3 {
+            let mut commands = self.commands.clone();
+            let ping = redis::cmd("PING");
+            if matches!(
+                tokio::time::timeout(COMMAND_TIMEOUT, ping.query_async::<()>(&mut commands)).await,
+                Ok(Ok(()))
+            ) {
+                return;
             }
         }
     }

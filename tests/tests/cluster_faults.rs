@@ -1,0 +1,126 @@
+//! The redis adapter when Redis goes away and comes back: each broker keeps
+//! serving its own members, says `degraded` and counts the outage, then
+//! reconnects, subscribes again and carries emits across brokers again.
+//!
+//! Uses a private `redis-server` (the binary `tests/run.sh` installs) on a
+//! port of its own, so stopping it touches no other test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use broker::config::AdapterKind;
+use tests::redis::redis_url;
+use tests::{Client, Config, TestServer};
+use tokio::time::Instant;
+
+/// How long a reconnection may take: the backoff tops out at 5 s.
+const RECONNECT_WAIT: Duration = Duration::from_secs(15);
+
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    async fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (tests/run.sh installs it)");
+        let deadline = Instant::now() + tests::WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, port, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    listener.local_addr().expect("bound").port()
+}
+
+async fn wait_for(server: &TestServer, metric: &str, value: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = server.try_metric(metric).await;
+        if seen == Ok(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{metric} is {seen:?}, expected {value} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn health_status(server: &TestServer) -> String {
+    let body = tests::http::get(server.addr, "/health", &[]).await.text();
+    let health: serde_json::Value = serde_json::from_str(&body).expect("/health is JSON");
+    health["status"].as_str().expect("a status").to_owned()
+}
+
+#[tokio::test]
+async fn a_redis_restart_keeps_local_members_served_then_reconnects() {
+    // The test Redis being set says redis-server is installed here.
+    if redis_url().is_none() {
+        return;
+    }
+    let redis = PrivateRedis::start(free_port()).await;
+    let config = Config {
+        adapter: AdapterKind::Redis,
+        redis_url: redis.url(),
+        rate_limit_per_sec: 0,
+        ..Config::default()
+    };
+    let one = TestServer::start(config.clone()).await;
+    let two = TestServer::start(config).await;
+    let mut alice = Client::connect_user(&one, "alice").await;
+    let mut bob = Client::connect_user(&two, "bob").await;
+    alice.join("r").await;
+    bob.join("r").await;
+    alice.expect_event("user_joined").await;
+    assert_eq!(health_status(&one).await, "ok");
+
+    let port = redis.stop();
+    wait_for(&one, "broker_redis_connected", 0, tests::WAIT).await;
+    assert_eq!(health_status(&one).await, "degraded");
+    // Local members are still served, their messages not lost.
+    alice.send("r", "during the outage").await;
+    alice.expect_message("during the outage").await;
+    let mut carol = Client::connect_user(&one, "carol").await;
+    assert_eq!(carol.join("r").await["members"], 2, "the local members, when no other node answers");
+    alice.expect_event("user_joined").await;
+    assert!(one.try_metric("broker_redis_outages_total").await.is_ok_and(|outages| outages >= 1));
+
+    let _redis = PrivateRedis::start(port).await;
+    wait_for(&one, "broker_redis_connected", 1, RECONNECT_WAIT).await;
+    wait_for(&two, "broker_redis_connected", 1, RECONNECT_WAIT).await;
+    assert_eq!(health_status(&one).await, "ok");
+    alice.send("r", "after the outage").await;
+    let seen = bob.expect_message("after the outage").await;
+    assert_eq!(seen["senderId"], "alice");
+    carol.expect_message("after the outage").await;
+}
