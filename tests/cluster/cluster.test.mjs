@@ -2,8 +2,8 @@
 // socket.io 4.8 gateway with @socket.io/redis-adapter (gateway.mjs) share
 // one Redis, with stock socket.io-client users on each. Every chat case
 // crosses every ordered pair of nodes; then the Node side's tools
-// (@socket.io/redis-emitter, fetchSockets, socketsJoin, disconnectSockets)
-// reach sockets on our brokers.
+// (@socket.io/redis-emitter, fetchSockets, socketsJoin, emitWithAck,
+// disconnectSockets) reach sockets on our brokers.
 //
 // Needs BROKER_TEST_REDIS_URL (tests/run.sh starts a Redis); without it the
 // file is skipped, unless CI is set, where that is a failure.
@@ -155,6 +155,21 @@ describe("the Node side's tools reach our sockets", { skip }, () => {
     await onceWhere(theirs, "message", (m) => m.content === "member by socketsJoin");
     ours.disconnect();
     theirs.disconnect();
+  });
+
+  test("a broadcast with acks from the Node server collects our clients' answers", async () => {
+    const room = roomId("acks");
+    const { socket: one } = await connectUser(nodes[0]);
+    const { socket: two } = await connectUser(nodes[1]);
+    for (const [socket, name] of [[one, "rust-1"], [two, "rust-2"]]) {
+      socket.on("roll-call", (n, answer) => answer({ from: name, n }));
+      await join(socket, room);
+    }
+    const answers = await gateway.nsp.timeout(4000).to(room).emitWithAck("roll-call", 7);
+    assert.deepEqual(answers.map((answer) => answer.from).sort(), ["rust-1", "rust-2"]);
+    assert.ok(answers.every((answer) => answer.n === 7));
+    one.disconnect();
+    two.disconnect();
   });
 
   test("disconnectSockets on the Node server disconnects our socket", async () => {

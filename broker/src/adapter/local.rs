@@ -68,13 +68,6 @@ impl LocalAdapter {
         self.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Makes every later id from this node larger than `seen` (an id
-    /// another node handed out), so ids keep increasing across nodes along
-    /// what each node has seen.
-    pub fn observe_message_id(&self, seen: u64) {
-        self.next_message_id.fetch_max(seen.saturating_add(1), Ordering::Relaxed);
-    }
-
     /// The members of `room` on this node.
     #[must_use]
     pub fn members(&self, room: &str) -> usize {

@@ -68,6 +68,13 @@ pub type FetchedSocket = redis::request::FetchedSocket;
 pub trait LocalSockets: Send + Sync + 'static {
     /// Queues `frame` for every selected socket; returns the deliveries.
     fn deliver(&self, selection: Selection<'_>, frame: &Frame) -> usize;
+    /// Emits the EVENT `[event, ...args]` (`data`) with an ack id to every
+    /// selected socket; each receiver resolves with that client's answer.
+    fn deliver_with_acks(
+        &self,
+        selection: Selection<'_>,
+        data: &serde_json::Value,
+    ) -> Vec<tokio::sync::oneshot::Receiver<serde_json::Value>>;
     /// The ids of the selected sockets.
     fn socket_ids(&self, selection: Selection<'_>) -> Vec<String>;
     /// Every room with a member here, socket ids included.

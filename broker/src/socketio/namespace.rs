@@ -168,6 +168,14 @@ impl LocalSockets for Namespace {
         }
     }
 
+    fn deliver_with_acks(
+        &self,
+        selection: Selection<'_>,
+        data: &serde_json::Value,
+    ) -> Vec<tokio::sync::oneshot::Receiver<serde_json::Value>> {
+        self.selected(selection).iter().filter_map(|socket| socket.emit_packet_with_ack(data).ok()).collect()
+    }
+
     fn socket_ids(&self, selection: Selection<'_>) -> Vec<String> {
         self.selected(selection).iter().map(|socket| socket.sid().to_string()).collect()
     }

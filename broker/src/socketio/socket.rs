@@ -17,6 +17,7 @@ use crate::adapter::FetchedSocket;
 use crate::engineio::{CloseReason, Handshake, Outbox, PushError};
 use crate::ids::{RoomId, Sid};
 use crate::protocol::Frame;
+use crate::protocol::socketio::PacketType;
 use crate::rooms::{Joined, Member};
 
 /// A connected client in one namespace.
@@ -190,6 +191,18 @@ impl Socket {
         event: &str,
         data: &T,
     ) -> Result<oneshot::Receiver<serde_json::Value>, PushError> {
+        self.emit_packet_with_ack(&(event, data))
+    }
+
+    /// Emits an EVENT whose whole array `[event, ...args]` is `packet`, with an
+    /// ack id, as [`emit_with_ack`](Self::emit_with_ack) does.
+    ///
+    /// # Errors
+    /// As [`send_frame`](Self::send_frame).
+    pub fn emit_packet_with_ack<T: Serialize + ?Sized>(
+        &self,
+        packet: &T,
+    ) -> Result<oneshot::Receiver<serde_json::Value>, PushError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut acks = self.acks.lock();
@@ -198,7 +211,7 @@ impl Socket {
             acks.waiting.push((id, tx));
             id
         };
-        self.send_frame(&event_frame(self.namespace.name(), Some(id), event, data))?;
+        self.send_frame(&super::packet_frame(PacketType::Event, self.namespace.name(), Some(id), packet))?;
         Ok(rx)
     }
 

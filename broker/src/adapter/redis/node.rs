@@ -10,10 +10,10 @@
 //!
 //! Inbound, broadcasts from other nodes (Node servers, the emitter, our own
 //! brokers) go to this node's selected sockets, encoded once as a frame; the
-//! numbered requests are answered as the Node adapter answers them. Server-
-//! side emits and broadcasts with acks are not handled (this broker has no
-//! server-side listeners and no acked broadcasts): they get no answer, as
-//! from a Node server without listeners.
+//! numbered requests are answered as the Node adapter answers them,
+//! broadcasts with acks included (the client count, then each client's ack).
+//! Server-side emits get no answer: this broker has no server-side
+//! listeners, and a Node server without listeners does not answer either.
 //!
 //! Every message from Redis is bounded in size before it is decoded.
 
@@ -37,6 +37,9 @@ use crate::protocol::socketio::{PacketType, write_header};
 
 /// How long a count of a room's members waits for the other nodes.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for a client's ack of another node's broadcast, whatever
+/// timeout that node asked for.
+pub const MAX_ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// This broker's node in a Redis cluster: one uid, one bus, one
 /// [`RedisNamespace`] per namespace.
@@ -130,7 +133,7 @@ impl Receiver for Router {
     fn receive_unsent(&self, channel: &str, payload: &[u8]) {
         for namespace in &self.namespaces {
             if namespace.channels.broadcast_target(channel).is_some() {
-                namespace.on_broadcast(payload, true);
+                namespace.on_broadcast(payload);
                 return;
             }
         }
@@ -185,7 +188,7 @@ impl RedisNamespace {
     /// Handles a message if it came on one of this namespace's channels.
     fn receive(&self, channel: &str, payload: &[u8]) -> bool {
         if self.channels.broadcast_target(channel).is_some() {
-            self.on_broadcast(payload, false);
+            self.on_broadcast(payload);
         } else if channel == self.channels.request() {
             self.on_request(payload);
         } else if channel.starts_with(self.channels.response()) {
@@ -196,9 +199,10 @@ impl RedisNamespace {
         true
     }
 
-    /// Delivers a broadcast to this node's selected sockets. `unsent` marks
-    /// our own broadcast that never reached Redis (delivered locally only).
-    fn on_broadcast(&self, payload: &[u8], unsent: bool) {
+    /// Delivers a broadcast to this node's selected sockets: another node's,
+    /// or our own coming back from Redis (or never sent: its pipeline failed,
+    /// so it goes to our members only).
+    fn on_broadcast(&self, payload: &[u8]) {
         if payload.len() > self.max_message_bytes {
             return self.refuse("broadcast", &"larger than the limit");
         }
@@ -212,9 +216,6 @@ impl RedisNamespace {
         if broadcast.kind != wire::EVENT {
             return self.refuse("broadcast", &"not an EVENT packet");
         }
-        // Our own broadcasts come back here too (or, `unsent`, were never
-        // relayed): that is when our members get them.
-        let _ = unsent;
         let Some(sockets) = self.sockets() else { return };
         let Some(frame) = event_frame(&self.name, &broadcast.data) else {
             return self.refuse("broadcast", &"data not writable as JSON");
@@ -280,8 +281,26 @@ impl RedisNamespace {
                     respond(request::done_response(id));
                 }
             }
-            RequestBody::ServerSideEmit { .. } | RequestBody::Broadcast { .. } => {
-                debug!(namespace = %self.name, "server-side emit or acked broadcast: not handled here");
+            RequestBody::Broadcast { data, options } => {
+                let Some(id) = request.request_id else { return };
+                let selection = Selection { rooms: &options.rooms, except: &options.except };
+                let waiters = sockets.deliver_with_acks(selection, &data);
+                respond(request::client_count_response(&id, waiters.len() as u64));
+                let timeout =
+                    options.flags.timeout.map_or(REQUEST_TIMEOUT, Duration::from_millis).min(MAX_ACK_WAIT);
+                for waiter in waiters {
+                    let (bus, channel, id) = (bus.clone(), self.channels.response().to_owned(), id.clone());
+                    tokio::spawn(async move {
+                        if let Ok(Ok(answer)) = tokio::time::timeout(timeout, waiter).await
+                            && let Ok(response) = request::broadcast_ack_response(&id, &answer)
+                        {
+                            bus.publish(channel, response);
+                        }
+                    });
+                }
+            }
+            RequestBody::ServerSideEmit { .. } => {
+                debug!(namespace = %self.name, "server-side emit: no server-side listeners here");
             }
         }
     }
