@@ -128,6 +128,19 @@ describe("the Node side's tools reach our sockets", { skip }, () => {
     two.disconnect();
   });
 
+  test("an emit to one of our sockets by its id reaches just that socket", async () => {
+    const { socket: one } = await connectUser(nodes[0]);
+    const { socket: other } = await connectUser(nodes[0]);
+    gateway.nsp.to(one.id).emit("direct", { to: one.id });
+    assert.deepEqual(await once(one, "direct"), { to: one.id });
+    gateway.nsp.to(other.id).emit("direct", { to: other.id });
+    assert.deepEqual(await once(other, "direct"), { to: other.id });
+    // The marker came after the first emit: had `other` got it, it would be first.
+    assert.equal(other.inbox.log.filter((entry) => entry.event === "direct").length, 1);
+    one.disconnect();
+    other.disconnect();
+  });
+
   test("fetchSockets on the Node server lists the sockets on our brokers", async () => {
     const room = roomId("fetch");
     const { socket: one } = await connectUser(nodes[0]);

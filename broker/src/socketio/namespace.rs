@@ -154,16 +154,24 @@ impl Namespace {
 
 impl LocalSockets for Namespace {
     fn deliver(&self, selection: Selection<'_>, frame: &Frame) -> usize {
-        let except: Vec<Sid> = selection.except.iter().filter_map(|room| Sid::parse(room)).collect();
-        let only_sockets = except.len() == selection.except.len();
-        match (selection.rooms, except.as_slice()) {
+        // Excepted entries: our socket ids, and rooms with members here. Any
+        // other (another server's socket id, say) excludes no one here.
+        let mut except_sids = Vec::new();
+        let mut except_rooms = false;
+        for entry in selection.except {
+            except_sids.extend(Sid::parse(entry));
+            except_rooms |= self.adapter.local_members(entry) > 0;
+        }
+        // A room that is a socket id (socket.io's own room of each socket) is not in the table.
+        let is_table_room = |room: &str| Sid::parse(room).is_none() || self.adapter.local_members(room) > 0;
+        match (selection.rooms, except_sids.as_slice(), except_rooms) {
             // The common cases go through the room table: one room, at most one socket left out.
-            ([room], [] | [_]) if only_sockets => self
+            ([room], [] | [_], false) if is_table_room(room) => self
                 .adapter
                 .local_half()
-                .broadcast(room, except.first().copied(), |_| frame.clone())
+                .broadcast(room, except_sids.first().copied(), |_| frame.clone())
                 .unwrap_or(0),
-            ([], []) if only_sockets => self.deliver_to_all(frame),
+            ([], [], false) => self.deliver_to_all(frame),
             _ => self.selected(selection).iter().filter(|socket| socket.send_frame(frame).is_ok()).count(),
         }
     }
