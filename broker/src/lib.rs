@@ -6,14 +6,17 @@
 //!
 //! - [`protocol`]: the pure codec — Engine.IO and Socket.IO packets, and
 //!   [`protocol::Frame`], a complete WebSocket frame built once.
-//! - [`adapter`]: the Redis adapter's wire format (socket.io's own).
 //! - [`auth`]: JWT to [`auth::Claims`], and the revocation list.
 //! - [`rooms`]: the sharded [`rooms::RoomTable`]; a broadcast queues one
 //!   frame into every member's outbox.
 //! - [`engineio`]: Engine.IO sessions over WebSocket and long-polling — one
 //!   driver per session (heartbeat, packets, the upgrade), a bounded
 //!   outbox, a writer per WebSocket doing vectored writes.
-//! - [`socketio`]: namespaces, sockets, acks, the four ways to emit.
+//! - [`adapter`]: the halves of a namespace's adapter: this node's members
+//!   ([`adapter::LocalAdapter`]) and, with `--adapter redis`, the other nodes
+//!   through Redis, in socket.io's own Redis adapter format.
+//! - [`socketio`]: namespaces, sockets, acks, the four ways to emit, and
+//!   the adapter seam every emit to more than one socket goes through.
 //! - [`gateway`]: the chat application, the only module that knows chat.
 //! - [`http`]: handshake and upgrade (a lean path of its own), long-polling
 //!   (hyper), `/health`, `/metrics`.
