@@ -164,7 +164,7 @@ impl LocalSockets for Namespace {
         }
         // A room that is a socket id (socket.io's own room of each socket) is not in the table.
         let is_table_room = |room: &str| Sid::parse(room).is_none() || self.adapter.local_members(room) > 0;
-        match (selection.rooms, except_sids.as_slice(), except_rooms) {
+        let delivered = match (selection.rooms, except_sids.as_slice(), except_rooms) {
             // The common cases go through the room table: one room, at most one socket left out.
             ([room], [] | [_], false) if is_table_room(room) => self
                 .adapter
@@ -173,7 +173,10 @@ impl LocalSockets for Namespace {
                 .unwrap_or(0),
             ([], [], false) => self.deliver_to_all(frame),
             _ => self.selected(selection).iter().filter(|socket| socket.send_frame(frame).is_ok()).count(),
-        }
+        };
+        // With a cluster, emits reach members here only through this path.
+        Metrics::add(&self.metrics.deliveries, delivered as u64);
+        delivered
     }
 
     fn deliver_with_acks(
