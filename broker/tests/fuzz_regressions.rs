@@ -70,3 +70,23 @@ fn text(input: &[u8]) -> &str {
 fn engineio_socketio_cases_return() {
     replay("engineio_socketio", |input| feed::engineio_socketio(text(input)));
 }
+
+#[test]
+fn json_cases_return() {
+    replay("json", |input| feed::json(text(input)));
+}
+
+#[test]
+fn http_head_cases_return() {
+    replay("http_head", feed::http_head);
+}
+
+#[test]
+fn token_cases_return() {
+    replay("token", feed::token_case);
+}
+
+#[test]
+fn chat_payload_cases_return() {
+    replay("chat_payload", |input| feed::chat_payload(text(input)));
+}

@@ -1,15 +1,18 @@
 //! Structured inputs for the broker's fuzz targets, and the code that feeds
 //! them through the broker (shared with the broker's regression test).
 
+pub mod chat;
 pub mod feed;
+pub mod head;
 pub mod json;
 pub mod packet;
+pub mod token;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Writes `rendered` to `$BROKER_FUZZ_SAVE/<target>/<hash>` when that
-/// variable is set: run a crash or corpus file with it to get the text the
+/// variable is set: run a crash or corpus file with it to get the input the
 /// broker saw, the form the regression corpus keeps.
 pub fn save_rendered(target: &str, rendered: &[u8]) {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
