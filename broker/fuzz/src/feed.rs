@@ -81,11 +81,8 @@ pub fn engineio_socketio(text: &str) -> String {
 /// the ack id, an explicit `/,`) the client chose.
 fn check_envelope_round_trip(packet: &socketio::Packet<'_>) {
     let mut header = BytesMut::new();
-    socketio::write_header(&mut header, packet.kind, packet.namespace, packet.ack_id);
+    socketio::write_binary_header(&mut header, packet.kind, packet.attachments, packet.namespace, packet.ack_id);
     let mut text = String::from_utf8(header.to_vec()).expect("the header is ASCII and the namespace UTF-8");
-    if packet.kind.is_binary() {
-        text.insert_str(1, &format!("{}-", packet.attachments));
-    }
     text.push_str(packet.payload);
     let again = socketio::decode(&text);
     assert_eq!(again.as_ref(), Ok(packet), "re-encoded as {text:?}");
