@@ -81,7 +81,13 @@ pub fn engineio_socketio(text: &str) -> String {
 /// the ack id, an explicit `/,`) the client chose.
 fn check_envelope_round_trip(packet: &socketio::Packet<'_>) {
     let mut header = BytesMut::new();
-    socketio::write_binary_header(&mut header, packet.kind, packet.attachments, packet.namespace, packet.ack_id);
+    socketio::write_binary_header(
+        &mut header,
+        packet.kind,
+        packet.attachments,
+        packet.namespace,
+        packet.ack_id,
+    );
     let mut text = String::from_utf8(header.to_vec()).expect("the header is ASCII and the namespace UTF-8");
     text.push_str(packet.payload);
     let again = socketio::decode(&text);
@@ -216,7 +222,9 @@ pub fn http_head(bytes: &[u8]) -> String {
         http::Head::Closed => "incomplete",
     };
     let mut outcome = kind.to_owned();
-    if let Some(query) = request_target(bytes).and_then(|target| target.split_once('?')).map(|(_, query)| query) {
+    if let Some(query) =
+        request_target(bytes).and_then(|target| target.split_once('?')).map(|(_, query)| query)
+    {
         match http::parse_query(query) {
             Ok(pairs) => {
                 check_query(query, &pairs);
@@ -282,7 +290,8 @@ fn authenticator() -> &'static Authenticator {
 #[must_use]
 pub fn token(query: &str, authorization: Option<&str>, connect: Option<&str>) -> String {
     let Ok(query) = http::parse_query(query) else { return "query: refused".to_owned() };
-    let handshake = Handshake { query, authorization: authorization.map(str::to_owned), ..Handshake::default() };
+    let handshake =
+        Handshake { query, authorization: authorization.map(str::to_owned), ..Handshake::default() };
     let mut input = connect.unwrap_or("").as_bytes().to_vec();
     let mut buffers = Buffers::default();
     let auth = match connect.map(|_| json::parse(&mut input, &mut buffers, max_depth())) {
@@ -355,7 +364,11 @@ pub fn chat_payload(text: &str) -> String {
     };
     let reference: Option<serde_json::Value> = serde_json::from_str(text).ok();
     let argument = |key: &str| {
-        reference.as_ref().and_then(|value| value.get(1)).and_then(|arg| arg.get(key)).and_then(|v| v.as_str())
+        reference
+            .as_ref()
+            .and_then(|value| value.get(1))
+            .and_then(|arg| arg.get(key))
+            .and_then(|v| v.as_str())
     };
     match gateway::parse_request(name, args, &limits) {
         Ok(ChatRequest::Join(room) | ChatRequest::Leave(room)) => {

@@ -67,10 +67,24 @@ pub fn scan(json: &[u8], max_depth: usize) -> Result<Scanned, JsonError> {
             b']' | b'}' => depth = depth.checked_sub(1).ok_or(JsonError::Syntax)?,
             b':' => keys += 1,
             b'"' => at = skip_string(json, at)?,
+            b'-' | b'0'..=b'9' => at = skip_number(json, at)?,
             _ => {}
         }
     }
     Ok(Scanned { keys })
+}
+
+/// Skips a number whose first byte ends at `at`, and checks what follows
+/// it: simd-json does not, and reads `[4444444444444444444x]` as a number
+/// where `JSON.parse` refuses it.
+fn skip_number(json: &[u8], mut at: usize) -> Result<usize, JsonError> {
+    while json.get(at).is_some_and(|byte| matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')) {
+        at += 1;
+    }
+    match json.get(at) {
+        None | Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}') => Ok(at),
+        Some(_) => Err(JsonError::Syntax),
+    }
 }
 
 /// Skips a string whose opening quote ends at `at`; returns the index after
@@ -233,6 +247,16 @@ mod tests {
         assert!(parsed(r#"[{"a":1},{"a":2}]"#).is_ok());
         assert_eq!(parse_owned(r#"[{"a":1,"a":2}]"#, 32), Err(JsonError::DuplicateKey));
         assert!(parse_owned(r#"[{"a":1}]"#, 32).is_ok());
+    }
+
+    #[test]
+    fn junk_after_a_number_is_refused() {
+        for text in ["[4444444444444444444x]", "[1x]", "{\"n\":12junk}", "[1\u{0}]", "[-1true]"] {
+            assert_eq!(parsed(text), Err(JsonError::Syntax), "{text:?}");
+        }
+        for text in ["[1, -2.5e+3 ,0]", "{\"n\":12}", "4", "[1e5]"] {
+            assert!(parsed(text).is_ok(), "{text:?}");
+        }
     }
 
     #[test]
