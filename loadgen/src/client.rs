@@ -59,6 +59,23 @@ pub struct Target {
     pub minter: TokenMinter,
 }
 
+/// Resolves `host[:port]` (port 80 when none is given) to its first address.
+///
+/// # Errors
+/// A host that does not resolve.
+pub async fn resolve_authority(authority: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let with_port = if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    tokio::net::lookup_host(&with_port)
+        .await
+        .with_context(|| format!("resolving {with_port}"))?
+        .next()
+        .with_context(|| format!("{with_port} resolves to no address"))
+}
+
 impl Target {
     /// Resolves `options.target` and picks source addresses for up to
     /// `peak_clients` simultaneous connections.
@@ -75,16 +92,7 @@ impl Target {
             None => url,
         };
         let authority = authority.split('/').next().unwrap_or(authority).to_owned();
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-            authority.clone()
-        } else {
-            format!("{authority}:80")
-        };
-        let addr = tokio::net::lookup_host(&with_port)
-            .await
-            .with_context(|| format!("resolving {with_port}"))?
-            .next()
-            .with_context(|| format!("{with_port} resolves to no address"))?;
+        let addr = resolve_authority(&authority).await?;
         let path =
             if options.path.starts_with('/') { options.path.clone() } else { format!("/{}", options.path) };
         Ok(Self {

@@ -115,16 +115,7 @@ impl MetricsEndpoint {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/metrics"),
         };
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let addr = tokio::net::lookup_host(&with_port)
-            .await
-            .with_context(|| format!("resolving {with_port}"))?
-            .next()
-            .with_context(|| format!("{with_port} resolves to no address"))?;
+        let addr = crate::client::resolve_authority(authority).await?;
         Ok(Self { addr, authority: authority.to_owned(), path: path.to_owned() })
     }
 
