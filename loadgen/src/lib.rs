@@ -15,9 +15,11 @@
 //! - [`gauges`]: the target's `/metrics` gauges and RSS, for the soak.
 //! - [`client`]: one connection: TCP, upgrade, open, auth, pings.
 //! - [`session`]: one chat user: join, publish, receive, leave.
-//! - [`scenario`]: the six scenarios, each `async fn run(…) -> Report`.
+//! - [`scenario`]: the six scenarios, each `async fn run(…) -> Outcome`,
+//!   and the member lifecycle three of them share.
 //! - [`report`], [`plot`], [`selfcheck`]: the table, JSON, SVG and the
-//!   load generator's own CPU and lag.
+//!   load generator's own CPU and lag; `report` is built from plain
+//!   measurements and depends on no scenario.
 //! - [`config`]: command-line and library configuration.
 
 pub mod accounting;

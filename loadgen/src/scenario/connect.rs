@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::task::JoinSet;
 
-use super::{Harness, Outcome, mint_tokens};
+use super::members::ramp_up;
+use super::{Harness, Outcome};
 use crate::config::ConnectConfig;
-use crate::schedule::{Schedule, duration_ns};
+use crate::schedule::duration_ns;
 use crate::session::Counts;
 use crate::stats::Phase;
 
@@ -20,10 +21,8 @@ use crate::stats::Phase;
 /// # Errors
 /// Token minting failed.
 pub async fn run(harness: &Arc<Harness>, config: &ConnectConfig) -> anyhow::Result<Outcome> {
-    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
-    let schedule = Schedule::at_rate(harness.next_start(), config.rate, u64::from(config.clients));
+    let (tokens, schedule) = ramp_up(harness, config.clients, config.rate, "ramp").await?;
     let mut tasks = JoinSet::new();
-    harness.begin_stage("ramp");
     for (id, token) in (0..config.clients).zip(tokens) {
         let harness = Arc::clone(harness);
         let intended = schedule.at(u64::from(id)).expect("id < clients");

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::broadcast::{Book, MemberResult, collect, join_room, setup, tally_members};
-use super::{Harness, Layout, Outcome, mint_tokens, room_counters};
+use super::members::{Book, MemberResult, collect, join_room, ramp_up, setup, tally_members};
+use super::{Harness, Layout, Outcome, room_counters};
 use crate::accounting::{IdSet, Tally};
 use crate::config::DisconnectConfig;
 use crate::schedule::Schedule;
@@ -56,11 +56,9 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
         leavers_done: AtomicU64::new(0),
     });
     let (start_tx, start_rx) = watch::channel(None::<u64>);
-    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
-    let ramp = Schedule::at_rate(harness.next_start(), config.connect_rate, u64::from(config.clients));
+    let (tokens, ramp) = ramp_up(harness, config.clients, config.connect_rate, "setup").await?;
     let leave_slots = u64::from(per_room) * u64::from(layout.rooms);
     let (rate, abrupt) = (config.rate, config.abrupt);
-    harness.begin_stage("setup");
     let mut tasks = JoinSet::new();
     for (id, token) in (0..config.clients).zip(tokens) {
         let (harness, book, leaves) = (Arc::clone(harness), Arc::clone(&book), Arc::clone(&leaves));

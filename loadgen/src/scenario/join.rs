@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::broadcast::{Book, MemberResult, collect, join_room, tally_members};
-use super::{Harness, Layout, Outcome, mint_tokens};
+use super::members::{Book, MemberResult, collect, join_room, ramp_up, setup, tally_members, wait_for_start};
+use super::{Harness, Layout, Outcome};
 use crate::accounting::IdSet;
 use crate::config::JoinConfig;
 use crate::schedule::Schedule;
-use crate::session::{Ended, Watch};
+use crate::session::Watch;
 use crate::stats::Phase;
 
 /// Runs the `join` scenario.
@@ -28,11 +28,9 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
     let book = Arc::new(Book::new(layout.rooms));
     let joins_settled = Arc::new(AtomicU64::new(0));
     let (start_tx, start_rx) = watch::channel(None::<u64>);
-    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
-    let ramp = Schedule::at_rate(harness.next_start(), config.connect_rate, u64::from(config.clients));
+    let (tokens, ramp) = ramp_up(harness, config.clients, config.connect_rate, "connect").await?;
     let slots = u64::from(layout.room_size) * u64::from(layout.rooms);
     let rate = config.rate;
-    harness.begin_stage("connect");
     let mut tasks = JoinSet::new();
     for (id, token) in (0..config.clients).zip(tokens) {
         let (harness, book, joins_settled) =
@@ -48,9 +46,7 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
             session.watch_joins(Watch::Set(IdSet::new(layout.members(room))));
             let mut join_settled = false;
             let script = async {
-                let started = session
-                    .pump_until(async { start.wait_for(Option::is_some).await.map(|s| s.unwrap_or(0)) });
-                let Ok(start_ns) = started.await? else { return Ok(()) };
+                let Some(start_ns) = wait_for_start(&mut session, &mut start).await? else { return Ok(()) };
                 let schedule = Schedule::at_rate(start_ns, rate, slots);
                 let intended = schedule.at(layout.interleaved_slot(id)).expect("slot in range");
                 session.pump_until(harness.clock().sleep_until(intended)).await?;
@@ -60,13 +56,7 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
                 result.joined = Some(joined?);
                 session.pump_until(std::future::pending::<()>()).await
             };
-            let ended: Option<Ended> = tokio::select! {
-                outcome = script => outcome.err(),
-                () = harness.cancel.cancelled() => None,
-            };
-            if let Some(reason) = &ended {
-                harness.note_ended(id, reason);
-            }
+            harness.play(id, script).await;
             if !join_settled {
                 // Lost before its join: it will never settle otherwise.
                 joins_settled.fetch_add(1, Ordering::Relaxed);
@@ -76,7 +66,7 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
         });
     }
     drop(start_rx);
-    super::broadcast::setup(harness, config.clients, ramp).await;
+    setup(harness, config.clients, ramp).await;
 
     harness.begin_stage("join");
     let start = harness.next_start();

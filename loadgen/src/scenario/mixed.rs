@@ -11,13 +11,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::broadcast::{
-    Book, MemberSpec, PublishPlan, collect, drain_publishers, member, setup, tally_members,
-};
-use super::{Harness, Layout, Outcome, mint_tokens, room_name};
+use super::members::{Book, Members, PublishPlan, tally_members};
+use super::{Harness, Layout, Outcome, room_name};
 use crate::accounting::Tally;
 use crate::config::MixedConfig;
 use crate::schedule::{Schedule, duration_ns};
@@ -51,29 +48,15 @@ pub async fn run(harness: &Arc<Harness>, config: &MixedConfig) -> anyhow::Result
     };
     let churners = churn_count(config);
     let churn_ids = config.clients..config.clients + u32::try_from(churners)?;
-    let book = Arc::new(Book::new(layout.rooms));
     let churn = Arc::new(Churn::default());
-    let (start_tx, start_rx) = watch::channel(None);
-    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
-    let ramp = Schedule::at_rate(harness.next_start(), config.connect_rate, u64::from(config.clients));
-    harness.begin_stage("setup");
-    let mut tasks = JoinSet::new();
-    for (id, token) in (0..config.clients).zip(tokens) {
-        let spec = MemberSpec {
-            id,
-            token,
-            connect_at: ramp.at(u64::from(id)).expect("id < clients"),
-            join_watch: Watch::Count(churn_ids.clone()),
-            leave_watch: Watch::Count(churn_ids.clone()),
-        };
-        tasks.spawn(member(Arc::clone(harness), Arc::clone(&book), layout, plan, spec, start_rx.clone()));
-    }
-    drop(start_rx);
-    setup(harness, config.clients, ramp).await;
+    let members = Members::set_up(harness, layout, plan, config.connect_rate, |_| {
+        (Watch::Count(churn_ids.clone()), Watch::Count(churn_ids.clone()))
+    })
+    .await?;
+    let book = Arc::clone(&members.book);
 
     harness.begin_stage("run");
-    let start = harness.next_start();
-    start_tx.send_replace(Some(start));
+    let start = members.start_publishing(harness);
     let schedule = Schedule::for_duration(start, config.churn, config.duration);
     let driver = tokio::spawn(drive_churn(
         Arc::clone(harness),
@@ -88,8 +71,7 @@ pub async fn run(harness: &Arc<Harness>, config: &MixedConfig) -> anyhow::Result
 
     harness.begin_stage("drain");
     let churn_counts = driver.await??;
-    drain_publishers(harness, &book).await;
-    let owed = book.owed_deliveries();
+    let owed = members.drain_publishers(harness).await;
     let (owed_joins, owed_leaves) =
         (churn.owed_joins.load(Ordering::Relaxed), churn.owed_leaves.load(Ordering::Relaxed));
     let recorder = &harness.shared.recorder;
@@ -101,7 +83,7 @@ pub async fn run(harness: &Arc<Harness>, config: &MixedConfig) -> anyhow::Result
         })
         .await;
 
-    let results = collect(tasks).await?;
+    let results = members.collect().await?;
     let mut outcome = tally_members(&results, plan.ack, None);
     let steady = results.iter().filter(|r| r.joined.is_some()).filter_map(|r| r.record.as_ref());
     let (joins_seen, leaves_seen) = steady

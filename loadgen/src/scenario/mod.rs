@@ -11,6 +11,7 @@ pub mod broadcast;
 pub mod connect;
 pub mod disconnect;
 pub mod join;
+mod members;
 pub mod mixed;
 pub mod soak;
 
@@ -24,14 +25,14 @@ use anyhow::Context as _;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounting::Tally;
 use crate::client::{Connection, Target};
 use crate::config::{RunOptions, Scenario, TargetOptions};
 use crate::progress::Progress;
-use crate::report::{self, Report, Stage};
+pub use crate::report::Outcome;
+use crate::report::{self, Measurements, Report, Stage};
 use crate::schedule::Clock;
 use crate::selfcheck::{self, CpuSampler};
-use crate::session::{Counts, Ended, Session, Shared};
+use crate::session::{Ended, Session, Shared};
 use crate::stats::Phase;
 use crate::token::TokenMinter;
 
@@ -70,8 +71,18 @@ pub async fn run(
     };
     harness.progress.finish();
     let cpu = sampler.stop().await;
-    let context = report::Context { scenario, target, options, started, fd_limit, workers };
-    Ok(report::build(&context, &harness, outcome, cpu))
+    let target_resolved = &harness.shared.target;
+    let context = report::Context {
+        scenario,
+        target,
+        options,
+        started,
+        fd_limit,
+        workers,
+        addr: target_resolved.addr(),
+        source_ips: target_resolved.source_ips().to_vec(),
+    };
+    Ok(report::build(&context, harness.measurements(outcome, cpu)))
 }
 
 /// Client ids a scenario may hand out.
@@ -80,23 +91,6 @@ fn max_ids(scenario: &Scenario) -> u64 {
         Scenario::Mixed(config) => u64::from(config.clients) + mixed::churn_count(config),
         other => other.peak_clients(),
     }
-}
-
-/// What a scenario hands back for the report.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// Message deliveries, when the scenario publishes.
-    pub messages: Option<Tally>,
-    /// `user_joined` notices, when checked.
-    pub join_notices: Option<Tally>,
-    /// `user_left` notices, when checked.
-    pub leave_notices: Option<Tally>,
-    /// Every session's counters, summed.
-    pub counts: Counts,
-    /// Clients that joined their room.
-    pub joined: u64,
-    /// The soak's gauges and faulty clients.
-    pub soak: Option<soak::SoakReport>,
 }
 
 /// Shared by the orchestrator and every client task of one run.
@@ -168,6 +162,31 @@ impl Harness {
             other => other.to_string(),
         };
         *self.ended.lock().entry(key).or_default() += 1;
+    }
+
+    /// What the run measured, for the report.
+    pub fn measurements(&self, outcome: Outcome, cpu: crate::selfcheck::CpuUsage) -> Measurements {
+        Measurements {
+            phases: self.shared.recorder.snapshot(),
+            connected: self.connected.load(Ordering::Relaxed),
+            connect_failures: self.failures(),
+            ended_early: self.ended(),
+            stages: self.stages(),
+            cpu,
+            outcome,
+        }
+    }
+
+    /// Runs client `id`'s `script` until it ends or the run is cancelled,
+    /// noting an early end.
+    pub async fn play(&self, id: u32, script: impl std::future::Future<Output = Result<(), Ended>>) {
+        let ended = tokio::select! {
+            outcome = script => outcome.err(),
+            () = self.cancel.cancelled() => None,
+        };
+        if let Some(reason) = &ended {
+            self.note_ended(id, reason);
+        }
     }
 
     /// Connect failures by cause.

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::garbage::{self, Garbage};
 use crate::client::{ConnectError, Connection, Tuning};
+use crate::report::soak::FaultTally;
 use crate::scenario::{Harness, room_name};
 use crate::schedule::{Schedule, duration_ns};
 use crate::session::{Ended, Session};
@@ -88,15 +88,6 @@ impl Kind {
     pub fn must_be_refused(self) -> bool {
         matches!(self, Kind::Expired | Kind::Revoked | Kind::Forged)
     }
-}
-
-/// What the clients of one kind did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FaultTally {
-    /// Clients started.
-    pub started: u64,
-    /// How they ended, by outcome.
-    pub outcomes: BTreeMap<String, u64>,
 }
 
 /// Shared by every faulty client of a run.

@@ -13,125 +13,26 @@
 mod faults;
 mod garbage;
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::faults::Faults;
-pub use self::faults::{ADMITTED, FaultTally, Kind};
+pub use self::faults::{ADMITTED, Kind};
 pub use self::garbage::Garbage;
-use super::broadcast::{
-    Book, MemberSpec, PublishPlan, collect, drain_publishers, member, setup, tally_members,
-};
-use super::{Harness, Layout, Outcome, mint_tokens};
+use super::members::{Members, PublishPlan, tally_members};
+use super::{Harness, Layout, Outcome};
 use crate::config::SoakConfig;
 use crate::gauges::{self, GAUGES, MetricsEndpoint, Reading};
-use crate::schedule::{Schedule, duration_ns};
+pub use crate::report::soak::{FaultTally, GaugeRow, SoakReport};
+use crate::schedule::duration_ns;
 use crate::session::Watch;
 use crate::stats::Phase;
 
 /// How often the gauges are polled while waiting for idle.
 const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// One gauge before, at its peak and after.
-#[derive(Debug, Clone, Serialize)]
-pub struct GaugeRow {
-    /// What it counts.
-    pub name: &'static str,
-    /// The metric it was read from (empty for RSS).
-    pub metric: &'static str,
-    /// Before any client connected: the idle value.
-    pub before: Option<f64>,
-    /// The highest reading.
-    pub peak: Option<f64>,
-    /// After everyone left and the wait for idle.
-    pub after: Option<f64>,
-}
-
-/// What the soak adds to the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct SoakReport {
-    /// The watched gauges, then `rss kib`.
-    pub gauges: Vec<GaugeRow>,
-    /// Whether every reported gauge was back at its idle value.
-    pub idle: bool,
-    /// Seconds from the last client's end until idle (or the give-up).
-    pub idle_wait_s: f64,
-    /// Gauges still above idle at the end.
-    pub busy: Vec<String>,
-    /// Why `/metrics` could not be read, when it could not.
-    pub metrics_error: Option<String>,
-    /// Counters (`*_total`) that changed, after minus before.
-    pub counter_deltas: BTreeMap<String, f64>,
-    /// Faulty clients by kind: how many and how each ended.
-    pub faults: BTreeMap<String, FaultTally>,
-    /// Bad-token clients the target let in.
-    pub admitted_bad_tokens: u64,
-    /// Every reading, for plotting.
-    pub samples: Vec<Reading>,
-}
-
-impl SoakReport {
-    /// Why this soak failed, beside message loss.
-    pub fn failures(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if !self.idle {
-            reasons.push(format!("gauges not back at idle: {}", self.busy.join(", ")));
-        }
-        if self.admitted_bad_tokens > 0 {
-            reasons.push(format!("{} clients with a bad token were let in", self.admitted_bad_tokens));
-        }
-        reasons
-    }
-}
-
-impl fmt::Display for SoakReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
-        writeln!(f, "{:<16} {:>12} {:>12} {:>12}", "target gauge", "before", "peak", "after")?;
-        for row in &self.gauges {
-            writeln!(
-                f,
-                "{:<16} {:>12} {:>12} {:>12}",
-                row.name,
-                show(row.before),
-                show(row.peak),
-                show(row.after)
-            )?;
-        }
-        if let Some(error) = &self.metrics_error {
-            writeln!(f, "metrics: not read ({error}); gauges not reported")?;
-        }
-        if !self.counter_deltas.is_empty() {
-            let deltas: Vec<String> =
-                self.counter_deltas.iter().map(|(name, delta)| format!("{name} +{delta:.0}")).collect();
-            writeln!(f, "counters: {}", deltas.join(", "))?;
-        }
-        writeln!(
-            f,
-            "idle: {} after {:.1} s{}",
-            if self.idle { "yes" } else { "NO" },
-            self.idle_wait_s,
-            if self.busy.is_empty() {
-                String::new()
-            } else {
-                format!(" (still busy: {})", self.busy.join(", "))
-            }
-        )?;
-        for (kind, tally) in &self.faults {
-            let outcomes: Vec<String> =
-                tally.outcomes.iter().map(|(outcome, n)| format!("{outcome} x{n}")).collect();
-            writeln!(f, "fault {kind}: {} started; {}", tally.started, outcomes.join(", "))?;
-        }
-        Ok(())
-    }
-}
 
 /// Runs the `soak` scenario.
 ///
@@ -173,24 +74,8 @@ pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<
         size: config.size,
         ack: true,
     };
-    let book = Arc::new(Book::new(layout.rooms));
-    let (start_tx, start_rx) = watch::channel(None);
-    let tokens = mint_tokens(&harness.shared.target.minter, 0..config.clients).await?;
-    let ramp = Schedule::at_rate(harness.next_start(), config.connect_rate, u64::from(config.clients));
-    harness.begin_stage("setup");
-    let mut tasks = JoinSet::new();
-    for (id, token) in (0..config.clients).zip(tokens) {
-        let spec = MemberSpec {
-            id,
-            token,
-            connect_at: ramp.at(u64::from(id)).expect("id < clients"),
-            join_watch: Watch::Off,
-            leave_watch: Watch::Off,
-        };
-        tasks.spawn(member(Arc::clone(harness), Arc::clone(&book), layout, plan, spec, start_rx.clone()));
-    }
-    drop(start_rx);
-    setup(harness, config.clients, ramp).await;
+    let members =
+        Members::set_up(harness, layout, plan, config.connect_rate, |_| (Watch::Off, Watch::Off)).await?;
 
     let stop_sampling = CancellationToken::new();
     let sampler = tokio::spawn(sample(
@@ -202,8 +87,7 @@ pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<
     ));
 
     harness.begin_stage("soak");
-    let start = harness.next_start();
-    start_tx.send_replace(Some(start));
+    let start = members.start_publishing(harness);
     let faults = Arc::new(Faults::new(
         Arc::clone(harness),
         layout.rooms,
@@ -241,10 +125,9 @@ pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<
         done?;
     }
     harness.begin_stage("drain");
-    drain_publishers(harness, &book).await;
-    let owed = book.owed_deliveries();
+    let owed = members.drain_publishers(harness).await;
     harness.drain_then_stop("drain", owed, || harness.shared.recorder.fresh(Phase::Message)).await;
-    let results = collect(tasks).await?;
+    let results = members.collect().await?;
     let outcome = tally_members(&results, plan.ack, None);
 
     harness.begin_stage("idle");
@@ -341,6 +224,8 @@ fn gauge_rows(before: &Reading, samples: &[Reading], after: &Reading) -> Vec<Gau
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn reading(at_s: f64, page: &str) -> Reading {

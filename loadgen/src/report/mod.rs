@@ -1,6 +1,10 @@
 //! The end-of-run [`Report`]: every figure, the exact configuration, and
 //! the verdict; printed as a plain table, written as JSON.
 //!
+//! It is built from plain values ([`Measurements`], with the scenario's
+//! [`Outcome`]), never from a live run, so the scenarios depend on it and
+//! it on none of them.
+//!
 //! A run has *loss* when any expected delivery or notice never arrived, or
 //! any client failed to connect, join, or stay connected. The binary exits
 //! non-zero on loss unless `--allow-loss`.
@@ -12,10 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub mod soak;
+
+use self::soak::SoakReport;
 use crate::accounting::Tally;
 use crate::config::{RunOptions, Scenario, TargetOptions};
-use crate::scenario::soak::SoakReport;
-use crate::scenario::{Harness, Outcome};
 use crate::selfcheck::{self, CpuUsage, FdLimit, SelfCheck};
 use crate::session::Counts;
 use crate::stats::{Phase, PhaseData};
@@ -23,6 +28,42 @@ use crate::stats::{Phase, PhaseData};
 /// Percentile levels of the latency curves: 1 − 10^(−k/10), k = 0..=50,
 /// i.e. from 0 % to 99.999 %.
 const CURVE_STEPS: u32 = 50;
+
+/// What a scenario hands back for the report.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Message deliveries, when the scenario publishes.
+    pub messages: Option<Tally>,
+    /// `user_joined` notices, when checked.
+    pub join_notices: Option<Tally>,
+    /// `user_left` notices, when checked.
+    pub leave_notices: Option<Tally>,
+    /// Every session's counters, summed.
+    pub counts: Counts,
+    /// Clients that joined their room.
+    pub joined: u64,
+    /// The soak's gauges and faulty clients.
+    pub soak: Option<SoakReport>,
+}
+
+/// Everything a finished run measured, as plain values.
+#[derive(Debug)]
+pub struct Measurements {
+    /// Every phase's samples, merged.
+    pub phases: Vec<PhaseData>,
+    /// Clients that got into the namespace.
+    pub connected: u64,
+    /// Connect failures by cause.
+    pub connect_failures: BTreeMap<String, u64>,
+    /// Sessions that ended early, by cause.
+    pub ended_early: BTreeMap<String, u64>,
+    /// The stages, in order.
+    pub stages: Vec<Stage>,
+    /// The load generator's CPU over the run.
+    pub cpu: CpuUsage,
+    /// What the scenario tallied.
+    pub outcome: Outcome,
+}
 
 /// A named span of the run.
 #[derive(Debug, Clone)]
@@ -187,39 +228,42 @@ pub struct Context<'a> {
     pub fd_limit: FdLimit,
     /// Tokio worker threads.
     pub workers: usize,
+    /// The address the target resolved to.
+    pub addr: std::net::SocketAddr,
+    /// Source addresses connections were spread over.
+    pub source_ips: Vec<std::net::IpAddr>,
 }
 
 /// Assembles the report of a finished run.
-pub fn build(context: &Context<'_>, harness: &Harness, outcome: Outcome, cpu: CpuUsage) -> Report {
-    let snapshot = harness.shared.recorder.snapshot();
+pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
+    let Measurements { phases: snapshot, connected, connect_failures, ended_early, stages, cpu, outcome } =
+        measured;
     let lag = snapshot
         .iter()
         .find(|data| data.phase == Phase::ScheduleLag)
         .cloned()
         .unwrap_or_else(|| PhaseData::new(Phase::ScheduleLag));
     let self_check = selfcheck::assess(cpu, context.workers, &lag, context.fd_limit.clone());
-    let target = &harness.shared.target;
     let config = serde_json::json!({
         "scenario": context.scenario,
         "target": context.target,
         "run": context.options,
         "resolved": {
-            "addr": target.addr().to_string(),
-            "source_ips": target.source_ips().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "addr": context.addr.to_string(),
+            "source_ips": context.source_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "worker_threads": context.workers,
             "fd_limit": context.fd_limit.soft,
         },
     });
     let clients = Clients {
         planned: planned_clients(context.scenario),
-        connected: harness.connected.load(std::sync::atomic::Ordering::Relaxed),
+        connected,
         joined: outcome.joined,
-        connect_failures: harness.failures(),
-        ended_early: harness.ended(),
+        connect_failures,
+        ended_early,
     };
     let ns_to_s = |ns: u64| ns as f64 / 1e9;
-    let stages = harness
-        .stages()
+    let stages = stages
         .into_iter()
         .map(|stage| StageReport {
             name: stage.name,
