@@ -27,6 +27,12 @@ impl UserId {
     pub fn as_json(&self) -> &str {
         self.0.get()
     }
+
+    /// The id as raw JSON, owned.
+    #[must_use]
+    pub fn to_raw(&self) -> Box<RawValue> {
+        self.0.clone()
+    }
 }
 
 /// What an accepted token says about its holder.

@@ -126,6 +126,13 @@ pub struct Config {
     /// Largest message published to or accepted from Redis, in bytes; larger
     /// broadcasts stay on this broker. Defaults to 1000000.
     pub redis_max_message_bytes: usize,
+    /// How often this broker tells the others of the cluster it is alive.
+    /// Defaults to 5000 ms.
+    pub redis_heartbeat_interval: Duration,
+    /// How long another broker may stay silent before its members count as
+    /// gone (their rooms here get `user_left`, within this plus one
+    /// interval). Defaults to 10000 ms.
+    pub redis_heartbeat_timeout: Duration,
 }
 
 impl Default for Config {
@@ -166,6 +173,8 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_key: "socket.io".to_owned(),
             redis_max_message_bytes: 1_000_000,
+            redis_heartbeat_interval: Duration::from_millis(5000),
+            redis_heartbeat_timeout: Duration::from_millis(10_000),
         }
     }
 }
@@ -304,6 +313,12 @@ pub struct Overrides {
     /// Largest message to or from Redis in bytes [default: 1000000]
     #[arg(long, env = "BROKER_REDIS_MAX_MESSAGE_BYTES", global = true)]
     pub redis_max_message_bytes: Option<usize>,
+    /// How often this broker tells the other brokers it is alive, in ms [default: 5000]
+    #[arg(long, env = "BROKER_REDIS_HEARTBEAT_INTERVAL_MS", global = true)]
+    pub redis_heartbeat_interval_ms: Option<u64>,
+    /// Silence after which another broker's members count as gone, in ms [default: 10000]
+    #[arg(long, env = "BROKER_REDIS_HEARTBEAT_TIMEOUT_MS", global = true)]
+    pub redis_heartbeat_timeout_ms: Option<u64>,
 }
 
 impl Overrides {
@@ -357,6 +372,10 @@ impl Overrides {
             redis_url: self.redis_url.or(lower.redis_url),
             redis_key: self.redis_key.or(lower.redis_key),
             redis_max_message_bytes: self.redis_max_message_bytes.or(lower.redis_max_message_bytes),
+            redis_heartbeat_interval_ms: self
+                .redis_heartbeat_interval_ms
+                .or(lower.redis_heartbeat_interval_ms),
+            redis_heartbeat_timeout_ms: self.redis_heartbeat_timeout_ms.or(lower.redis_heartbeat_timeout_ms),
         }
     }
 
@@ -402,6 +421,10 @@ impl Overrides {
             redis_url: self.redis_url.unwrap_or(base.redis_url),
             redis_key: self.redis_key.unwrap_or(base.redis_key),
             redis_max_message_bytes: self.redis_max_message_bytes.unwrap_or(base.redis_max_message_bytes),
+            redis_heartbeat_interval: self
+                .redis_heartbeat_interval_ms
+                .map_or(base.redis_heartbeat_interval, ms),
+            redis_heartbeat_timeout: self.redis_heartbeat_timeout_ms.map_or(base.redis_heartbeat_timeout, ms),
         };
         config.validate()?;
         Ok(config)
@@ -456,6 +479,13 @@ impl Config {
         }
         if self.redis_max_message_bytes == 0 {
             return invalid("redis_max_message_bytes must be above 0");
+        }
+        if self.redis_heartbeat_interval.is_zero()
+            || self.redis_heartbeat_timeout <= self.redis_heartbeat_interval
+        {
+            return invalid(
+                "redis_heartbeat_interval_ms must be above 0 and below redis_heartbeat_timeout_ms",
+            );
         }
         if self.max_rooms_per_socket == 0 {
             return invalid("max_rooms_per_socket must be above 0");

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,8 @@ use crate::engineio::{CloseReason, Handshake};
 use crate::ids::RoomId;
 use crate::metrics::{Limit, Metrics};
 use crate::socketio::{
-    Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, MessageId, Socket, SocketIo,
+    Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, MessageId, Namespace, Socket,
+    SocketIo,
 };
 
 /// Limits the gateway enforces on client input.
@@ -167,10 +169,12 @@ struct ErrorBody<'a> {
     timestamp: u64,
 }
 
+/// `user_joined`/`user_left`. The user id is a [`UserId`], or for a member
+/// of a node that died, the raw JSON that node kept of it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct UserNotice<'a> {
-    user_id: &'a UserId,
+struct UserNotice<'a, U: Serialize + ?Sized = UserId> {
+    user_id: &'a U,
     room_id: &'a str,
     timestamp: u64,
 }
@@ -458,6 +462,19 @@ impl Handler for ChatGateway {
             DisconnectReason::SessionClosed(reason) => reason.as_str(),
         };
         info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), reason, "disconnected");
+    }
+
+    fn presence(&self, socket: &Socket) -> Option<Box<RawValue>> {
+        socket.data::<ChatUser>().map(|user| user.claims.user_id.to_raw())
+    }
+
+    fn on_members_lost(&self, namespace: &Namespace, room: &str, presences: &[Box<RawValue>]) {
+        let timestamp = now_ms();
+        for user_id in presences {
+            let notice = UserNotice { user_id: &**user_id, room_id: room, timestamp };
+            let delivered = namespace.adapter().broadcast_here(room, "user_left", &notice).unwrap_or(0);
+            Metrics::add(&namespace.metrics().deliveries, delivered as u64);
+        }
     }
 
     fn on_refused_event(&self, socket: &Arc<Socket>, ack_id: Option<u64>, error: JsonError) {

@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::adapter::redis::node::RedisCluster;
+use crate::adapter::redis::node::{NodeOptions, RedisCluster};
 use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{AdapterKind, JwtAlgorithm};
@@ -294,9 +294,13 @@ async fn socket_io(
     let cluster = Arc::new(
         RedisCluster::connect(
             &config.redis_url,
-            &config.redis_key,
+            &NodeOptions {
+                key: config.redis_key.clone(),
+                max_message_bytes: config.redis_max_message_bytes,
+                heartbeat_interval: config.redis_heartbeat_interval,
+                heartbeat_timeout: config.redis_heartbeat_timeout,
+            },
             &names,
-            config.redis_max_message_bytes,
             tracker,
             shutdown.clone(),
         )

@@ -150,6 +150,8 @@ pub struct RedisCounters {
     pub received: u64,
     /// Messages refused (too large, malformed).
     pub refused: u64,
+    /// Other brokers found silent for the heartbeat timeout.
+    pub nodes_lost: u64,
 }
 
 impl Metrics {
@@ -238,6 +240,11 @@ impl Metrics {
                     "broker_redis_refused",
                     "Messages from or for Redis refused (too large, malformed)",
                     redis.refused,
+                ),
+                (
+                    "broker_redis_nodes_lost",
+                    "Other brokers found silent for the heartbeat timeout, their members taken out",
+                    redis.nodes_lost,
                 ),
             ];
             for (name, help, value) in rows {

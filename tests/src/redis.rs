@@ -37,3 +37,69 @@ fn rand_u64() -> u64 {
     );
     hasher.finish()
 }
+
+/// A TCP relay to a Redis server that a test can cut: a broker given
+/// [`Link::url`] reaches Redis through it, and after [`Link::cut`] its
+/// connections are gone and new ones are refused, as if the broker's host
+/// had vanished from the network (or the broker had died, for the others).
+#[derive(Debug)]
+pub struct Link {
+    addr: std::net::SocketAddr,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl Link {
+    /// Starts relaying `127.0.0.1:<ephemeral>` to the Redis at `url`
+    /// (`redis://host:port`).
+    ///
+    /// # Panics
+    /// When the URL names no host and port, or no port can be bound.
+    pub async fn to(url: &str) -> Self {
+        let target = url
+            .trim_start_matches("redis://")
+            .split(['/', '?'])
+            .next()
+            .and_then(|authority| authority.rsplit('@').next())
+            .expect("a redis://host:port URL")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let cut = tokio_util::sync::CancellationToken::new();
+        let stop = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let (target, stop) = (target.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    /// The URL to give a broker.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut.cancel();
+    }
+}

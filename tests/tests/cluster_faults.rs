@@ -1,6 +1,7 @@
 //! The redis adapter when Redis goes away and comes back: each broker keeps
 //! serving its own members, says `degraded` and counts the outage, then
-//! reconnects, subscribes again and carries emits across brokers again.
+//! reconnects, subscribes again and carries emits across brokers again. And
+//! when a broker dies (or is cut off): the others take its members out.
 //!
 //! Uses a private `redis-server` (the binary `tests/run.sh` installs) on a
 //! port of its own, so stopping it touches no other test.
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use broker::config::AdapterKind;
-use tests::redis::redis_url;
+use tests::redis::{Link, redis_url};
 use tests::{Client, Config, TestServer};
 use tokio::time::Instant;
 
@@ -123,4 +124,45 @@ async fn a_redis_restart_keeps_local_members_served_then_reconnects() {
     let seen = bob.expect_message("after the outage").await;
     assert_eq!(seen["senderId"], "alice");
     carol.expect_message("after the outage").await;
+}
+
+#[tokio::test]
+async fn a_broker_that_goes_silent_is_taken_out_of_its_rooms_by_the_others() {
+    let Some(url) = redis_url() else { return };
+    let link = Link::to(&url).await;
+    let config = Config {
+        adapter: AdapterKind::Redis,
+        redis_url: url,
+        redis_key: tests::redis::unique_namespace("dies").trim_start_matches('/').to_owned(),
+        redis_heartbeat_interval: Duration::from_millis(100),
+        redis_heartbeat_timeout: Duration::from_millis(500),
+        rate_limit_per_sec: 0,
+        ..Config::default()
+    };
+    let survivor = TestServer::start(config.clone()).await;
+    // The doomed broker reaches Redis only through the link.
+    let doomed = TestServer::start(Config { redis_url: link.url(), ..config }).await;
+    let mut alice = Client::connect_user(&survivor, "alice").await;
+    let mut bob = Client::connect_user(&doomed, "bob").await;
+    let mut numeric = Client::connect_user(&doomed, 42).await;
+    alice.join("r").await;
+    alice.join("s").await;
+    bob.join("r").await;
+    numeric.join("s").await;
+    alice.expect_event_where("user_joined", |notice| notice["userId"] == "bob").await;
+    alice.expect_event_where("user_joined", |notice| notice["userId"] == 42).await;
+
+    // The doomed broker vanishes from the network, its clients still on it:
+    // it says nothing more, to anyone.
+    link.cut();
+    let left = alice.expect_event_where("user_left", |notice| notice["roomId"] == "r").await;
+    assert_eq!(left["userId"], "bob");
+    let left = alice.expect_event_where("user_left", |notice| notice["roomId"] == "s").await;
+    assert_eq!(left["userId"], 42, "the user id comes back as the token held it");
+    assert!(survivor.try_metric("broker_redis_nodes_lost_total").await.is_ok_and(|lost| lost >= 1));
+
+    // The counts no longer hold the doomed broker's members.
+    let mut carol = Client::connect_user(&survivor, "carol").await;
+    assert_eq!(carol.join("r").await["members"], 2, "alice and carol");
+    drop(bob);
 }

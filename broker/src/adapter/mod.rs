@@ -20,6 +20,8 @@ use std::sync::{Arc, Weak};
 
 pub use local::LocalAdapter;
 
+use serde_json::value::RawValue;
+
 use crate::ids::Sid;
 use crate::protocol::Frame;
 
@@ -47,6 +49,14 @@ pub trait Cluster: Send + Sync + 'static {
     /// Gives the cluster this node's sockets of the namespace, once they
     /// exist, for the broadcasts and requests of other nodes.
     fn attach(&self, sockets: Weak<dyn LocalSockets>);
+
+    /// The socket `sid`, which the handler describes as `presence`, joined
+    /// `room` here: the other nodes keep it, to speak for it should this
+    /// node die.
+    fn member_joined(&self, sid: Sid, room: &str, presence: &RawValue);
+
+    /// The socket `sid` left `room` here.
+    fn member_left(&self, sid: Sid, room: &str);
 }
 
 /// Which sockets a remote request or broadcast is about: those in any of
@@ -87,4 +97,9 @@ pub trait LocalSockets: Send + Sync + 'static {
     fn leave(&self, selection: Selection<'_>, rooms: &[String]);
     /// Disconnects the selected sockets; `close` closes their sessions too.
     fn disconnect(&self, selection: Selection<'_>, close: bool);
+    /// Every membership here, as `(sid, room, presence)`, for the sockets
+    /// the handler describes (see [`Cluster::member_joined`]).
+    fn presences(&self) -> Vec<redis::presence::Entry>;
+    /// Another node is gone: its members of `room` (as `presences`) left.
+    fn members_lost(&self, room: &str, presences: &[Box<RawValue>]);
 }

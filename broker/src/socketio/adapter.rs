@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use super::event_frame;
 use crate::adapter::{Cluster, LocalAdapter};
@@ -119,6 +120,20 @@ impl Adapter {
         event: &str,
         notice: impl FnOnce(usize) -> Option<T>,
     ) -> Joined {
+        self.join_with_presence(room, member, None, event, notice)
+    }
+
+    /// [`Adapter::join`], and in a cluster the other nodes keep the
+    /// member's `presence` (what the handler says of it), to speak for it
+    /// should this node die.
+    pub fn join_with_presence<T: Serialize>(
+        &self,
+        room: &RoomId,
+        member: Member,
+        presence: Option<&RawValue>,
+        event: &str,
+        notice: impl FnOnce(usize) -> Option<T>,
+    ) -> Joined {
         let sid = member.sid;
         let Some(cluster) = &self.cluster else {
             return self.local.join(room, member, |members| {
@@ -126,9 +141,13 @@ impl Adapter {
             });
         };
         let joined = self.local.join(room, member, |_| None);
-        if joined.is_new
-            && let Some(data) = notice(joined.members)
-        {
+        if !joined.is_new {
+            return joined;
+        }
+        if let Some(presence) = presence {
+            cluster.member_joined(sid, room.as_str(), presence);
+        }
+        if let Some(data) = notice(joined.members) {
             self.publish_or_deliver(cluster.as_ref(), room.as_str(), Some(sid), event, &data);
         }
         joined
@@ -149,15 +168,28 @@ impl Adapter {
             });
         };
         let left = self.local.leave(room, sid, |_| None)?;
+        cluster.member_left(sid, room);
         if let Some(data) = notice(left) {
             self.publish_or_deliver(cluster.as_ref(), room, Some(sid), event, &data);
         }
         Some(left)
     }
 
-    /// Leaves `room` without telling anyone.
+    /// Leaves `room` without telling its members (the other nodes forget
+    /// the membership).
     pub fn leave_silently(&self, room: &str, sid: Sid) -> Option<usize> {
-        self.local.leave(room, sid, |_| None)
+        let left = self.local.leave(room, sid, |_| None)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.member_left(sid, room);
+        }
+        Some(left)
+    }
+
+    /// Emits `event` to this node's members of `room` only (the other nodes
+    /// do the same for theirs, as when a node dies). Returns the deliveries,
+    /// `None` when the room has no member here.
+    pub fn broadcast_here<T: Serialize + ?Sized>(&self, room: &str, event: &str, data: &T) -> Option<usize> {
+        self.local.broadcast(room, None, |_| event_frame(&self.namespace, None, event, data))
     }
 
     /// Emits `event` to every member of `room` but `except`, with the data

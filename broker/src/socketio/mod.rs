@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use simd_json::BorrowedValue;
 use tokio::time::Instant;
 
@@ -71,6 +72,21 @@ pub trait Handler: Send + Sync + 'static {
     /// given twice). The connection stays up; the handler answers it.
     fn on_refused_event(&self, socket: &Arc<Socket>, ack_id: Option<u64>, error: JsonError) {
         let _ = (socket, ack_id, error);
+    }
+
+    /// What the other nodes of a cluster keep of `socket` for each room it
+    /// joins, to hand back to [`Handler::on_members_lost`] should this node
+    /// die (for chat: the user id). `None`, the default, keeps nothing.
+    fn presence(&self, socket: &Socket) -> Option<Box<RawValue>> {
+        let _ = socket;
+        None
+    }
+
+    /// Another node of the cluster went silent: its members of `room`,
+    /// described by their [`Handler::presence`], are gone. Each node is told
+    /// for its own members of the room (see [`Adapter::broadcast_here`]).
+    fn on_members_lost(&self, namespace: &Namespace, room: &str, presences: &[Box<RawValue>]) {
+        let _ = (namespace, room, presences);
     }
 }
 

@@ -228,4 +228,20 @@ impl LocalSockets for Namespace {
             socket.disconnect(crate::engineio::CloseReason::ServerDisconnect);
         }
     }
+
+    fn presences(&self) -> Vec<crate::adapter::redis::presence::Entry> {
+        let mut entries = Vec::new();
+        for socket in self.sockets() {
+            let Some(presence) = self.handler.presence(&socket) else { continue };
+            let sid = socket.sid().to_string();
+            for room in socket.rooms() {
+                entries.push((sid.clone(), room.as_str().to_owned(), Some(presence.clone())));
+            }
+        }
+        entries
+    }
+
+    fn members_lost(&self, room: &str, presences: &[Box<serde_json::value::RawValue>]) {
+        self.handler.on_members_lost(self, room, presences);
+    }
 }

@@ -242,7 +242,9 @@ impl Socket {
         notice: impl FnOnce(usize) -> Option<T>,
     ) -> Joined {
         let member = Member { sid: self.sid, outbox: self.outbox.clone() };
-        let joined = self.namespace.adapter().join(room, member, event, notice);
+        let adapter = self.namespace.adapter();
+        let presence = adapter.cluster().and_then(|_| self.namespace.handler().presence(self));
+        let joined = adapter.join_with_presence(room, member, presence.as_deref(), event, notice);
         if joined.is_new {
             self.rooms.lock().insert(room);
         }

@@ -90,6 +90,8 @@ pub struct BusMetrics {
     pub received: AtomicU64,
     /// Received messages refused (too large, malformed).
     pub refused: AtomicU64,
+    /// Other brokers found silent for the heartbeat timeout (once per namespace).
+    pub nodes_lost: AtomicU64,
 }
 
 impl BusMetrics {
@@ -103,6 +105,7 @@ impl BusMetrics {
             publish_dropped: self.publish_dropped.load(Relaxed),
             received: self.received.load(Relaxed),
             refused: self.refused.load(Relaxed),
+            nodes_lost: self.nodes_lost.load(Relaxed),
         }
     }
 }

@@ -15,19 +15,27 @@
 //! Server-side emits get no answer: this broker has no server-side
 //! listeners, and a Node server without listeners does not answer either.
 //!
+//! Beside the Node adapter's protocol, our brokers tell each other their
+//! members and a heartbeat on a channel of their own ([`presence`]); a
+//! broker silent for the heartbeat timeout is gone, and each survivor hands
+//! its members' departures to its own sockets ([`LocalSockets::members_lost`]).
+//!
 //! Every message from Redis is bounded in size before it is decoded.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BufMut;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::bus::{Bus, BusError, BusMetrics, Receiver, Subscriptions};
+use super::presence::{self, Presence};
 use super::request::{self, RequestBody, Target, decode_request, decode_response};
 use super::wire::{self, BroadcastOptions, Channels, decode_broadcast, encode_broadcast_raw};
 use crate::adapter::{BoxFuture, Cluster, LocalSockets, Selection};
@@ -49,18 +57,29 @@ pub struct RedisCluster {
     namespaces: HashMap<String, Arc<RedisNamespace>>,
 }
 
+/// How a broker takes part in a Redis cluster.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The channel prefix (the Node adapter's `key`).
+    pub key: String,
+    /// Messages larger than this are neither published nor accepted.
+    pub max_message_bytes: usize,
+    /// How often this broker says it is alive to the others.
+    pub heartbeat_interval: Duration,
+    /// How long another broker may stay silent before its members count as gone.
+    pub heartbeat_timeout: Duration,
+}
+
 impl RedisCluster {
-    /// Connects to Redis at `url` for `namespaces`, under the channel prefix
-    /// `key`; messages larger than `max_message_bytes` are neither published
-    /// nor accepted.
+    /// Connects to Redis at `url` for `namespaces`, and starts the heartbeat
+    /// on `tracker` until `shutdown`.
     ///
     /// # Errors
     /// [`BusError`] when Redis cannot be reached at start.
     pub async fn connect(
         url: &str,
-        key: &str,
+        options: &NodeOptions,
         namespaces: &[String],
-        max_message_bytes: usize,
         tracker: &tokio_util::task::TaskTracker,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Self, BusError> {
@@ -71,11 +90,12 @@ impl RedisCluster {
                 let namespace = RedisNamespace {
                     uid: Arc::clone(&uid),
                     name: name.clone(),
-                    channels: Channels::new(key, name),
+                    channels: Channels::new(&options.key, name),
                     bus: OnceLock::new(),
                     sockets: OnceLock::new(),
                     pending: Arc::default(),
-                    max_message_bytes,
+                    presence: Presence::new(&uid, options.heartbeat_timeout),
+                    max_message_bytes: options.max_message_bytes,
                 };
                 (name.clone(), Arc::new(namespace))
             })
@@ -87,12 +107,15 @@ impl RedisCluster {
             subscriptions.channels.push(channels.request().to_owned());
             subscriptions.channels.push(channels.response().to_owned());
             subscriptions.channels.push(channels.response_for(&uid));
+            subscriptions.channels.push(channels.presence().to_owned());
         }
-        let router = Arc::new(Router { namespaces: by_name.values().cloned().collect() });
-        let bus = Bus::connect(url, subscriptions, router, tracker, shutdown).await?;
-        for namespace in by_name.values() {
+        let all: Vec<Arc<RedisNamespace>> = by_name.values().cloned().collect();
+        let router = Arc::new(Router { namespaces: all.clone() });
+        let bus = Bus::connect(url, subscriptions, router, tracker, shutdown.clone()).await?;
+        for namespace in &all {
             let _ = namespace.bus.set(bus.clone());
         }
+        tracker.spawn(heartbeat(all, options.heartbeat_interval, shutdown));
         Ok(Self { bus, namespaces: by_name })
     }
 
@@ -121,6 +144,12 @@ struct Router {
 }
 
 impl Receiver for Router {
+    fn on_connected(&self) {
+        for namespace in &self.namespaces {
+            namespace.announce(true);
+        }
+    }
+
     fn receive(&self, channel: &str, payload: &[u8]) {
         for namespace in &self.namespaces {
             if namespace.receive(channel, payload) {
@@ -157,6 +186,7 @@ pub struct RedisNamespace {
     bus: OnceLock<Bus>,
     sockets: OnceLock<Weak<dyn LocalSockets>>,
     pending: Arc<Mutex<HashMap<String, PendingCount>>>,
+    presence: Presence,
     max_message_bytes: usize,
 }
 
@@ -193,6 +223,8 @@ impl RedisNamespace {
             self.on_request(payload);
         } else if channel.starts_with(self.channels.response()) {
             self.on_response(payload);
+        } else if channel == self.channels.presence() {
+            self.on_presence(payload);
         } else {
             return false;
         }
@@ -303,6 +335,63 @@ impl RedisNamespace {
                 debug!(namespace = %self.name, "server-side emit: no server-side listeners here");
             }
         }
+    }
+
+    fn on_presence(&self, payload: &[u8]) {
+        if payload.len() > self.max_message_bytes {
+            return self.refuse("presence", &"larger than the limit");
+        }
+        match serde_json::from_slice::<presence::Message>(payload) {
+            Ok(message) => {
+                if self.presence.receive(message, Instant::now()) {
+                    self.announce(false);
+                }
+            }
+            Err(error) => self.refuse("presence", &error),
+        }
+    }
+
+    /// Publishes this node's members of the namespace to the other brokers
+    /// (`ask`: and asks for theirs). A no-op until the bus and the sockets
+    /// are attached.
+    fn announce(&self, ask: bool) {
+        let (Some(bus), Some(sockets)) = (self.bus(), self.sockets()) else { return };
+        for message in presence::Message::state(&self.uid, sockets.presences(), ask) {
+            bus.publish(self.channels.presence().to_owned(), message.encode());
+        }
+    }
+
+    /// One heartbeat: says this node is alive, and takes the members of the
+    /// brokers silent for too long out of their rooms here.
+    fn beat(&self) {
+        let Some(bus) = self.bus() else { return };
+        let connected = bus.is_connected();
+        if connected {
+            let message = presence::Message::new(presence::Kind::Heartbeat, &self.uid, Vec::new());
+            bus.publish(self.channels.presence().to_owned(), message.encode());
+        }
+        let gone = self.presence.sweep(Instant::now(), connected);
+        if gone.is_empty() {
+            return;
+        }
+        let sockets = self.sockets();
+        for node in gone {
+            bus.metrics().nodes_lost.fetch_add(1, Relaxed);
+            let members: usize = node.rooms.values().map(Vec::len).sum();
+            warn!(namespace = %self.name, node = %node.uid, members, "a broker went silent: its members left");
+            if let Some(sockets) = &sockets {
+                for (room, presences) in &node.rooms {
+                    sockets.members_lost(room, presences);
+                }
+            }
+        }
+    }
+
+    fn publish_presence(&self, kind: presence::Kind, sid: Sid, room: &str, presence: Option<&RawValue>) {
+        let Some(bus) = self.bus().filter(|bus| bus.is_connected()) else { return };
+        let entry = (sid.to_string(), room.to_owned(), presence.map(RawValue::to_owned));
+        let message = presence::Message::new(kind, &self.uid, vec![entry]);
+        bus.publish(self.channels.presence().to_owned(), message.encode());
     }
 
     fn on_response(&self, payload: &[u8]) {
@@ -424,5 +513,30 @@ impl Cluster for RedisNamespace {
 
     fn attach(&self, sockets: Weak<dyn LocalSockets>) {
         let _ = self.sockets.set(sockets);
+        // The first announcement found no sockets yet.
+        self.announce(true);
+    }
+
+    fn member_joined(&self, sid: Sid, room: &str, presence: &RawValue) {
+        self.publish_presence(presence::Kind::Join, sid, room, Some(presence));
+    }
+
+    fn member_left(&self, sid: Sid, room: &str) {
+        self.publish_presence(presence::Kind::Leave, sid, room, None);
+    }
+}
+
+/// Beats every `interval` for each namespace until `shutdown`.
+async fn heartbeat(namespaces: Vec<Arc<RedisNamespace>>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        for namespace in &namespaces {
+            namespace.beat();
+        }
     }
 }

@@ -47,6 +47,7 @@ pub struct Channels {
     broadcast: String,
     request: String,
     response: String,
+    presence: String,
 }
 
 impl Channels {
@@ -57,6 +58,7 @@ impl Channels {
             broadcast: format!("{key}#{namespace}#"),
             request: format!("{key}-request#{namespace}#"),
             response: format!("{key}-response#{namespace}#"),
+            presence: format!("{key}-presence#{namespace}#"),
         }
     }
 
@@ -103,6 +105,14 @@ impl Channels {
     #[must_use]
     pub fn response_for(&self, uid: &str) -> String {
         format!("{}{uid}#", self.response)
+    }
+
+    /// `<key>-presence#<nsp>#`: our brokers' heartbeats and members
+    /// ([`super::presence`]). Not part of the Node adapter's protocol: no Node
+    /// server subscribes to it (its broadcast pattern is `<key>#<nsp>#*`).
+    #[must_use]
+    pub fn presence(&self) -> &str {
+        &self.presence
     }
 
     /// Which broadcast `channel` is: `Some(None)` for the namespace-wide one,

@@ -1,0 +1,302 @@
+//! Presence: which members each of our other brokers holds, so that when one
+//! stops answering the survivors can tell their own members who left with it.
+//!
+//! socket.io's classic Redis adapter has no heartbeat (its cluster adapters
+//! do, on channels of their own), so our brokers speak this on a channel no
+//! Node server subscribes to, `<key>-presence#<nsp>#` (JSON):
+//!
+//! - `{"type":"heartbeat","uid"}` every heartbeat interval;
+//! - `{"type":"join"|"leave","uid","members":[[sid,room,presence]]}` as a
+//!   member joins or leaves a room (`presence` is what the namespace's handler
+//!   says of the socket: the chat's user id; `null` in a leave);
+//! - `{"type":"state","uid","reset","ask","members":[…]}`: a node's members,
+//!   in chunks (`reset` on the first), when it (re)connects; `ask` asks the
+//!   others for theirs.
+//!
+//! A node not heard from for the heartbeat timeout is gone: [`Presence::sweep`]
+//! hands back its members by room, and forgets it. While our own bus is down
+//! nobody can be heard, so nobody is judged (the clocks restart instead).
+//!
+//! Pure: no I/O. Node servers, and brokers of ours that never said anything,
+//! are not tracked: their members' counts come from asking the nodes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// How often a broker says it is alive, by default (as socket.io's cluster
+/// adapters' `heartbeatInterval`).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a broker may stay silent before it counts as gone, by default
+/// (as socket.io's cluster adapters' `heartbeatTimeout`).
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Members per `state` message, so a large node's state stays far below the
+/// message size limit.
+pub const STATE_CHUNK: usize = 1000;
+
+/// What a presence message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Alive.
+    Heartbeat,
+    /// These members joined.
+    Join,
+    /// These members left.
+    Leave,
+    /// These are (some of) my members.
+    State,
+}
+
+/// One member: socket id, room, and what the handler says of the socket.
+pub type Entry = (String, String, Option<Box<RawValue>>);
+
+/// A message on the presence channel.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Message {
+    /// What it says.
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// The sending node.
+    pub uid: String,
+    /// The members it is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Entry>,
+    /// In a `state`: forget what was known of the node first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+    /// In a `state`: the receivers answer with theirs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ask: bool,
+}
+
+impl Message {
+    /// A message of `kind` from `uid` about `members`.
+    #[must_use]
+    pub fn new(kind: Kind, uid: &str, members: Vec<Entry>) -> Self {
+        Self { kind, uid: uid.to_owned(), members, reset: false, ask: false }
+    }
+
+    /// The message as JSON bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of strings and raw JSON always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// `uid`'s whole state as `state` messages of at most [`STATE_CHUNK`]
+    /// members (one, empty, for no members); the first resets, and asks
+    /// when `ask`.
+    #[must_use]
+    pub fn state(uid: &str, members: Vec<Entry>, ask: bool) -> Vec<Self> {
+        let mut chunks: Vec<Self> = Vec::new();
+        let mut members = members.into_iter().peekable();
+        loop {
+            let chunk: Vec<Entry> = members.by_ref().take(STATE_CHUNK).collect();
+            let first = chunks.is_empty();
+            chunks.push(Self {
+                kind: Kind::State,
+                uid: uid.to_owned(),
+                members: chunk,
+                reset: first,
+                ask: first && ask,
+            });
+            if members.peek().is_none() {
+                return chunks;
+            }
+        }
+    }
+}
+
+/// The members one other node holds, and when it was last heard.
+#[derive(Debug)]
+struct Node {
+    last_seen: Instant,
+    members: HashMap<(String, String), Box<RawValue>>,
+}
+
+/// A node found gone: its members' presences, by room.
+#[derive(Debug)]
+pub struct Gone {
+    /// The node's uid.
+    pub uid: String,
+    /// Room → the presences of its members there.
+    pub rooms: HashMap<String, Vec<Box<RawValue>>>,
+}
+
+/// The other brokers of one namespace, as heard on its presence channel.
+#[derive(Debug)]
+pub struct Presence {
+    uid: String,
+    timeout: Duration,
+    nodes: Mutex<HashMap<String, Node>>,
+}
+
+impl Presence {
+    /// The view of node `uid` (whose own messages are ignored); a node
+    /// silent for `timeout` is gone.
+    #[must_use]
+    pub fn new(uid: &str, timeout: Duration) -> Self {
+        Self { uid: uid.to_owned(), timeout, nodes: Mutex::default() }
+    }
+
+    /// Takes in a message heard `now`. Returns true when it asks for this
+    /// node's state.
+    pub fn receive(&self, message: Message, now: Instant) -> bool {
+        if message.uid == self.uid {
+            return false;
+        }
+        let mut nodes = self.nodes.lock();
+        let node =
+            nodes.entry(message.uid).or_insert_with(|| Node { last_seen: now, members: HashMap::new() });
+        node.last_seen = now;
+        match message.kind {
+            Kind::Heartbeat => {}
+            Kind::Join | Kind::State => {
+                if message.reset {
+                    node.members.clear();
+                }
+                for (sid, room, presence) in message.members {
+                    if let Some(presence) = presence {
+                        node.members.insert((sid, room), presence);
+                    }
+                }
+            }
+            Kind::Leave => {
+                for (sid, room, _) in message.members {
+                    node.members.remove(&(sid, room));
+                }
+            }
+        }
+        message.ask
+    }
+
+    /// Forgets the nodes silent since before `now - timeout` and returns
+    /// them. When `connected` is false nothing could be heard: no node is
+    /// judged, and every clock restarts at `now`.
+    pub fn sweep(&self, now: Instant, connected: bool) -> Vec<Gone> {
+        let mut nodes = self.nodes.lock();
+        if !connected {
+            for node in nodes.values_mut() {
+                node.last_seen = now;
+            }
+            return Vec::new();
+        }
+        let gone: Vec<String> = nodes
+            .iter()
+            .filter(|(_, node)| now.saturating_duration_since(node.last_seen) > self.timeout)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|uid| nodes.remove(&uid).map(|node| (uid, node)))
+            .map(|(uid, node)| {
+                let mut rooms: HashMap<String, Vec<Box<RawValue>>> = HashMap::new();
+                for ((_, room), presence) in node.members {
+                    rooms.entry(room).or_default().push(presence);
+                }
+                Gone { uid, rooms }
+            })
+            .collect()
+    }
+
+    /// The other nodes heard within the timeout (for tests and logs).
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.nodes.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).expect("valid JSON")
+    }
+
+    fn entry(sid: &str, room: &str, user: &str) -> Entry {
+        (sid.to_owned(), room.to_owned(), Some(raw(user)))
+    }
+
+    fn decode(bytes: &[u8]) -> Message {
+        serde_json::from_slice(bytes).expect("a presence message")
+    }
+
+    #[test]
+    fn messages_read_as_written() {
+        let join = Message::new(Kind::Join, "AbC12x", vec![entry("s1", "lobby", "42")]);
+        assert_eq!(
+            String::from_utf8(join.encode()).expect("UTF-8"),
+            r#"{"type":"join","uid":"AbC12x","members":[["s1","lobby",42]]}"#
+        );
+        let heartbeat = decode(br#"{"type":"heartbeat","uid":"AbC12x"}"#);
+        assert_eq!((heartbeat.kind, heartbeat.members.len()), (Kind::Heartbeat, 0));
+        let leave = decode(br#"{"type":"leave","uid":"n","members":[["s1","lobby",null]]}"#);
+        assert!(leave.members[0].2.is_none());
+    }
+
+    #[test]
+    fn a_state_comes_in_chunks_and_the_first_resets() {
+        let members: Vec<Entry> =
+            (0..STATE_CHUNK + 1).map(|index| entry(&format!("s{index}"), "r", "\"u\"")).collect();
+        let chunks = Message::state("me", members, true);
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks[0].reset && chunks[0].ask && !chunks[1].reset && !chunks[1].ask);
+        assert_eq!(chunks[0].members.len() + chunks[1].members.len(), STATE_CHUNK + 1);
+        assert_eq!(Message::state("me", Vec::new(), false).len(), 1, "an empty state still resets");
+    }
+
+    #[test]
+    fn a_silent_node_is_gone_with_its_members_by_room() {
+        let presence = Presence::new("me", Duration::from_secs(10));
+        let start = Instant::now();
+        let join = Message::new(
+            Kind::Join,
+            "other",
+            vec![entry("s1", "a", "\"alice\""), entry("s1", "b", "\"alice\""), entry("s2", "a", "7")],
+        );
+        presence.receive(join, start);
+        presence.receive(Message::new(Kind::Leave, "other", vec![("s1".into(), "b".into(), None)]), start);
+        presence.receive(Message::new(Kind::Heartbeat, "me", Vec::new()), start);
+        assert_eq!(presence.nodes(), 1, "its own messages are not a node");
+
+        assert!(
+            presence.sweep(start + Duration::from_secs(10), true).is_empty(),
+            "silent for the timeout only"
+        );
+        let gone = presence.sweep(start + Duration::from_secs(11), true);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].uid, "other");
+        let mut users: Vec<&str> = gone[0].rooms["a"].iter().map(|user| user.get()).collect();
+        users.sort_unstable();
+        assert_eq!(users, ["\"alice\"", "7"]);
+        assert!(!gone[0].rooms.contains_key("b"), "it left b before it went");
+        assert_eq!(presence.nodes(), 0);
+    }
+
+    #[test]
+    fn nobody_is_judged_while_this_node_hears_nothing() {
+        let presence = Presence::new("me", Duration::from_secs(10));
+        let start = Instant::now();
+        presence.receive(Message::new(Kind::Heartbeat, "other", Vec::new()), start);
+        assert!(presence.sweep(start + Duration::from_secs(60), false).is_empty());
+        // Back on the bus at 60 s: the other node gets a full timeout to be heard.
+        assert!(presence.sweep(start + Duration::from_secs(65), true).is_empty());
+        assert_eq!(presence.sweep(start + Duration::from_secs(71), true).len(), 1);
+    }
+
+    #[test]
+    fn a_state_replaces_what_was_known_and_may_ask_for_ours() {
+        let presence = Presence::new("me", Duration::from_secs(10));
+        let now = Instant::now();
+        presence.receive(Message::new(Kind::Join, "other", vec![entry("old", "a", "1")]), now);
+        let mut state = Message::state("other", vec![entry("new", "a", "2")], true);
+        assert!(presence.receive(state.remove(0), now), "it asks for ours");
+        let gone = presence.sweep(now + Duration::from_secs(11), true);
+        let users: Vec<&str> = gone[0].rooms["a"].iter().map(|user| user.get()).collect();
+        assert_eq!(users, ["2"]);
+    }
+}
