@@ -29,8 +29,8 @@ use crate::engineio::{CloseReason, Handshake};
 use crate::ids::RoomId;
 use crate::metrics::{Limit, Metrics};
 use crate::socketio::{
-    Accepted, ConnectError, DisconnectReason, Event, Handler, JsonError, MessageId, Namespace, Socket,
-    SocketIo,
+    Accepted, ConnectError, DisconnectReason, Event, Handler, IdPromise, JsonError, MessageId, Namespace,
+    Socket, SocketIo,
 };
 
 /// Limits the gateway enforces on client input.
@@ -247,7 +247,7 @@ impl ChatGateway {
                     Ok(self.answer_room(socket, event.ack_id, room, members, false))
                 }
                 ChatRequest::Send { content, room } => {
-                    self.send_message(socket, user, content, room).map(Some)
+                    self.send_message(socket, event.ack_id, user, content, room)
                 }
             })
         } else {
@@ -340,7 +340,17 @@ impl ChatGateway {
         socket.leave(room, "user_left", |_| Some(notice))
     }
 
-    fn send_message(&self, socket: &Socket, user: &ChatUser, content: &str, room: Option<RoomId>) -> Reply {
+    /// Sends `content` to `room` (the last joined when `None`). Returns the
+    /// ack's body, or `None` when the id comes from Redis and the ack is
+    /// sent once it has.
+    fn send_message(
+        &self,
+        socket: &Arc<Socket>,
+        ack_id: Option<u64>,
+        user: &ChatUser,
+        content: &str,
+        room: Option<RoomId>,
+    ) -> Result<Option<serde_json::Value>, ChatError> {
         let room = match room {
             None => socket.last_room().ok_or_else(|| ChatError::new(400, "No room joined: give a roomId"))?,
             Some(room) => room,
@@ -351,19 +361,29 @@ impl ChatGateway {
 
         let namespace = socket.namespace();
         let timestamp = now_ms();
-        let mut taken = None;
-        // The adapter hands out the id (under the room's lock on a single
-        // node), so ids increase in the order members receive the messages.
-        let delivered = namespace.adapter().broadcast(room.as_str(), None, "message", |stamp| {
-            let id = stamp.message_id();
-            taken = Some(id.clone());
-            MessageOut { id, room_id: room.as_str(), content, sender_id: &user.claims.user_id, timestamp }
+        let sent = namespace.adapter().send_message(room.as_str(), "message", |id| MessageOut {
+            id: id.clone(),
+            room_id: room.as_str(),
+            content,
+            sender_id: &user.claims.user_id,
+            timestamp,
         });
-        let delivered = delivered.ok_or_else(|| ChatError::new(403, "Not a member of this room"))?;
+        let (delivered, id) = sent.ok_or_else(|| ChatError::new(403, "Not a member of this room"))?;
         Metrics::add(&namespace.metrics().messages, 1);
         Metrics::add(&namespace.metrics().deliveries, delivered as u64);
-        let id = taken.ok_or_else(|| ChatError::new(403, "Not a member of this room"))?;
-        Ok(json(&MessageAck { id: &id, timestamp }))
+        match id {
+            IdPromise::Ready(id) => Ok(Some(json(&MessageAck { id: &id, timestamp }))),
+            IdPromise::Pending(id) => {
+                let socket = Arc::clone(socket);
+                tokio::spawn(async move {
+                    let id = id.await;
+                    if let Some(ack_id) = ack_id {
+                        let _ = socket.ack(ack_id, &MessageAck { id: &id, timestamp });
+                    }
+                });
+                Ok(None)
+            }
+        }
     }
 
     fn authenticate(

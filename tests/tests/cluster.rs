@@ -72,6 +72,52 @@ async fn a_room_spans_two_brokers_both_ways() {
     assert!(bob.take_event("message").is_none());
 }
 
+/// Sends `each` messages to the room `race` without waiting for acks.
+async fn burst(client: &mut Client, who: &str, each: usize) {
+    for index in 0..each {
+        let data = tests::json!(["send_message", {"roomId": "race", "content": format!("{who}-{index}")}]);
+        client.send_raw(&tests::client::encode_packet('2', tests::CHAT, None, Some(&data))).await;
+    }
+}
+
+/// A message id Redis gave: digits only, read as a number.
+fn ordered_id(message: &Value) -> u64 {
+    let id = message["id"].as_str().expect("the id is a string");
+    id.parse().unwrap_or_else(|_| panic!("{id} is not an id Redis gave"))
+}
+
+#[tokio::test]
+async fn message_ids_increase_in_delivery_order_when_two_brokers_send_at_once() {
+    let Some((one, two)) = pair().await else { return };
+    let mut alice = Client::connect_user(&one, "alice").await;
+    let mut bob = Client::connect_user(&two, "bob").await;
+    alice.join("race").await;
+    bob.join("race").await;
+    alice.expect_event("user_joined").await;
+
+    const EACH: usize = 40;
+    // Both brokers take messages for the room at the same moment.
+    tokio::join!(burst(&mut alice, "alice", EACH), burst(&mut bob, "bob", EACH));
+
+    let mut orders = Vec::new();
+    for client in [&mut alice, &mut bob] {
+        let mut seen = Vec::new();
+        for _ in 0..2 * EACH {
+            seen.push(next_message(client).await);
+        }
+        let ids: Vec<u64> = seen.iter().map(ordered_id).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids increase in delivery order: {ids:?}");
+        orders.push(seen.iter().map(|message| message["content"].clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(orders[0], orders[1], "one order per room");
+
+    // The ack gives the id the members see.
+    let ack = alice.send("race", "acked").await;
+    let message = alice.expect_message("acked").await;
+    assert_eq!(ack["id"], message["id"]);
+    assert_eq!(bob.expect_message("acked").await["id"], message["id"]);
+}
+
 #[tokio::test]
 async fn a_disconnect_on_one_broker_notifies_the_other() {
     let Some((one, two)) = pair().await else { return };

@@ -18,6 +18,10 @@ impl Receiver for Forward {
     fn receive(&self, channel: &str, payload: &[u8]) {
         let _ = self.0.send((channel.to_owned(), payload.to_vec()));
     }
+
+    fn receive_unordered(&self, channel: &str, prefix: &[u8], suffix: &[u8]) -> String {
+        panic!("an ordered message on {channel} was not published ({prefix:?} … {suffix:?})")
+    }
 }
 
 async fn bus(
@@ -76,4 +80,46 @@ async fn an_unreachable_redis_is_an_error_at_start() {
     )
     .await;
     assert!(started.is_err());
+}
+
+#[tokio::test]
+async fn ordered_ids_increase_in_the_order_redis_relays_whoever_publishes() {
+    let Some(url) = redis_url() else { return };
+    let channels = Channels::new(DEFAULT_KEY, &unique_namespace("ordered"));
+    let (first, mut first_rx, first_stop) = bus(&url, &channels).await;
+    let (second, _second_rx, second_stop) = bus(&url, &channels).await;
+    let counter: Arc<str> = Arc::from(channels.message_ids());
+    let mut given = Vec::new();
+    for index in 0..50_u8 {
+        for (bus, name) in [(&first, b'a'), (&second, b'b')] {
+            let (done, id) = tokio::sync::oneshot::channel();
+            let (prefix, suffix) = (vec![name], vec![index]);
+            assert!(bus.publish_ordered(
+                channels.room("r"),
+                Arc::clone(&counter),
+                prefix.into(),
+                suffix.into(),
+                done
+            ));
+            given.push(id);
+        }
+    }
+    let mut acknowledged = std::collections::HashSet::new();
+    for id in given {
+        acknowledged.insert(tokio::time::timeout(WAIT, id).await.expect("in time").expect("an id"));
+    }
+    let mut last = 0_u64;
+    for _ in 0..100 {
+        let (_, payload) = next(&mut first_rx).await;
+        // The publisher's byte, the id as a MessagePack fixstr, the suffix byte.
+        let (header, digits) = (payload[1], &payload[2..payload.len() - 1]);
+        assert_eq!(usize::from(header & 0x1f), digits.len());
+        let id = std::str::from_utf8(digits).expect("digits");
+        assert!(acknowledged.remove(id), "{id} was given to its publisher");
+        let id: u64 = id.parse().expect("a number");
+        assert!(id > last, "{id} after {last}: ids increase in relay order");
+        last = id;
+    }
+    first_stop.cancel();
+    second_stop.cancel();
 }

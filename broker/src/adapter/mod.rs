@@ -39,6 +39,24 @@ pub trait Cluster: Send + Sync + 'static {
     /// node's members; false when the caller must deliver it locally.
     fn publish(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> bool;
 
+    /// Publishes like [`Cluster::publish`] a message whose id Redis gives:
+    /// `packet` holds `placeholder` as the id, and Redis puts the next id of
+    /// the namespace's counter in its place as it relays it, so ids increase
+    /// in the order every node of ours delivers the messages. Resolves to
+    /// the id. `None` when it did not go out (the caller delivers locally,
+    /// with [`Cluster::fallback_message_id`]).
+    fn publish_ordered(
+        &self,
+        rooms: &[&str],
+        except: Option<Sid>,
+        packet: &[u8],
+        placeholder: &str,
+    ) -> Option<BoxFuture<String>>;
+
+    /// A message id of this node's own (`<counter>-<node id>`), for messages
+    /// Redis does not order: unique, and above every id Redis gave this node.
+    fn fallback_message_id(&self) -> String;
+
     /// The members of `room` on the other nodes (0 for nodes that do not
     /// answer in time).
     fn remote_members(&self, room: &str) -> BoxFuture<usize>;

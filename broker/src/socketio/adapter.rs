@@ -17,24 +17,35 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::event_frame;
-use crate::adapter::{Cluster, LocalAdapter};
+use crate::adapter::{BoxFuture, Cluster, LocalAdapter};
 use crate::ids::{RoomId, Sid};
 use crate::rooms::{Joined, Member};
 
 /// A chat message id: unique across the deployment, increasing within a
-/// room. A single broker writes the counter alone (`"1764490000123456"`); in
-/// a cluster the node id follows (`"1764490000123456-AbC12x"`).
+/// room. A single broker writes its counter (`"1764490000123456"`); in a
+/// cluster Redis gives the id as it relays the message (digits too), and a
+/// message Redis could not take carries this node's counter and id
+/// (`"1764490000123456-AbC12x"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageId {
-    counter: u64,
-    node: Option<Arc<str>>,
+pub struct MessageId(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    Counter(u64),
+    Given(Arc<str>),
+}
+
+impl MessageId {
+    fn given(id: impl Into<Arc<str>>) -> Self {
+        Self(Repr::Given(id.into()))
+    }
 }
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.node {
-            None => write!(f, "{}", self.counter),
-            Some(node) => write!(f, "{}-{node}", self.counter),
+        match &self.0 {
+            Repr::Counter(counter) => write!(f, "{counter}"),
+            Repr::Given(id) => f.write_str(id),
         }
     }
 }
@@ -45,28 +56,34 @@ impl Serialize for MessageId {
     }
 }
 
-/// What a broadcast's builder may ask: the local member count, a message id.
-#[derive(Debug)]
-pub struct Stamp<'a> {
-    members: usize,
-    adapter: &'a Adapter,
+/// A message's id: known now, or once Redis has ordered the message.
+pub enum IdPromise {
+    /// Known now.
+    Ready(MessageId),
+    /// Known when Redis has relayed the message.
+    Pending(BoxFuture<MessageId>),
 }
 
-impl Stamp<'_> {
+impl fmt::Debug for IdPromise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(id) => f.debug_tuple("Ready").field(id).finish(),
+            Self::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// What a broadcast's builder may ask: the local member count.
+#[derive(Debug)]
+pub struct Stamp {
+    members: usize,
+}
+
+impl Stamp {
     /// The room's members on this node.
     #[must_use]
     pub fn local_members(&self) -> usize {
         self.members
-    }
-
-    /// Takes the next message id (under the room's lock on a single node).
-    #[must_use]
-    pub fn message_id(&self) -> MessageId {
-        let counter = self.adapter.local.next_message_id();
-        MessageId {
-            counter,
-            node: self.adapter.cluster.as_ref().map(|cluster| Arc::clone(cluster.node_id())),
-        }
     }
 }
 
@@ -201,16 +218,62 @@ impl Adapter {
         room: &str,
         except: Option<Sid>,
         event: &str,
-        make: impl FnOnce(&Stamp<'_>) -> T,
+        make: impl FnOnce(&Stamp) -> T,
     ) -> Option<usize> {
         let Some(cluster) = &self.cluster else {
             return self.local.broadcast(room, except, |members| {
-                let data = make(&Stamp { members, adapter: self });
+                let data = make(&Stamp { members });
                 event_frame(&self.namespace, None, event, &data)
             });
         };
-        let data = make(&Stamp { members: self.local.members(room), adapter: self });
+        let data = make(&Stamp { members: self.local.members(room) });
         Some(self.publish_or_deliver(cluster.as_ref(), room, except, event, &data))
+    }
+
+    /// Emits `event` to every member of `room`, sender included, with the
+    /// data `make` builds around the message's id. Returns the local
+    /// deliveries queued now (0 when they wait for the bus) and the id;
+    /// `None` when the room has no member here and it stays local.
+    ///
+    /// On a single node the id is taken under the room's shard lock, so ids
+    /// increase in the order the members get the messages. In a cluster
+    /// Redis gives it as it relays the message (`make` is then called with a
+    /// placeholder, and again with a fallback id if the message could not
+    /// go out), so ids increase in the one order every node delivers in.
+    pub fn send_message<T: Serialize>(
+        &self,
+        room: &str,
+        event: &str,
+        make: impl Fn(&MessageId) -> T,
+    ) -> Option<(usize, IdPromise)> {
+        let Some(cluster) = &self.cluster else {
+            let mut taken = None;
+            let delivered = self.local.broadcast(room, None, |_| {
+                let id = MessageId(Repr::Counter(self.local.next_message_id()));
+                let frame = event_frame(&self.namespace, None, event, &make(&id));
+                taken = Some(id);
+                frame
+            })?;
+            return taken.map(|id| (delivered, IdPromise::Ready(id)));
+        };
+        if cluster.is_connected() {
+            let placeholder = crate::adapter::redis::wire::id_placeholder();
+            let data = make(&MessageId::given(placeholder.as_str()));
+            match packet_msgpack(event, &data) {
+                Ok(packet) => {
+                    if let Some(given) = cluster.publish_ordered(&[room], None, &packet, &placeholder) {
+                        let id: BoxFuture<MessageId> = Box::pin(async move { MessageId::given(given.await) });
+                        return Some((0, IdPromise::Pending(id)));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, event, "message not MessagePack-encodable, delivered on this node only");
+                }
+            }
+        }
+        let id = MessageId::given(cluster.fallback_message_id());
+        let delivered = self.publish_or_deliver(cluster.as_ref(), room, None, event, &make(&id));
+        Some((delivered, IdPromise::Ready(id)))
     }
 
     /// Sends `event` to the other nodes' sockets of the whole namespace.

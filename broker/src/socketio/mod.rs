@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use simd_json::BorrowedValue;
 use tokio::time::Instant;
 
-pub use adapter::{Adapter, MessageId, Stamp};
+pub use adapter::{Adapter, IdPromise, MessageId, Stamp};
 pub use namespace::Namespace;
 pub use socket::Socket;
 

@@ -6,6 +6,8 @@
 //! leave in the order they were queued and a burst costs one round trip. A
 //! full queue or a failed pipeline drops those messages (pub/sub is
 //! fire-and-forget in socket.io's adapter too) and counts them.
+//! [`Bus::publish_ordered`] publishes through a script that first takes the
+//! message's id from a counter in Redis, so ids follow Redis's one order.
 //!
 //! The subscriber task hands each message to a [`Receiver`] on its own task
 //! (the receiver must not block). When the connection drops it marks the bus
@@ -20,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -73,6 +75,10 @@ pub trait Receiver: Send + Sync + 'static {
     fn receive_unsent(&self, channel: &str, payload: &[u8]) {
         let _ = (channel, payload);
     }
+    /// An ordered message (see [`Bus::publish_ordered`]) could not be
+    /// published: the receiver gives it an id of its own, may deliver it
+    /// locally, and returns the id.
+    fn receive_unordered(&self, channel: &str, prefix: &[u8], suffix: &[u8]) -> String;
 }
 
 /// Counters of the bus, shown in `/metrics`.
@@ -114,8 +120,35 @@ impl BusMetrics {
 #[derive(Debug)]
 struct Outgoing {
     channel: Arc<str>,
+    /// The whole message, or with `ordered` the part before its id.
     payload: Bytes,
+    ordered: Option<Ordered>,
 }
+
+/// A message whose id Redis gives it ([`ORDERED_PUBLISH`]): `payload`, the id
+/// as a MessagePack string, then `suffix`.
+#[derive(Debug)]
+struct Ordered {
+    counter: Arc<str>,
+    suffix: Bytes,
+    done: oneshot::Sender<String>,
+}
+
+/// Takes the next id of the counter `KEYS[1]` (the counter + 1, or Redis's
+/// clock in microseconds when that is larger, so ids still increase after
+/// Redis lost the counter) and publishes `ARGV[2] .. id .. ARGV[3]` on
+/// `ARGV[1]`, the id written as a MessagePack string (fixstr: up to 31
+/// digits). One script, so ids increase in the order Redis relays the
+/// messages, whichever broker sent them. Returns the id.
+const ORDERED_PUBLISH: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local last = tonumber(redis.call('GET', KEYS[1])) or 0
+local id = string.format('%.0f', math.max(last + 1, now))
+redis.call('SET', KEYS[1], id)
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. string.char(160 + #id) .. id .. ARGV[3])
+return id
+";
 
 /// The Redis connections of one broker. Cheap to clone.
 #[derive(Clone)]
@@ -192,7 +225,28 @@ impl Bus {
     /// Queues `payload` for publishing on `channel`. Returns false when it
     /// was dropped (queue full or bus closed).
     pub fn publish(&self, channel: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> bool {
-        let message = Outgoing { channel: channel.into(), payload: payload.into() };
+        self.enqueue(Outgoing { channel: channel.into(), payload: payload.into(), ordered: None })
+    }
+
+    /// Queues `prefix`, an id taken from the Redis counter `counter`, then
+    /// `suffix` for publishing on `channel`, the id written as a MessagePack
+    /// string. The id increases in the order Redis relays the messages of
+    /// every node using `counter`. `done` gets it; or, when the message
+    /// could not be published, the id [`Receiver::receive_unordered`] gave.
+    /// Returns false when it was dropped at once (queue full, bus closed).
+    pub fn publish_ordered(
+        &self,
+        channel: impl Into<Arc<str>>,
+        counter: Arc<str>,
+        prefix: Bytes,
+        suffix: Bytes,
+        done: oneshot::Sender<String>,
+    ) -> bool {
+        let ordered = Some(Ordered { counter, suffix, done });
+        self.enqueue(Outgoing { channel: channel.into(), payload: prefix, ordered })
+    }
+
+    fn enqueue(&self, message: Outgoing) -> bool {
         if self.queue.try_send(message).is_ok() {
             true
         } else {
@@ -330,6 +384,8 @@ async fn publish_loop(
 ) {
     let mut batch = Vec::with_capacity(PIPELINE_MESSAGES);
     let mut failing = false;
+    // The SHA-1 of ORDERED_PUBLISH, as Redis gave it when first loaded.
+    let mut script_hash: Option<String> = None;
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -339,13 +395,47 @@ async fn publish_loop(
             return;
         }
         let mut pipeline = redis::pipe();
+        let hash = if batch.iter().any(|message| message.ordered.is_some()) {
+            if script_hash.is_none() {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(ORDERED_PUBLISH);
+                script_hash = load.query_async(&mut commands).await.ok();
+            }
+            // Loaded again with every batch that needs it: Redis may have restarted since.
+            pipeline.cmd("SCRIPT").arg("LOAD").arg(ORDERED_PUBLISH).ignore();
+            script_hash.as_deref().unwrap_or_default()
+        } else {
+            ""
+        };
         for message in &batch {
-            pipeline.cmd("PUBLISH").arg(&*message.channel).arg(&message.payload[..]).ignore();
+            match &message.ordered {
+                None => {
+                    pipeline.cmd("PUBLISH").arg(&*message.channel).arg(&message.payload[..]).ignore();
+                }
+                Some(ordered) => {
+                    pipeline
+                        .cmd("EVALSHA")
+                        .arg(hash)
+                        .arg(1)
+                        .arg(&*ordered.counter)
+                        .arg(&*message.channel)
+                        .arg(&message.payload[..])
+                        .arg(&ordered.suffix[..]);
+                }
+            }
         }
-        match pipeline.query_async::<()>(&mut commands).await {
-            Ok(()) => {
+        match pipeline.query_async::<Vec<String>>(&mut commands).await {
+            Ok(ids) => {
                 metrics.published.fetch_add(received as u64, Relaxed);
-                batch.clear();
+                let mut ids = ids.into_iter();
+                for message in batch.drain(..) {
+                    if let Some(ordered) = message.ordered {
+                        let id = ids.next().unwrap_or_else(|| {
+                            receiver.receive_unordered(&message.channel, &message.payload, &ordered.suffix)
+                        });
+                        let _ = ordered.done.send(id);
+                    }
+                }
                 if failing {
                     info!("publishing to Redis again");
                     failing = false;
@@ -359,7 +449,17 @@ async fn publish_loop(
                     failing = true;
                 }
                 for message in batch.drain(..) {
-                    receiver.receive_unsent(&message.channel, &message.payload);
+                    match message.ordered {
+                        None => receiver.receive_unsent(&message.channel, &message.payload),
+                        Some(ordered) => {
+                            let id = receiver.receive_unordered(
+                                &message.channel,
+                                &message.payload,
+                                &ordered.suffix,
+                            );
+                            let _ = ordered.done.send(id);
+                        }
+                    }
                 }
             }
         }

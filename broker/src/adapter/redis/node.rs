@@ -23,6 +23,7 @@
 //! Every message from Redis is bounded in size before it is decoded.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -95,6 +96,7 @@ impl RedisCluster {
                     sockets: OnceLock::new(),
                     pending: Arc::default(),
                     presence: Presence::new(&uid, options.heartbeat_timeout),
+                    fallback_ids: Arc::new(AtomicU64::new(micros_now())),
                     max_message_bytes: options.max_message_bytes,
                 };
                 (name.clone(), Arc::new(namespace))
@@ -167,6 +169,22 @@ impl Receiver for Router {
             }
         }
     }
+
+    fn receive_unordered(&self, channel: &str, prefix: &[u8], suffix: &[u8]) -> String {
+        let namespace =
+            self.namespaces.iter().find(|namespace| namespace.channels.broadcast_target(channel).is_some());
+        match namespace {
+            Some(namespace) => namespace.deliver_unordered(prefix, suffix),
+            None => String::new(),
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch.
+fn micros_now() -> u64 {
+    let micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+    u64::try_from(micros).unwrap_or(0)
 }
 
 /// A count of a room's members on the other nodes, under way.
@@ -187,6 +205,9 @@ pub struct RedisNamespace {
     sockets: OnceLock<Weak<dyn LocalSockets>>,
     pending: Arc<Mutex<HashMap<String, PendingCount>>>,
     presence: Presence,
+    /// The next id of a message Redis could not order (an outage): at
+    /// least one above every id Redis gave this node.
+    fallback_ids: Arc<AtomicU64>,
     max_message_bytes: usize,
 }
 
@@ -238,6 +259,19 @@ impl RedisNamespace {
         if payload.len() > self.max_message_bytes {
             return self.refuse("broadcast", &"larger than the limit");
         }
+        self.deliver_broadcast(payload);
+    }
+
+    /// A message whose id Redis was to give could not be published: it gets
+    /// an id of this node's (`<counter>-<uid>`) and goes to our members only.
+    fn deliver_unordered(&self, prefix: &[u8], suffix: &[u8]) -> String {
+        let id = fallback_id(&self.fallback_ids, &self.uid);
+        self.deliver_broadcast(&wire::join_around_str(prefix, &id, suffix));
+        id
+    }
+
+    /// Delivers a broadcast whatever its size (ours: checked before publishing).
+    fn deliver_broadcast(&self, payload: &[u8]) {
         let broadcast = match decode_broadcast(payload) {
             Ok(broadcast) => broadcast,
             Err(error) => return self.refuse("broadcast", &error),
@@ -507,6 +541,57 @@ impl Cluster for RedisNamespace {
         })
     }
 
+    fn publish_ordered(
+        &self,
+        rooms: &[&str],
+        except: Option<Sid>,
+        packet: &[u8],
+        placeholder: &str,
+    ) -> Option<BoxFuture<String>> {
+        let bus = self.bus().filter(|bus| bus.is_connected())?;
+        let options = BroadcastOptions {
+            rooms: rooms.iter().map(|&room| room.to_owned()).collect(),
+            except: except.map(|sid| sid.to_string()).into_iter().collect(),
+            flags: wire::Flags::default(),
+        };
+        let message = encode_broadcast_raw(&self.uid, &self.name, packet, &options).ok()?;
+        let (prefix, suffix) = wire::split_around_str(&message, placeholder)?;
+        if message.len() > self.max_message_bytes {
+            bus.metrics().refused.fetch_add(1, Relaxed);
+            warn!(
+                bytes = message.len(),
+                limit = self.max_message_bytes,
+                "broadcast too large for the bus: delivered on this node only"
+            );
+            let id = self.deliver_unordered(&prefix, &suffix);
+            return Some(Box::pin(std::future::ready(id)));
+        }
+        let (done, given) = oneshot::channel();
+        let counter: Arc<str> = Arc::from(self.channels.message_ids());
+        if !bus.publish_ordered(self.channels.for_rooms(rooms), counter, prefix.clone(), suffix.clone(), done)
+        {
+            let id = self.deliver_unordered(&prefix, &suffix);
+            return Some(Box::pin(std::future::ready(id)));
+        }
+        let (fallback_ids, uid) = (Arc::clone(&self.fallback_ids), Arc::clone(&self.uid));
+        Some(Box::pin(async move {
+            match given.await {
+                Ok(id) => {
+                    if let Ok(number) = id.parse::<u64>() {
+                        fallback_ids.fetch_max(number.saturating_add(1), Relaxed);
+                    }
+                    id
+                }
+                // The bus ended (shutdown) before the message left.
+                Err(_) => fallback_id(&fallback_ids, &uid),
+            }
+        }))
+    }
+
+    fn fallback_message_id(&self) -> String {
+        fallback_id(&self.fallback_ids, &self.uid)
+    }
+
     fn is_connected(&self) -> bool {
         self.bus().is_some_and(Bus::is_connected)
     }
@@ -524,6 +609,12 @@ impl Cluster for RedisNamespace {
     fn member_left(&self, sid: Sid, room: &str) {
         self.publish_presence(presence::Kind::Leave, sid, room, None);
     }
+}
+
+/// `<counter>-<uid>`: a message id of this node's own, for a message Redis
+/// did not order.
+fn fallback_id(counter: &AtomicU64, uid: &str) -> String {
+    format!("{}-{uid}", counter.fetch_add(1, Relaxed))
 }
 
 /// Beats every `interval` for each namespace until `shutdown`.

@@ -48,6 +48,7 @@ pub struct Channels {
     request: String,
     response: String,
     presence: String,
+    message_ids: String,
 }
 
 impl Channels {
@@ -59,6 +60,7 @@ impl Channels {
             request: format!("{key}-request#{namespace}#"),
             response: format!("{key}-response#{namespace}#"),
             presence: format!("{key}-presence#{namespace}#"),
+            message_ids: format!("{key}-message-id#{namespace}#"),
         }
     }
 
@@ -107,6 +109,13 @@ impl Channels {
         format!("{}{uid}#", self.response)
     }
 
+    /// `<key>-message-id#<nsp>#`: the key (not a channel) of the namespace's
+    /// message-id counter.
+    #[must_use]
+    pub fn message_ids(&self) -> &str {
+        &self.message_ids
+    }
+
     /// `<key>-presence#<nsp>#`: our brokers' heartbeats and members
     /// ([`super::presence`]). Not part of the Node adapter's protocol: no Node
     /// server subscribes to it (its broadcast pattern is `<key>#<nsp>#*`).
@@ -138,6 +147,40 @@ pub fn random_uid() -> String {
 #[must_use]
 pub fn random_request_id() -> String {
     random_token(6)
+}
+
+/// A stand-in for a message id that Redis gives later: 20 characters
+/// (`~id~` and 16 random ones) that no payload holds by chance.
+#[must_use]
+pub fn id_placeholder() -> String {
+    format!("~id~{}", random_token(16))
+}
+
+/// Splits `message` around the MessagePack string `text` (a fixstr: fewer
+/// than 32 bytes), its header byte included: what comes before it and what
+/// after. `None` when `text` is not in it.
+#[must_use]
+pub fn split_around_str(message: &[u8], text: &str) -> Option<(bytes::Bytes, bytes::Bytes)> {
+    let length = u8::try_from(text.len()).ok().filter(|length| *length < 32)?;
+    let mut needle = Vec::with_capacity(text.len() + 1);
+    needle.push(0xa0 | length);
+    needle.extend_from_slice(text.as_bytes());
+    let start = message.windows(needle.len()).position(|window| window == needle.as_slice())?;
+    let before = bytes::Bytes::copy_from_slice(message.get(..start)?);
+    let after = bytes::Bytes::copy_from_slice(message.get(start + needle.len()..)?);
+    Some((before, after))
+}
+
+/// `before`, `text` as a MessagePack string, then `after`: what
+/// [`split_around_str`] split, with `text` in the gap.
+#[must_use]
+pub fn join_around_str(before: &[u8], text: &str, after: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(before.len() + text.len() + after.len() + 5);
+    out.extend_from_slice(before);
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_str(&mut out, text);
+    out.extend_from_slice(after);
+    out
 }
 
 fn random_token(length: usize) -> String {
@@ -571,5 +614,31 @@ mod tests {
             encode_broadcast_raw("uid", "/n", &raw, &options).expect("encodes"),
             typed.expect("encodes")
         );
+    }
+
+    #[test]
+    fn an_id_placeholder_is_cut_out_and_an_id_put_in_its_place() {
+        let placeholder = id_placeholder();
+        assert_eq!(placeholder.len(), 20);
+        let json = format!(r#"["message",{{"id":"{placeholder}","content":"{placeholder}"}}]"#);
+        let packet = json_to_msgpack(json.as_bytes()).expect("JSON");
+        let message = encode_broadcast_raw("AbC12x", "/chat", &packet, &BroadcastOptions::default())
+            .expect("encodable");
+        let (before, after) = split_around_str(&message, &placeholder).expect("the placeholder is there");
+        // What the Redis script does: the header byte (fixstr), then the digits.
+        let mut scripted = before.to_vec();
+        scripted.push(0xa0 | 16);
+        scripted.extend_from_slice(b"1764490000123456");
+        scripted.extend_from_slice(&after);
+        assert_eq!(join_around_str(&before, "1764490000123456", &after), scripted);
+        let broadcast = decode_broadcast(&scripted).expect("still a broadcast");
+        let data = to_json(&broadcast.data).expect("JSON");
+        assert_eq!(data[1]["id"], "1764490000123456");
+        assert_eq!(
+            data[1]["content"],
+            placeholder.as_str(),
+            "only the first occurrence, the id, is replaced"
+        );
+        assert!(split_around_str(&message, "absent").is_none());
     }
 }
