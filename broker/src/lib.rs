@@ -77,7 +77,7 @@ pub enum StartError {
     /// A key or revocation file could not be used.
     #[error(transparent)]
     Auth(#[from] auth::SetupError),
-    /// The Redis adapter could not reach Redis.
+    /// The Redis adapter could not be set up (an invalid URL).
     #[error(transparent)]
     Redis(#[from] adapter::redis::bus::BusError),
 }
@@ -125,8 +125,9 @@ pub async fn run(
 /// The configuration is not validated here; [`run`] does that.
 ///
 /// # Errors
-/// [`StartError::Redis`] when the Redis adapter is configured and Redis
-/// cannot be reached.
+/// [`StartError::Redis`] when the Redis adapter is configured with a URL
+/// that is not one (an unreachable Redis is not an error: the broker starts
+/// degraded and joins the cluster when Redis is up).
 pub async fn serve<B: Future<Output = ()> + Send + 'static>(
     config: Config,
     listener: TcpListener,

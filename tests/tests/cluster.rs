@@ -165,14 +165,3 @@ async fn a_broadcast_over_the_bus_limit_stays_on_its_broker() {
     assert_eq!(bob.expect_event("message").await["content"], "small");
     assert!(one.try_metric("broker_redis_refused_total").await.is_ok_and(|refused| refused >= 1));
 }
-
-#[tokio::test]
-async fn a_broker_whose_redis_is_unreachable_does_not_start() {
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let url = format!("redis://{}", unused.local_addr().expect("bound"));
-    drop(unused);
-    let config = Config { adapter: AdapterKind::Redis, redis_url: url, ..Config::default() };
-    let server = TestServer::start(config).await;
-    let outcome = server.join().await;
-    assert!(matches!(outcome, Err(broker::StartError::Redis(_))), "{outcome:?}");
-}

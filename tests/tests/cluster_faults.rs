@@ -1,7 +1,8 @@
 //! The redis adapter when Redis goes away and comes back: each broker keeps
 //! serving its own members, says `degraded` and counts the outage, then
-//! reconnects, subscribes again and carries emits across brokers again. And
-//! when a broker dies (or is cut off): the others take its members out.
+//! reconnects, subscribes again and carries emits across brokers again; the
+//! same when Redis is down as the broker starts. And when a broker dies (or
+//! is cut off): the others take its members out.
 //!
 //! Uses a private `redis-server` (the binary `tests/run.sh` installs) on a
 //! port of its own, so stopping it touches no other test.
@@ -165,4 +166,36 @@ async fn a_broker_that_goes_silent_is_taken_out_of_its_rooms_by_the_others() {
     let mut carol = Client::connect_user(&survivor, "carol").await;
     assert_eq!(carol.join("r").await["members"], 2, "alice and carol");
     drop(bob);
+}
+
+#[tokio::test]
+async fn a_broker_started_while_redis_is_down_serves_locally_then_joins_the_cluster() {
+    if redis_url().is_none() {
+        return;
+    }
+    let port = free_port();
+    let config = Config {
+        adapter: AdapterKind::Redis,
+        redis_url: format!("redis://127.0.0.1:{port}"),
+        rate_limit_per_sec: 0,
+        ..Config::default()
+    };
+    let early = TestServer::start(config.clone()).await;
+    let mut alice = Client::connect_user(&early, "alice").await;
+    assert_eq!(alice.join("r").await["members"], 1);
+    assert_eq!(health_status(&early).await, "degraded");
+    assert_eq!(early.metric("broker_redis_connected").await, 0);
+    assert!(early.metric("broker_redis_outages_total").await >= 1, "the outage at start is counted");
+    alice.send("r", "alone").await;
+    alice.expect_message("alone").await;
+
+    let _redis = PrivateRedis::start(port).await;
+    wait_for(&early, "broker_redis_connected", 1, RECONNECT_WAIT).await;
+    assert_eq!(health_status(&early).await, "ok");
+    let late = TestServer::start(config).await;
+    let mut bob = Client::connect_user(&late, "bob").await;
+    assert_eq!(bob.join("r").await["members"], 2, "alice counts, on the broker that started without Redis");
+    alice.expect_event_where("user_joined", |notice| notice["userId"] == "bob").await;
+    bob.send("r", "together").await;
+    assert_eq!(alice.expect_message("together").await["senderId"], "bob");
 }

@@ -66,20 +66,24 @@ async fn published_messages_arrive_in_order_on_every_subscriber() {
 }
 
 #[tokio::test]
-async fn an_unreachable_redis_is_an_error_at_start() {
+async fn an_unreachable_redis_starts_the_bus_disconnected_and_an_invalid_url_is_an_error() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
     let url = format!("redis://{}", unused.local_addr().expect("bound"));
     drop(unused);
     let (tx, _rx) = mpsc::unbounded_channel();
-    let started = Bus::connect(
-        &url,
-        Subscriptions::default(),
-        Arc::new(Forward(tx)),
-        &TaskTracker::new(),
-        CancellationToken::new(),
-    )
-    .await;
-    assert!(started.is_err());
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    let bus =
+        Bus::connect(&url, Subscriptions::default(), Arc::new(Forward(tx.clone())), &tracker, stop.clone())
+            .await
+            .expect("starts without Redis");
+    assert!(!bus.is_connected());
+    assert_eq!(bus.metrics().snapshot().outages, 1, "the outage at start is counted");
+    stop.cancel();
+
+    let invalid =
+        Bus::connect("http://not-redis", Subscriptions::default(), Arc::new(Forward(tx)), &tracker, stop)
+            .await;
+    assert!(invalid.is_err());
 }
 
 #[tokio::test]

@@ -44,8 +44,8 @@ pub enum BusError {
     /// The URL is not a Redis URL.
     #[error("invalid Redis URL: {0}")]
     Url(redis::RedisError),
-    /// The first connection failed.
-    #[error("cannot reach Redis at {url}: {source}")]
+    /// The connection could not be set up.
+    #[error("cannot use Redis at {url}: {source}")]
     Connect {
         /// The URL, without credentials.
         url: String,
@@ -167,11 +167,12 @@ impl std::fmt::Debug for Bus {
 
 impl Bus {
     /// Connects to `url`, subscribes to `subscriptions`, and starts the
-    /// publisher and subscriber tasks on `tracker` until `shutdown`.
+    /// publisher and subscriber tasks on `tracker` until `shutdown`. When
+    /// Redis cannot be reached now, the bus starts disconnected (counted as
+    /// an outage) and keeps trying, with backoff, as after any outage.
     ///
     /// # Errors
-    /// [`BusError`] when the URL is invalid or Redis cannot be reached now;
-    /// later outages are retried, not returned.
+    /// [`BusError`] when the URL is invalid.
     pub async fn connect(
         url: &str,
         subscriptions: Subscriptions,
@@ -188,18 +189,26 @@ impl Bus {
             .set_max_delay(MAX_BACKOFF)
             // Each command that finds the connection down starts a new round of retries.
             .set_number_of_retries(2);
-        let commands = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|source| BusError::Connect { url: shown.clone(), source })?;
-        let pubsub = subscribe(&client, &subscriptions)
-            .await
+        // Lazy: it connects on the first command, so a broker starts whether
+        // or not Redis is up.
+        let commands = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|source| BusError::Connect { url: shown.clone(), source })?;
         let metrics = Arc::new(BusMetrics::default());
-        let connected = Arc::new(AtomicBool::new(true));
-        metrics.connected.store(1, Relaxed);
-        receiver.on_connected();
-        info!(url = %shown, "connected to Redis");
+        let connected = Arc::new(AtomicBool::new(false));
+        let pubsub = match subscribe(&client, &subscriptions).await {
+            Ok(pubsub) => {
+                connected.store(true, Relaxed);
+                metrics.connected.store(1, Relaxed);
+                receiver.on_connected();
+                info!(url = %shown, "connected to Redis");
+                Some(pubsub)
+            }
+            Err(error) => {
+                metrics.outages.fetch_add(1, Relaxed);
+                warn!(url = %shown, %error, "Redis unreachable at start; serving local members only until it is up");
+                None
+            }
+        };
 
         let (queue, outgoing) = mpsc::channel(PUBLISH_QUEUE);
         tracker.spawn(publish_loop(
@@ -307,8 +316,8 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn run(self, first: redis::aio::PubSub) {
-        let mut pubsub = Some(first);
+    async fn run(self, first: Option<redis::aio::PubSub>) {
+        let mut pubsub = first;
         let mut backoff = MIN_BACKOFF;
         loop {
             if let Some(connection) = pubsub.take() {

@@ -72,11 +72,12 @@ pub struct NodeOptions {
 }
 
 impl RedisCluster {
-    /// Connects to Redis at `url` for `namespaces`, and starts the heartbeat
-    /// on `tracker` until `shutdown`.
+    /// Connects to Redis at `url` for `namespaces` (or keeps trying, if
+    /// Redis is down now), and starts the heartbeat on `tracker` until
+    /// `shutdown`.
     ///
     /// # Errors
-    /// [`BusError`] when Redis cannot be reached at start.
+    /// [`BusError`] when the URL is invalid.
     pub async fn connect(
         url: &str,
         options: &NodeOptions,
@@ -389,7 +390,9 @@ impl RedisNamespace {
     /// (`ask`: and asks for theirs). A no-op until the bus and the sockets
     /// are attached.
     fn announce(&self, ask: bool) {
-        let (Some(bus), Some(sockets)) = (self.bus(), self.sockets()) else { return };
+        let (Some(bus), Some(sockets)) = (self.bus().filter(|bus| bus.is_connected()), self.sockets()) else {
+            return;
+        };
         for message in presence::Message::state(&self.uid, sockets.presences(), ask) {
             bus.publish(self.channels.presence().to_owned(), message.encode());
         }
@@ -513,7 +516,10 @@ impl Cluster for RedisNamespace {
     }
 
     fn remote_members(&self, room: &str) -> BoxFuture<usize> {
-        let Some(bus) = self.bus().cloned() else { return Box::pin(async { 0 }) };
+        // Cut off from Redis, no other node can answer.
+        let Some(bus) = self.bus().filter(|bus| bus.is_connected()).cloned() else {
+            return Box::pin(async { 0 });
+        };
         let (uid, request_channel) = (Arc::clone(&self.uid), self.channels.request().to_owned());
         let room = room.to_owned();
         let pending = Arc::clone(&self.pending);
