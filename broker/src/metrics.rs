@@ -152,6 +152,10 @@ pub struct RedisCounters {
     pub refused: u64,
     /// Other brokers found silent for the heartbeat timeout.
     pub nodes_lost: u64,
+    /// Broadcasts with binary data from other nodes, not delivered.
+    pub binary_refused: u64,
+    /// Server-side emits from other nodes.
+    pub server_side_emits: u64,
 }
 
 impl Metrics {
@@ -245,6 +249,16 @@ impl Metrics {
                     "broker_redis_nodes_lost",
                     "Other brokers found silent for the heartbeat timeout, their members taken out",
                     redis.nodes_lost,
+                ),
+                (
+                    "broker_redis_binary_refused",
+                    "Broadcasts with binary data from other nodes, not delivered (JSON only)",
+                    redis.binary_refused,
+                ),
+                (
+                    "broker_redis_server_side_emits",
+                    "Server-side emits from other nodes (no listeners here; answered with error 501 when asked)",
+                    redis.server_side_emits,
                 ),
             ];
             for (name, help, value) in rows {

@@ -3,7 +3,9 @@
 // one Redis, with stock socket.io-client users on each. Every chat case
 // crosses every ordered pair of nodes; then the Node side's tools
 // (@socket.io/redis-emitter, fetchSockets, socketsJoin, emitWithAck,
-// disconnectSockets) reach sockets on our brokers.
+// disconnectSockets) reach sockets on our brokers, serverSideEmitWithAck gets
+// our brokers' answer and binary emits are refused by them; last, a broker
+// killed with SIGKILL is taken out of its rooms by the others.
 //
 // Needs BROKER_TEST_REDIS_URL (tests/run.sh starts a Redis); without it the
 // file is skipped, unless CI is set, where that is a failure.
@@ -61,6 +63,28 @@ after(async () => {
   await Promise.all(nodes.map((node) => node.stop()));
   publisher?.disconnect();
 });
+
+const SERVER_SIDE_EMITS = "broker_redis_server_side_emits_total";
+const BINARY_REFUSED = "broker_redis_binary_refused_total";
+/** What our brokers answer a server-side emit that asks for answers (README, "Many brokers as one"). */
+const NOT_HANDLED = { error: { code: 501, message: "server-side events are not handled by this broker" } };
+
+/** The value of counter `name` on a broker's `/metrics`. */
+async function metric(node, name) {
+  const text = await (await fetch(`${node.url}/metrics`)).text();
+  const line = text.split("\n").find((row) => row.startsWith(`${name} `));
+  assert.ok(line, `${name} is on /metrics`);
+  return Number(line.slice(name.length + 1));
+}
+
+/** Waits (at most 5 s) until `check` resolves true. */
+async function eventually(check) {
+  const deadline = Date.now() + 5000;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, "the condition did not hold within 5 s");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 /** Contents of every `message` `socket` received, in arrival order. */
 function messagesOf(socket) {
@@ -189,5 +213,66 @@ describe("the Node side's tools reach our sockets", { skip }, () => {
     const { socket: ours } = await connectUser(nodes[1]);
     gateway.nsp.in(ours.id).disconnectSockets(true);
     await disconnected(ours);
+  });
+
+  test("serverSideEmitWithAck from the Node server gets our brokers' answer, not a timeout", async () => {
+    const before = await Promise.all([metric(nodes[0], SERVER_SIDE_EMITS), metric(nodes[1], SERVER_SIDE_EMITS)]);
+    const answers = await gateway.nsp.serverSideEmitWithAck("inventory", { n: 1 });
+    // One answer per other server: our two brokers, which have no server-side listeners and say so.
+    assert.deepEqual(answers, [NOT_HANDLED, NOT_HANDLED]);
+    gateway.nsp.serverSideEmit("inventory", { n: 2 });
+    // Counted by both brokers: the one with an ack, then the one without.
+    await eventually(async () => {
+      const after = await Promise.all([metric(nodes[0], SERVER_SIDE_EMITS), metric(nodes[1], SERVER_SIDE_EMITS)]);
+      return after.every((count, index) => count === before[index] + 2);
+    });
+  });
+
+  test("a binary emit from the Node server is refused by our brokers, counted, and what follows still arrives", async () => {
+    const room = roomId("binary");
+    const { socket: ours } = await connectUser(nodes[0]);
+    await join(ours, room);
+    const before = await metric(nodes[0], BINARY_REFUSED);
+    gateway.nsp.to(room).emit("file", Buffer.from([1, 2, 3]));
+    gateway.nsp.to(room).emit("after", { n: 1 });
+    assert.deepEqual(await once(ours, "after"), { n: 1 });
+    assert.equal(ours.inbox.log.filter((entry) => entry.event === "file").length, 0);
+    assert.equal(await metric(nodes[0], BINARY_REFUSED), before + 1);
+    ours.disconnect();
+  });
+});
+
+describe("a broker that is killed", { skip }, () => {
+  test("its members leave the rooms on the other nodes: user_left, and the count drops", async () => {
+    const env = {
+      BROKER_ADAPTER: "redis",
+      BROKER_REDIS_URL: redisUrl,
+      BROKER_REDIS_KEY: key,
+      BROKER_JWT_SECRET: secret,
+      BROKER_RATE_LIMIT_PER_SEC: 0,
+      BROKER_REDIS_HEARTBEAT_INTERVAL_MS: 200,
+      BROKER_REDIS_HEARTBEAT_TIMEOUT_MS: 1000,
+    };
+    const survivor = await startBroker(env);
+    const doomed = await startBroker(env);
+    try {
+      const room = roomId("killed");
+      const { socket: stays, sub } = await connectUser(survivor);
+      const { socket: goes, sub: goneSub } = await connectUser(doomed);
+      await join(stays, room);
+      await join(goes, room);
+      await onceWhere(stays, "user_joined", (notice) => notice.userId === goneSub);
+      goes.io.opts.reconnection = false;
+      doomed.child.kill("SIGKILL");
+      const left = await onceWhere(stays, "user_left", (notice) => notice.roomId === room);
+      assert.equal(left.userId, goneSub);
+      const { socket: later } = await connectUser(survivor);
+      const ack = await join(later, room);
+      assert.equal(ack.members, 2, `${sub} and the newcomer`);
+      stays.disconnect();
+      later.disconnect();
+    } finally {
+      await Promise.all([survivor.stop(), doomed.stop()]);
+    }
   });
 });

@@ -98,6 +98,10 @@ pub struct BusMetrics {
     pub refused: AtomicU64,
     /// Other brokers found silent for the heartbeat timeout (once per namespace).
     pub nodes_lost: AtomicU64,
+    /// Broadcasts with binary data from other nodes, not delivered.
+    pub binary_refused: AtomicU64,
+    /// Server-side emits from other nodes (no listeners here).
+    pub server_side_emits: AtomicU64,
 }
 
 impl BusMetrics {
@@ -112,6 +116,8 @@ impl BusMetrics {
             received: self.received.load(Relaxed),
             refused: self.refused.load(Relaxed),
             nodes_lost: self.nodes_lost.load(Relaxed),
+            binary_refused: self.binary_refused.load(Relaxed),
+            server_side_emits: self.server_side_emits.load(Relaxed),
         }
     }
 }

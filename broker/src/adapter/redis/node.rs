@@ -12,8 +12,10 @@
 //! brokers) go to this node's selected sockets, encoded once as a frame; the
 //! numbered requests are answered as the Node adapter answers them,
 //! broadcasts with acks included (the client count, then each client's ack).
-//! Server-side emits get no answer: this broker has no server-side
-//! listeners, and a Node server without listeners does not answer either.
+//! This broker has no server-side listeners: a server-side emit is counted
+//! and, when it asks for answers, answered with error 501 (so the asking
+//! server need not time out). Broadcasts with binary data are counted and
+//! not delivered: the chat carries JSON only.
 //!
 //! Beside the Node adapter's protocol, our brokers tell each other their
 //! members and a heartbeat on a channel of their own ([`presence`]); a
@@ -23,8 +25,8 @@
 //! Every message from Redis is bounded in size before it is decoded.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,8 @@ impl RedisCluster {
                     pending: Arc::default(),
                     presence: Presence::new(&uid, options.heartbeat_timeout),
                     fallback_ids: Arc::new(AtomicU64::new(micros_now())),
+                    warned_binary: AtomicBool::default(),
+                    warned_server_side_emit: AtomicBool::default(),
                     max_message_bytes: options.max_message_bytes,
                 };
                 (name.clone(), Arc::new(namespace))
@@ -209,7 +213,26 @@ pub struct RedisNamespace {
     /// The next id of a message Redis could not order (an outage): at
     /// least one above every id Redis gave this node.
     fallback_ids: Arc<AtomicU64>,
+    warned_binary: AtomicBool,
+    warned_server_side_emit: AtomicBool,
     max_message_bytes: usize,
+}
+
+/// What other nodes may send that this broker does not do.
+#[derive(Debug, Clone, Copy)]
+enum Unsupported {
+    /// A broadcast carrying binary data.
+    Binary,
+    /// A server-side emit (this broker has no server-side listeners).
+    ServerSideEmit,
+}
+
+/// What this broker answers a server-side emit that asks for answers: it
+/// has no listeners, but says so rather than leaving the asking server to
+/// time out.
+#[must_use]
+pub fn server_side_emit_answer() -> serde_json::Value {
+    serde_json::json!({ "error": { "code": 501, "message": "server-side events are not handled by this broker" } })
 }
 
 impl std::fmt::Debug for RedisNamespace {
@@ -228,6 +251,31 @@ impl RedisNamespace {
 
     fn sockets(&self) -> Option<Arc<dyn LocalSockets>> {
         self.sockets.get().and_then(Weak::upgrade)
+    }
+
+    /// Counts something another node sent that this broker does not do, and
+    /// says so in the log: once per kind at `warn`, then at `debug`.
+    fn unsupported(&self, kind: Unsupported, what: &str) {
+        let (counter, warned, message) = match kind {
+            Unsupported::Binary => (
+                self.bus().map(|bus| &bus.metrics().binary_refused),
+                &self.warned_binary,
+                "a broadcast with binary data from another node is not delivered (this broker carries JSON only)",
+            ),
+            Unsupported::ServerSideEmit => (
+                self.bus().map(|bus| &bus.metrics().server_side_emits),
+                &self.warned_server_side_emit,
+                "a server-side emit from another node: no server-side listeners here (answered with error 501 when it asks for answers)",
+            ),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Relaxed);
+        }
+        if warned.swap(true, Relaxed) {
+            debug!(namespace = %self.name, what, "{message}");
+        } else {
+            warn!(namespace = %self.name, what, "{message}; further ones are logged at debug level");
+        }
     }
 
     fn refuse(&self, what: &str, error: &dyn std::fmt::Display) {
@@ -275,6 +323,9 @@ impl RedisNamespace {
     fn deliver_broadcast(&self, payload: &[u8]) {
         let broadcast = match decode_broadcast(payload) {
             Ok(broadcast) => broadcast,
+            Err(wire::WireError::NotJson("binary data")) => {
+                return self.unsupported(Unsupported::Binary, "broadcast");
+            }
             Err(error) => return self.refuse("broadcast", &error),
         };
         if broadcast.nsp != self.name || broadcast.options.flags.local == Some(true) {
@@ -366,8 +417,14 @@ impl RedisNamespace {
                     });
                 }
             }
-            RequestBody::ServerSideEmit { .. } => {
-                debug!(namespace = %self.name, "server-side emit: no server-side listeners here");
+            RequestBody::ServerSideEmit { data } => {
+                let event = data.first().and_then(serde_json::Value::as_str).unwrap_or_default();
+                self.unsupported(Unsupported::ServerSideEmit, event);
+                if let Some(id) = &request.request_id
+                    && let Ok(answer) = request::server_side_emit_response(id, &server_side_emit_answer())
+                {
+                    respond(answer);
+                }
             }
         }
     }
