@@ -126,6 +126,11 @@ pub struct Config {
     /// Largest message published to or accepted from Redis, in bytes; larger
     /// broadcasts stay on this broker. Defaults to 1000000.
     pub redis_max_message_bytes: usize,
+    /// The first character of every Engine.IO session id this broker hands
+    /// out (one of `A-Z a-z 0-9 - _`), so a proxy in front of several brokers
+    /// can send each long-polling request to the broker holding its session.
+    /// Defaults to none (ids wholly random).
+    pub sid_prefix: Option<char>,
     /// How often this broker tells the others of the cluster it is alive.
     /// Defaults to 5000 ms.
     pub redis_heartbeat_interval: Duration,
@@ -173,6 +178,7 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_key: "socket.io".to_owned(),
             redis_max_message_bytes: 1_000_000,
+            sid_prefix: None,
             redis_heartbeat_interval: Duration::from_millis(5000),
             redis_heartbeat_timeout: Duration::from_millis(10_000),
         }
@@ -313,6 +319,9 @@ pub struct Overrides {
     /// Largest message to or from Redis in bytes [default: 1000000]
     #[arg(long, env = "BROKER_REDIS_MAX_MESSAGE_BYTES", global = true)]
     pub redis_max_message_bytes: Option<usize>,
+    /// First character of every session id (A-Z a-z 0-9 - _), for a proxy routing by `sid` [default: none]
+    #[arg(long, env = "BROKER_SID_PREFIX", global = true)]
+    pub sid_prefix: Option<char>,
     /// How often this broker tells the other brokers it is alive, in ms [default: 5000]
     #[arg(long, env = "BROKER_REDIS_HEARTBEAT_INTERVAL_MS", global = true)]
     pub redis_heartbeat_interval_ms: Option<u64>,
@@ -372,6 +381,7 @@ impl Overrides {
             redis_url: self.redis_url.or(lower.redis_url),
             redis_key: self.redis_key.or(lower.redis_key),
             redis_max_message_bytes: self.redis_max_message_bytes.or(lower.redis_max_message_bytes),
+            sid_prefix: self.sid_prefix.or(lower.sid_prefix),
             redis_heartbeat_interval_ms: self
                 .redis_heartbeat_interval_ms
                 .or(lower.redis_heartbeat_interval_ms),
@@ -421,6 +431,7 @@ impl Overrides {
             redis_url: self.redis_url.unwrap_or(base.redis_url),
             redis_key: self.redis_key.unwrap_or(base.redis_key),
             redis_max_message_bytes: self.redis_max_message_bytes.unwrap_or(base.redis_max_message_bytes),
+            sid_prefix: self.sid_prefix.or(base.sid_prefix),
             redis_heartbeat_interval: self
                 .redis_heartbeat_interval_ms
                 .map_or(base.redis_heartbeat_interval, ms),
@@ -479,6 +490,9 @@ impl Config {
         }
         if self.redis_max_message_bytes == 0 {
             return invalid("redis_max_message_bytes must be above 0");
+        }
+        if self.sid_prefix.is_some_and(|prefix| !crate::ids::BASE64_ALPHABET.contains(prefix)) {
+            return invalid("sid_prefix must be one of A-Z a-z 0-9 - _");
         }
         if self.redis_heartbeat_interval.is_zero()
             || self.redis_heartbeat_timeout <= self.redis_heartbeat_interval

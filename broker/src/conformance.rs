@@ -58,6 +58,7 @@ pub fn service() -> Service {
             ping_timeout: PING_TIMEOUT,
             max_payload: MAX_PAYLOAD,
             outbox_bytes: OUTBOX_BYTES,
+            sid_prefix: None,
         },
         cors_origins: Vec::new(),
         metrics,

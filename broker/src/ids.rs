@@ -7,6 +7,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// The URL-safe base64 alphabet, in the order of the values it encodes.
+pub const BASE64_ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 /// An Engine.IO session id or a Socket.IO socket id: 64 random bits, shown
 /// as 11 URL-safe base64 characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,6 +20,15 @@ impl Sid {
     #[must_use]
     pub fn random() -> Self {
         Self(rand::random())
+    }
+
+    /// A fresh random id whose text starts with `prefix`, a character of
+    /// the URL-safe base64 alphabet (its top 6 bits; 58 random bits remain).
+    /// `None` for any other character.
+    #[must_use]
+    pub fn random_with_prefix(prefix: char) -> Option<Self> {
+        let value = u64::try_from(BASE64_ALPHABET.find(prefix)?).ok()?;
+        Some(Self((value << 58) | (rand::random::<u64>() >> 6)))
     }
 
     /// Parses an id as [`Display`](fmt::Display) writes it; `None` for
@@ -105,6 +117,16 @@ mod tests {
         let text = Sid(u64::MAX).to_string();
         assert_eq!(text, "__________8");
         assert_eq!(Sid::random().to_string().len(), 11);
+    }
+
+    #[test]
+    fn a_prefixed_sid_starts_with_its_prefix() {
+        for prefix in BASE64_ALPHABET.chars() {
+            let sid = Sid::random_with_prefix(prefix).expect("an alphabet character");
+            assert!(sid.to_string().starts_with(prefix), "{sid} for {prefix}");
+            assert_eq!(Sid::parse(&sid.to_string()), Some(sid));
+        }
+        assert!(Sid::random_with_prefix('.').is_none());
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub async fn serve<B: Future<Output = ()> + Send + 'static>(
             ping_timeout: config.ping_timeout,
             max_payload: config.max_payload,
             outbox_bytes: config.outbox_bytes,
+            sid_prefix: config.sid_prefix,
         },
         cors_origins: config.cors_origins.clone(),
         metrics,

@@ -30,6 +30,7 @@ import {
   startBroker,
 } from "../js/helpers.mjs";
 import { startGateway } from "./gateway.mjs";
+import { startSidProxy } from "./sid-proxy.mjs";
 
 const redisUrl = process.env.BROKER_TEST_REDIS_URL;
 if (!redisUrl && process.env.CI) {
@@ -273,6 +274,59 @@ describe("a broker that is killed", { skip }, () => {
       later.disconnect();
     } finally {
       await Promise.all([survivor.stop(), doomed.stop()]);
+    }
+  });
+});
+
+describe("long-polling behind a proxy that routes by the sid's first character", { skip }, () => {
+  test("polling clients on two brokers, one address: a room spans them both ways", async () => {
+    const env = {
+      BROKER_ADAPTER: "redis",
+      BROKER_REDIS_URL: redisUrl,
+      BROKER_REDIS_KEY: key,
+      BROKER_JWT_SECRET: secret,
+      BROKER_RATE_LIMIT_PER_SEC: 0,
+    };
+    const a = await startBroker({ ...env, BROKER_SID_PREFIX: "A" });
+    const b = await startBroker({ ...env, BROKER_SID_PREFIX: "B" });
+    const proxy = await startSidProxy({ A: a.url, B: b.url });
+    const front = { url: proxy.url, secret };
+    try {
+      const room = roomId("polling");
+      // Handshakes take turns: the first client lands on A, the second on B.
+      const { socket: x } = await connectUser(front, { transports: ["polling"] });
+      const { socket: y, sub: ySub } = await connectUser(front, { transports: ["polling"] });
+      assert.deepEqual([x.io.engine.id[0], y.io.engine.id[0]], ["A", "B"]);
+      assert.equal(x.io.engine.transport.name, "polling");
+      await join(x, room);
+      const ack = await join(y, room);
+      assert.equal(ack.members, 2);
+      assert.equal((await onceWhere(x, "user_joined", (n) => n.roomId === room)).userId, ySub);
+      await send(x, "from A", room);
+      await send(y, "from B", room);
+      for (const socket of [x, y]) {
+        await onceWhere(socket, "message", (m) => m.content === "from A");
+        await onceWhere(socket, "message", (m) => m.content === "from B");
+        assert.deepEqual(messagesOf(socket), ["from A", "from B"]);
+      }
+      // A client with the default transports starts polling and upgrades through the proxy.
+      const { socket: z } = await connectUser(front);
+      if (z.io.engine.transport.name !== "websocket") {
+        await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error("no upgrade to WebSocket within 5 s")), 5000);
+          z.io.engine.once("upgrade", () => resolve(clearTimeout(timer)));
+        });
+      }
+      assert.equal(z.io.engine.id[0], "A");
+      await join(z, room);
+      await send(y, "after the upgrade", room);
+      await onceWhere(z, "message", (m) => m.content === "after the upgrade");
+      await leave(y, room);
+      assert.equal((await onceWhere(x, "user_left", (n) => n.roomId === room)).userId, ySub);
+      for (const socket of [x, y, z]) socket.disconnect();
+    } finally {
+      await proxy.close();
+      await Promise.all([a.stop(), b.stop()]);
     }
   });
 });

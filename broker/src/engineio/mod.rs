@@ -219,6 +219,9 @@ pub struct EngineSettings {
     pub max_payload: usize,
     /// Outbox byte budget per session.
     pub outbox_bytes: usize,
+    /// The first character of every session id, naming this broker to a
+    /// proxy in front of several (see the README, "Many brokers as one").
+    pub sid_prefix: Option<char>,
 }
 
 /// What a session task needs from the server.
@@ -395,7 +398,7 @@ pub fn polling_session(engine: &Engine, sid: &str) -> Option<Arc<PollingSession>
 
 fn new_session(engine: &Engine, handshake: Handshake) -> Session {
     let session = Session {
-        sid: Sid::random(),
+        sid: engine.settings.sid_prefix.and_then(Sid::random_with_prefix).unwrap_or_else(Sid::random),
         handshake: Arc::new(handshake),
         outbox: Outbox::new(engine.settings.outbox_bytes),
     };
