@@ -44,15 +44,21 @@ const nodes = [];
 let gateway;
 let publisher;
 
-before(async () => {
-  if (skip) return;
-  const env = {
+/** The environment of a broker of the cluster, with `extra` settings. */
+function clusterEnv(extra = {}) {
+  return {
     BROKER_ADAPTER: "redis",
     BROKER_REDIS_URL: redisUrl,
     BROKER_REDIS_KEY: key,
     BROKER_JWT_SECRET: secret,
     BROKER_RATE_LIMIT_PER_SEC: 0,
+    ...extra,
   };
+}
+
+before(async () => {
+  if (skip) return;
+  const env = clusterEnv();
   nodes.push({ name: "rust-1", ...(await startBroker(env)) });
   nodes.push({ name: "rust-2", ...(await startBroker(env)) });
   gateway = await startGateway({ redisUrl, key, secret, namespace: NAMESPACE });
@@ -245,15 +251,7 @@ describe("the Node side's tools reach our sockets", { skip }, () => {
 
 describe("a broker that is killed", { skip }, () => {
   test("its members leave the rooms on the other nodes: user_left, and the count drops", async () => {
-    const env = {
-      BROKER_ADAPTER: "redis",
-      BROKER_REDIS_URL: redisUrl,
-      BROKER_REDIS_KEY: key,
-      BROKER_JWT_SECRET: secret,
-      BROKER_RATE_LIMIT_PER_SEC: 0,
-      BROKER_REDIS_HEARTBEAT_INTERVAL_MS: 200,
-      BROKER_REDIS_HEARTBEAT_TIMEOUT_MS: 1000,
-    };
+    const env = clusterEnv({ BROKER_REDIS_HEARTBEAT_INTERVAL_MS: 200, BROKER_REDIS_HEARTBEAT_TIMEOUT_MS: 1000 });
     const survivor = await startBroker(env);
     const doomed = await startBroker(env);
     try {
@@ -280,15 +278,8 @@ describe("a broker that is killed", { skip }, () => {
 
 describe("long-polling behind a proxy that routes by the sid's first character", { skip }, () => {
   test("polling clients on two brokers, one address: a room spans them both ways", async () => {
-    const env = {
-      BROKER_ADAPTER: "redis",
-      BROKER_REDIS_URL: redisUrl,
-      BROKER_REDIS_KEY: key,
-      BROKER_JWT_SECRET: secret,
-      BROKER_RATE_LIMIT_PER_SEC: 0,
-    };
-    const a = await startBroker({ ...env, BROKER_SID_PREFIX: "A" });
-    const b = await startBroker({ ...env, BROKER_SID_PREFIX: "B" });
+    const a = await startBroker(clusterEnv({ BROKER_SID_PREFIX: "A" }));
+    const b = await startBroker(clusterEnv({ BROKER_SID_PREFIX: "B" }));
     const proxy = await startSidProxy({ A: a.url, B: b.url });
     const front = { url: proxy.url, secret };
     try {

@@ -218,6 +218,16 @@ pub struct RedisNamespace {
     max_message_bytes: usize,
 }
 
+/// A broadcast of ours, encoded for the bus.
+enum Outbound {
+    /// Within the size limit.
+    Fits(Vec<u8>),
+    /// Over it: for this node's members only.
+    TooLarge(Vec<u8>),
+    /// Not encodable (never, for what the broker emits).
+    Unencodable,
+}
+
 /// What other nodes may send that this broker does not do.
 #[derive(Debug, Clone, Copy)]
 enum Unsupported {
@@ -230,8 +240,7 @@ enum Unsupported {
 /// What this broker answers a server-side emit that asks for answers: it
 /// has no listeners, but says so rather than leaving the asking server to
 /// time out.
-#[must_use]
-pub fn server_side_emit_answer() -> serde_json::Value {
+fn server_side_emit_answer() -> serde_json::Value {
     serde_json::json!({ "error": { "code": 501, "message": "server-side events are not handled by this broker" } })
 }
 
@@ -455,6 +464,35 @@ impl RedisNamespace {
         }
     }
 
+    /// The broadcast message of `packet` to `rooms` but `except`, checked
+    /// against the size limit (a refusal is counted and logged).
+    fn outbound(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> Outbound {
+        let options = BroadcastOptions {
+            rooms: rooms.iter().map(|&room| room.to_owned()).collect(),
+            except: except.map(|sid| sid.to_string()).into_iter().collect(),
+            flags: wire::Flags::default(),
+        };
+        let message = match encode_broadcast_raw(&self.uid, &self.name, packet, &options) {
+            Ok(message) => message,
+            Err(error) => {
+                warn!(%error, "broadcast not encodable, delivered on this node only");
+                return Outbound::Unencodable;
+            }
+        };
+        if message.len() <= self.max_message_bytes {
+            return Outbound::Fits(message);
+        }
+        if let Some(bus) = self.bus() {
+            bus.metrics().refused.fetch_add(1, Relaxed);
+        }
+        warn!(
+            bytes = message.len(),
+            limit = self.max_message_bytes,
+            "broadcast too large for the bus: delivered on this node only"
+        );
+        Outbound::TooLarge(message)
+    }
+
     /// One heartbeat: says this node is alive, and takes the members of the
     /// brokers silent for too long out of their rooms here.
     fn beat(&self) {
@@ -548,28 +586,10 @@ impl Cluster for RedisNamespace {
 
     fn publish(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> bool {
         let Some(bus) = self.bus().filter(|bus| bus.is_connected()) else { return false };
-        let options = BroadcastOptions {
-            rooms: rooms.iter().map(|&room| room.to_owned()).collect(),
-            except: except.map(|sid| sid.to_string()).into_iter().collect(),
-            flags: wire::Flags::default(),
-        };
-        let message = match encode_broadcast_raw(&self.uid, &self.name, packet, &options) {
-            Ok(message) => message,
-            Err(error) => {
-                warn!(%error, "broadcast not encodable, delivered on this node only");
-                return false;
-            }
-        };
-        if message.len() > self.max_message_bytes {
-            bus.metrics().refused.fetch_add(1, Relaxed);
-            warn!(
-                bytes = message.len(),
-                limit = self.max_message_bytes,
-                "broadcast too large for the bus: delivered on this node only"
-            );
-            return false;
+        match self.outbound(rooms, except, packet) {
+            Outbound::Fits(message) => bus.publish(self.channels.for_rooms(rooms), message),
+            Outbound::TooLarge(_) | Outbound::Unencodable => false,
         }
-        bus.publish(self.channels.for_rooms(rooms), message)
     }
 
     fn remote_members(&self, room: &str) -> BoxFuture<usize> {
@@ -612,23 +632,15 @@ impl Cluster for RedisNamespace {
         placeholder: &str,
     ) -> Option<BoxFuture<String>> {
         let bus = self.bus().filter(|bus| bus.is_connected())?;
-        let options = BroadcastOptions {
-            rooms: rooms.iter().map(|&room| room.to_owned()).collect(),
-            except: except.map(|sid| sid.to_string()).into_iter().collect(),
-            flags: wire::Flags::default(),
+        let message = match self.outbound(rooms, except, packet) {
+            Outbound::Fits(message) => message,
+            Outbound::TooLarge(message) => {
+                let (prefix, suffix) = wire::split_around_str(&message, placeholder)?;
+                return Some(Box::pin(std::future::ready(self.deliver_unordered(&prefix, &suffix))));
+            }
+            Outbound::Unencodable => return None,
         };
-        let message = encode_broadcast_raw(&self.uid, &self.name, packet, &options).ok()?;
         let (prefix, suffix) = wire::split_around_str(&message, placeholder)?;
-        if message.len() > self.max_message_bytes {
-            bus.metrics().refused.fetch_add(1, Relaxed);
-            warn!(
-                bytes = message.len(),
-                limit = self.max_message_bytes,
-                "broadcast too large for the bus: delivered on this node only"
-            );
-            let id = self.deliver_unordered(&prefix, &suffix);
-            return Some(Box::pin(std::future::ready(id)));
-        }
         let (done, given) = oneshot::channel();
         let counter: Arc<str> = Arc::from(self.channels.message_ids());
         if !bus.publish_ordered(self.channels.for_rooms(rooms), counter, prefix.clone(), suffix.clone(), done)
