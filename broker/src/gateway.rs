@@ -489,12 +489,11 @@ impl Handler for ChatGateway {
     }
 
     fn on_members_lost(&self, namespace: &Namespace, room: &str, presences: &[Box<RawValue>]) {
-        let timestamp = now_ms();
-        for user_id in presences {
-            let notice = UserNotice { user_id: &**user_id, room_id: room, timestamp };
-            let delivered = namespace.adapter().broadcast_here(room, "user_left", &notice).unwrap_or(0);
-            Metrics::add(&namespace.metrics().deliveries, delivered as u64);
-        }
+        notify_here(namespace, room, presences, "user_left");
+    }
+
+    fn on_members_found(&self, namespace: &Namespace, room: &str, presences: &[Box<RawValue>]) {
+        notify_here(namespace, room, presences, "user_joined");
     }
 
     fn on_refused_event(&self, socket: &Arc<Socket>, ack_id: Option<u64>, error: JsonError) {
@@ -506,6 +505,17 @@ impl Handler for ChatGateway {
             info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), "token expired while connected");
         }
         self.reply(socket, None, Err(ChatError::new(401, "Token expired")));
+    }
+}
+
+/// Sends `event` (`user_joined`/`user_left`) for each of another node's
+/// members (`presences`: their user ids) to this node's members of `room`.
+fn notify_here(namespace: &Namespace, room: &str, presences: &[Box<RawValue>], event: &str) {
+    let timestamp = now_ms();
+    for user_id in presences {
+        let notice = UserNotice { user_id: &**user_id, room_id: room, timestamp };
+        let delivered = namespace.adapter().broadcast_here(room, event, &notice).unwrap_or(0);
+        Metrics::add(&namespace.metrics().deliveries, delivered as u64);
     }
 }
 

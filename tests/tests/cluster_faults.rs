@@ -101,9 +101,12 @@ async fn a_redis_restart_keeps_local_members_served_then_reconnects() {
     let two = TestServer::start(config).await;
     let mut alice = Client::connect_user(&one, "alice").await;
     let mut bob = Client::connect_user(&two, "bob").await;
+    let mut dave = Client::connect_user(&one, "dave").await;
     alice.join("r").await;
     bob.join("r").await;
     alice.expect_event("user_joined").await;
+    dave.join("r").await;
+    bob.expect_event_where("user_joined", |notice| notice["userId"] == "dave").await;
     assert_eq!(health_status(&one).await, "ok");
 
     let port = redis.stop();
@@ -113,14 +116,18 @@ async fn a_redis_restart_keeps_local_members_served_then_reconnects() {
     alice.send("r", "during the outage").await;
     alice.expect_message("during the outage").await;
     let mut carol = Client::connect_user(&one, "carol").await;
-    assert_eq!(carol.join("r").await["members"], 2, "the local members, when no other node answers");
+    assert_eq!(carol.join("r").await["members"], 3, "the local members, when no other node answers");
     alice.expect_event("user_joined").await;
+    dave.leave("r").await;
     assert!(one.try_metric("broker_redis_outages_total").await.is_ok_and(|outages| outages >= 1));
 
     let _redis = PrivateRedis::start(port).await;
     wait_for(&one, "broker_redis_connected", 1, RECONNECT_WAIT).await;
     wait_for(&two, "broker_redis_connected", 1, RECONNECT_WAIT).await;
     assert_eq!(health_status(&one).await, "ok");
+    // What bob missed of the room's members is made up once both are back.
+    bob.expect_event_where("user_joined", |notice| notice["userId"] == "carol").await;
+    bob.expect_event_where("user_left", |notice| notice["userId"] == "dave").await;
     alice.send("r", "after the outage").await;
     let seen = bob.expect_message("after the outage").await;
     assert_eq!(seen["senderId"], "alice");

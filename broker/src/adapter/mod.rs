@@ -118,6 +118,11 @@ pub trait LocalSockets: Send + Sync + 'static {
     /// Every membership here, as `(sid, room, presence)`, for the sockets
     /// the handler describes (see [`Cluster::member_joined`]).
     fn presences(&self) -> Vec<redis::presence::Entry>;
-    /// Another node is gone: its members of `room` (as `presences`) left.
+    /// Members of `room` on another node (as `presences`) left without
+    /// this node hearing it: that node is gone, or they left during an outage.
     fn members_lost(&self, room: &str, presences: &[Box<RawValue>]);
+    /// Members of `room` on another node (as `presences`) joined without
+    /// this node hearing it: during an outage, or their node was counted
+    /// gone and is back.
+    fn members_found(&self, room: &str, presences: &[Box<RawValue>]);
 }

@@ -82,10 +82,19 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
-    /// Another node of the cluster went silent: its members of `room`,
-    /// described by their [`Handler::presence`], are gone. Each node is told
-    /// for its own members of the room (see [`Adapter::broadcast_here`]).
+    /// Members of `room` on another node of the cluster, described by their
+    /// [`Handler::presence`], are gone without this node having heard them
+    /// leave: their node went silent, or they left during an outage. Each
+    /// node is told for its own members of the room (see
+    /// [`Adapter::broadcast_here`]).
     fn on_members_lost(&self, namespace: &Namespace, room: &str, presences: &[Box<RawValue>]) {
+        let _ = (namespace, room, presences);
+    }
+
+    /// Members of `room` on another node joined without this node having
+    /// heard it (during an outage, or their node was counted gone and is
+    /// back); as [`Handler::on_members_lost`].
+    fn on_members_found(&self, namespace: &Namespace, room: &str, presences: &[Box<RawValue>]) {
         let _ = (namespace, room, presences);
     }
 }

@@ -244,4 +244,8 @@ impl LocalSockets for Namespace {
     fn members_lost(&self, room: &str, presences: &[Box<serde_json::value::RawValue>]) {
         self.handler.on_members_lost(self, room, presences);
     }
+
+    fn members_found(&self, room: &str, presences: &[Box<serde_json::value::RawValue>]) {
+        self.handler.on_members_found(self, room, presences);
+    }
 }

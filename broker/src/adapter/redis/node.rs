@@ -444,8 +444,17 @@ impl RedisNamespace {
         }
         match serde_json::from_slice::<presence::Message>(payload) {
             Ok(message) => {
-                if self.presence.receive(message, Instant::now()) {
+                let received = self.presence.receive(message, Instant::now());
+                if received.ask {
                     self.announce(false);
+                }
+                if let Some(sockets) = self.sockets() {
+                    for (room, presences) in &received.left {
+                        sockets.members_lost(room, presences);
+                    }
+                    for (room, presences) in &received.joined {
+                        sockets.members_found(room, presences);
+                    }
                 }
             }
             Err(error) => self.refuse("presence", &error),

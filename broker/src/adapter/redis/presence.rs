@@ -9,9 +9,15 @@
 //! - `{"type":"join"|"leave","uid","members":[[sid,room,presence]]}` as a
 //!   member joins or leaves a room (`presence` is what the namespace's handler
 //!   says of the socket: the chat's user id; `null` in a leave);
-//! - `{"type":"state","uid","reset","ask","members":[…]}`: a node's members,
-//!   in chunks (`reset` on the first), when it (re)connects; `ask` asks the
-//!   others for theirs.
+//! - `{"type":"state","uid","reset","more","ask","members":[…]}`: a node's
+//!   members, in chunks (`reset` on the first, `more` on all but the last),
+//!   when it (re)connects; `ask` asks the others for theirs.
+//!
+//! A whole `state` is compared with what was known of the node: the members
+//! it adds joined, and those it drops left, while the receiver was not
+//! listening (its own outage, the sender's, or the sender counted gone and
+//! back): [`Received`] hands both back, for the receiver to tell its own
+//! members what they missed.
 //!
 //! A node not heard from for the heartbeat timeout is gone: [`Presence::sweep`]
 //! hands back its members by room, and forgets it. While our own bus is down
@@ -68,6 +74,9 @@ pub struct Message {
     /// In a `state`: forget what was known of the node first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset: bool,
+    /// In a `state`: more chunks follow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
     /// In a `state`: the receivers answer with theirs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ask: bool,
@@ -77,7 +86,7 @@ impl Message {
     /// A message of `kind` from `uid` about `members`.
     #[must_use]
     pub fn new(kind: Kind, uid: &str, members: Vec<Entry>) -> Self {
-        Self { kind, uid: uid.to_owned(), members, reset: false, ask: false }
+        Self { kind, uid: uid.to_owned(), members, reset: false, more: false, ask: false }
     }
 
     /// The message as JSON bytes.
@@ -97,25 +106,82 @@ impl Message {
         loop {
             let chunk: Vec<Entry> = members.by_ref().take(STATE_CHUNK).collect();
             let first = chunks.is_empty();
+            let more = members.peek().is_some();
             chunks.push(Self {
                 kind: Kind::State,
                 uid: uid.to_owned(),
                 members: chunk,
                 reset: first,
+                more,
                 ask: first && ask,
             });
-            if members.peek().is_none() {
+            if !more {
                 return chunks;
             }
         }
     }
 }
 
+/// Members by `(sid, room)`.
+type Members = HashMap<(String, String), Box<RawValue>>;
+
+/// Room → the presences of some members there.
+pub type Rooms = HashMap<String, Vec<Box<RawValue>>>;
+
 /// The members one other node holds, and when it was last heard.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Node {
-    last_seen: Instant,
-    members: HashMap<(String, String), Box<RawValue>>,
+    last_seen: Option<Instant>,
+    members: Members,
+    /// While a `state` comes in: the members known before it.
+    before_state: Option<Members>,
+}
+
+impl Node {
+    /// A member joined (a `join` message).
+    fn insert(&mut self, sid: String, room: String, presence: Box<RawValue>) {
+        // A join while a state comes in was not missed: it is known before too.
+        if let Some(before) = &mut self.before_state {
+            before.insert((sid.clone(), room.clone()), presence.clone());
+        }
+        self.members.insert((sid, room), presence);
+    }
+
+    fn remove(&mut self, sid: String, room: String) {
+        let key = (sid, room);
+        if let Some(before) = &mut self.before_state {
+            before.remove(&key);
+        }
+        self.members.remove(&key);
+    }
+
+    /// The state is whole: who joined and who left since what was known.
+    fn finish_state(&mut self) -> (Rooms, Rooms) {
+        let before = self.before_state.take().unwrap_or_default();
+        let joined = by_room(self.members.iter().filter(|(key, _)| !before.contains_key(*key)));
+        let left = by_room(before.iter().filter(|(key, _)| !self.members.contains_key(*key)));
+        (joined, left)
+    }
+}
+
+fn by_room<'a>(members: impl Iterator<Item = (&'a (String, String), &'a Box<RawValue>)>) -> Rooms {
+    let mut rooms = Rooms::new();
+    for ((_, room), presence) in members {
+        rooms.entry(room.clone()).or_default().push(presence.clone());
+    }
+    rooms
+}
+
+/// What a message told: whether it asks for this node's state, and, after a
+/// whole `state`, the members that joined and left unheard.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// The sender asks for this node's state.
+    pub ask: bool,
+    /// Members that joined while nobody heard.
+    pub joined: Rooms,
+    /// Members that left while nobody heard.
+    pub left: Rooms,
 }
 
 /// A node found gone: its members' presences, by room.
@@ -124,7 +190,7 @@ pub struct Gone {
     /// The node's uid.
     pub uid: String,
     /// Room → the presences of its members there.
-    pub rooms: HashMap<String, Vec<Box<RawValue>>>,
+    pub rooms: Rooms,
 }
 
 /// The other brokers of one namespace, as heard on its presence channel.
@@ -143,35 +209,42 @@ impl Presence {
         Self { uid: uid.to_owned(), timeout, nodes: Mutex::default() }
     }
 
-    /// Takes in a message heard `now`. Returns true when it asks for this
-    /// node's state.
-    pub fn receive(&self, message: Message, now: Instant) -> bool {
+    /// Takes in a message heard `now`.
+    pub fn receive(&self, message: Message, now: Instant) -> Received {
+        let mut received = Received { ask: message.ask, ..Received::default() };
         if message.uid == self.uid {
-            return false;
+            return Received::default();
         }
         let mut nodes = self.nodes.lock();
-        let node =
-            nodes.entry(message.uid).or_insert_with(|| Node { last_seen: now, members: HashMap::new() });
-        node.last_seen = now;
+        let node = nodes.entry(message.uid).or_default();
+        node.last_seen = Some(now);
         match message.kind {
             Kind::Heartbeat => {}
             Kind::Join | Kind::State => {
-                if message.reset {
-                    node.members.clear();
+                if message.kind == Kind::State && message.reset {
+                    // A state cut short by a lost chunk keeps what was known before it.
+                    let before = std::mem::take(&mut node.members);
+                    node.before_state.get_or_insert(before);
                 }
                 for (sid, room, presence) in message.members {
-                    if let Some(presence) = presence {
+                    let Some(presence) = presence else { continue };
+                    if message.kind == Kind::State {
                         node.members.insert((sid, room), presence);
+                    } else {
+                        node.insert(sid, room, presence);
                     }
+                }
+                if message.kind == Kind::State && !message.more {
+                    (received.joined, received.left) = node.finish_state();
                 }
             }
             Kind::Leave => {
                 for (sid, room, _) in message.members {
-                    node.members.remove(&(sid, room));
+                    node.remove(sid, room);
                 }
             }
         }
-        message.ask
+        received
     }
 
     /// Forgets the nodes silent since before `now - timeout` and returns
@@ -181,24 +254,20 @@ impl Presence {
         let mut nodes = self.nodes.lock();
         if !connected {
             for node in nodes.values_mut() {
-                node.last_seen = now;
+                node.last_seen = Some(now);
             }
             return Vec::new();
         }
         let gone: Vec<String> = nodes
             .iter()
-            .filter(|(_, node)| now.saturating_duration_since(node.last_seen) > self.timeout)
+            .filter(|(_, node)| {
+                node.last_seen.is_some_and(|seen| now.saturating_duration_since(seen) > self.timeout)
+            })
             .map(|(uid, _)| uid.clone())
             .collect();
         gone.into_iter()
             .filter_map(|uid| nodes.remove(&uid).map(|node| (uid, node)))
-            .map(|(uid, node)| {
-                let mut rooms: HashMap<String, Vec<Box<RawValue>>> = HashMap::new();
-                for ((_, room), presence) in node.members {
-                    rooms.entry(room).or_default().push(presence);
-                }
-                Gone { uid, rooms }
-            })
+            .map(|(uid, node)| Gone { uid, rooms: by_room(node.members.iter()) })
             .collect()
     }
 
@@ -288,15 +357,55 @@ mod tests {
         assert_eq!(presence.sweep(start + Duration::from_secs(71), true).len(), 1);
     }
 
+    fn users(rooms: &Rooms, room: &str) -> Vec<String> {
+        let mut users: Vec<String> =
+            rooms.get(room).into_iter().flatten().map(|user| user.get().to_owned()).collect();
+        users.sort_unstable();
+        users
+    }
+
     #[test]
-    fn a_state_replaces_what_was_known_and_may_ask_for_ours() {
+    fn a_state_replaces_what_was_known_and_says_who_joined_and_left_unheard() {
         let presence = Presence::new("me", Duration::from_secs(10));
         let now = Instant::now();
-        presence.receive(Message::new(Kind::Join, "other", vec![entry("old", "a", "1")]), now);
-        let mut state = Message::state("other", vec![entry("new", "a", "2")], true);
-        assert!(presence.receive(state.remove(0), now), "it asks for ours");
+        let known = vec![entry("stays", "a", "1"), entry("goes", "a", "2")];
+        let first = presence.receive(Message::new(Kind::Join, "other", known), now);
+        assert!(!first.ask && first.joined.is_empty(), "a join is told on the broadcast channel");
+        let mut state =
+            Message::state("other", vec![entry("stays", "a", "1"), entry("came", "b", "3")], true);
+        let received = presence.receive(state.remove(0), now);
+        assert!(received.ask, "it asks for ours");
+        assert_eq!(users(&received.joined, "b"), ["3"]);
+        assert!(users(&received.joined, "a").is_empty(), "stays was known");
+        assert_eq!(users(&received.left, "a"), ["2"]);
         let gone = presence.sweep(now + Duration::from_secs(11), true);
-        let users: Vec<&str> = gone[0].rooms["a"].iter().map(|user| user.get()).collect();
-        assert_eq!(users, ["2"]);
+        assert_eq!(users(&gone[0].rooms, "a"), ["1"]);
+    }
+
+    #[test]
+    fn a_state_in_chunks_is_compared_once_whole_and_joins_meanwhile_are_not_missed() {
+        let presence = Presence::new("me", Duration::from_secs(10));
+        let now = Instant::now();
+        presence.receive(Message::new(Kind::Join, "other", vec![entry("old", "a", "0")]), now);
+        let members: Vec<Entry> =
+            (0..=STATE_CHUNK).map(|index| entry(&format!("s{index}"), "r", &index.to_string())).collect();
+        let mut chunks = Message::state("other", members, false).into_iter();
+        let first = presence.receive(chunks.next().expect("two chunks"), now);
+        assert!(first.joined.is_empty() && first.left.is_empty(), "not whole yet");
+        presence.receive(Message::new(Kind::Join, "other", vec![entry("meanwhile", "r", "\"m\"")]), now);
+        let last = presence.receive(chunks.next().expect("two chunks"), now);
+        assert_eq!(last.joined["r"].len(), STATE_CHUNK + 1, "the state's members, not the join meanwhile");
+        assert_eq!(users(&last.left, "a"), ["0"]);
+    }
+
+    #[test]
+    fn a_node_counted_gone_that_comes_back_brings_its_members_back() {
+        let presence = Presence::new("me", Duration::from_secs(10));
+        let start = Instant::now();
+        presence.receive(Message::new(Kind::Join, "other", vec![entry("s", "a", "1")]), start);
+        assert_eq!(presence.sweep(start + Duration::from_secs(11), true).len(), 1);
+        let mut state = Message::state("other", vec![entry("s", "a", "1")], true);
+        let back = presence.receive(state.remove(0), start + Duration::from_secs(12));
+        assert_eq!(users(&back.joined, "a"), ["1"]);
     }
 }
