@@ -39,9 +39,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a broker may stay silent before it counts as gone, by default
 /// (as socket.io's cluster adapters' `heartbeatTimeout`).
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Members per `state` message, so a large node's state stays far below the
-/// message size limit.
+/// Most members per `state` message.
 pub const STATE_CHUNK: usize = 1000;
+/// Most bytes of members per `state` message (about), so a large node's
+/// state stays far below the message size limit whatever its user ids.
+pub const STATE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What a presence message says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,14 +99,20 @@ impl Message {
     }
 
     /// `uid`'s whole state as `state` messages of at most [`STATE_CHUNK`]
-    /// members (one, empty, for no members); the first resets, and asks
-    /// when `ask`.
+    /// members and about [`STATE_CHUNK_BYTES`] (one, empty, for no
+    /// members); the first resets, and asks when `ask`.
     #[must_use]
     pub fn state(uid: &str, members: Vec<Entry>, ask: bool) -> Vec<Self> {
         let mut chunks: Vec<Self> = Vec::new();
         let mut members = members.into_iter().peekable();
         loop {
-            let chunk: Vec<Entry> = members.by_ref().take(STATE_CHUNK).collect();
+            let mut chunk: Vec<Entry> = Vec::new();
+            let mut bytes = 0_usize;
+            while chunk.len() < STATE_CHUNK && bytes < STATE_CHUNK_BYTES {
+                let Some(entry) = members.next() else { break };
+                bytes = bytes.saturating_add(entry_bytes(&entry));
+                chunk.push(entry);
+            }
             let first = chunks.is_empty();
             let more = members.peek().is_some();
             chunks.push(Self {
@@ -127,6 +135,12 @@ type Members = HashMap<(String, String), Box<RawValue>>;
 
 /// Room → the presences of some members there.
 pub type Rooms = HashMap<String, Vec<Box<RawValue>>>;
+
+/// About the bytes `entry` takes in a message.
+fn entry_bytes((sid, room, presence): &Entry) -> usize {
+    let presence = presence.as_ref().map_or(4, |presence| presence.get().len());
+    sid.len().saturating_add(room.len()).saturating_add(presence).saturating_add(8)
+}
 
 /// The members one other node holds, and when it was last heard.
 #[derive(Debug, Default)]
@@ -316,6 +330,11 @@ mod tests {
         assert!(chunks[0].reset && chunks[0].ask && !chunks[1].reset && !chunks[1].ask);
         assert_eq!(chunks[0].members.len() + chunks[1].members.len(), STATE_CHUNK + 1);
         assert_eq!(Message::state("me", Vec::new(), false).len(), 1, "an empty state still resets");
+        let long_user = format!("\"{}\"", "u".repeat(10_000));
+        let heavy: Vec<Entry> = (0..20).map(|index| entry(&format!("s{index}"), "r", &long_user)).collect();
+        let chunks = Message::state("me", heavy, false);
+        assert!(chunks.len() > 1, "large user ids split the state sooner");
+        assert!(chunks.iter().all(|chunk| chunk.encode().len() < 2 * STATE_CHUNK_BYTES));
     }
 
     #[test]
