@@ -1,7 +1,8 @@
 //! Two brokers sharing the test Redis act as one server (`--adapter redis`):
 //! rooms span them, notices and messages cross both ways exactly once and
-//! in one order, acks count the whole room, and another node's requests
-//! reach our sockets. Each test has a Redis channel prefix of its own.
+//! in one order (message ids increasing in it, even when both send at
+//! once), acks count the whole room, and another node's requests reach our
+//! sockets. Each test has a Redis channel prefix of its own.
 
 use broker::config::AdapterKind;
 use tests::redis::redis_url;
