@@ -150,7 +150,7 @@ pub struct RedisCounters {
     pub received: u64,
     /// Messages refused (too large, malformed).
     pub refused: u64,
-    /// Other brokers found silent for the heartbeat timeout.
+    /// Other brokers found silent for the heartbeat timeout with members.
     pub nodes_lost: u64,
     /// Broadcasts with binary data from other nodes, not delivered.
     pub binary_refused: u64,
@@ -247,7 +247,7 @@ impl Metrics {
                 ),
                 (
                     "broker_redis_nodes_lost",
-                    "Other brokers found silent for the heartbeat timeout, their members taken out",
+                    "Other brokers found silent for the heartbeat timeout with members, taken out",
                     redis.nodes_lost,
                 ),
                 (

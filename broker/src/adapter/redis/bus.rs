@@ -96,7 +96,8 @@ pub struct BusMetrics {
     pub received: AtomicU64,
     /// Received messages refused (too large, malformed).
     pub refused: AtomicU64,
-    /// Other brokers found silent for the heartbeat timeout (once per namespace).
+    /// Other brokers found silent for the heartbeat timeout with members
+    /// (once per namespace).
     pub nodes_lost: AtomicU64,
     /// Broadcasts with binary data from other nodes, not delivered.
     pub binary_refused: AtomicU64,

@@ -517,8 +517,13 @@ impl RedisNamespace {
         }
         let sockets = self.sockets();
         for node in gone {
-            bus.metrics().nodes_lost.fetch_add(1, Relaxed);
             let members: usize = node.rooms.values().map(Vec::len).sum();
+            if members == 0 {
+                // A broker shut down (its members left as it closed), or one with no members.
+                debug!(namespace = %self.name, node = %node.uid, "a broker without members went silent");
+                continue;
+            }
+            bus.metrics().nodes_lost.fetch_add(1, Relaxed);
             warn!(namespace = %self.name, node = %node.uid, members, "a broker went silent: its members left");
             if let Some(sockets) = &sockets {
                 for (room, presences) in &node.rooms {
