@@ -41,7 +41,7 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Publishes like [`Cluster::publish`] a message whose id Redis gives:
     /// `packet` holds `placeholder` as the id, and Redis puts the next id of
-    /// the namespace's counter in its place as it relays it, so ids increase
+    /// the cluster's counter in its place as it relays it, so ids increase
     /// in the order every node of ours delivers the messages. Resolves to
     /// the id. `None` when it did not go out (the caller delivers locally,
     /// with [`Cluster::fallback_message_id`]).

@@ -60,7 +60,7 @@ impl Channels {
             request: format!("{key}-request#{namespace}#"),
             response: format!("{key}-response#{namespace}#"),
             presence: format!("{key}-presence#{namespace}#"),
-            message_ids: format!("{key}-message-id#{namespace}#"),
+            message_ids: format!("{key}-message-id"),
         }
     }
 
@@ -109,8 +109,8 @@ impl Channels {
         format!("{}{uid}#", self.response)
     }
 
-    /// `<key>-message-id#<nsp>#`: the key (not a channel) of the namespace's
-    /// message-id counter.
+    /// `<key>-message-id`: the key (not a channel) of the message-id
+    /// counter, one for every namespace, so ids are unique across them.
     #[must_use]
     pub fn message_ids(&self) -> &str {
         &self.message_ids
