@@ -143,7 +143,7 @@ async fn a_broker_that_goes_silent_is_taken_out_of_its_rooms_by_the_others() {
         redis_url: url,
         redis_key: tests::redis::unique_namespace("dies").trim_start_matches('/').to_owned(),
         redis_heartbeat_interval: Duration::from_millis(100),
-        redis_heartbeat_timeout: Duration::from_millis(500),
+        redis_heartbeat_timeout: Duration::from_millis(1000),
         rate_limit_per_sec: 0,
         ..Config::default()
     };
