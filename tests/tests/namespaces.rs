@@ -56,6 +56,28 @@ async fn rooms_of_the_same_name_are_isolated_between_namespaces() {
     assert_eq!(next["content"], "second", "user_left crossed namespaces");
 }
 
+/// Message ids come from one counter for the whole broker: taken in turn by
+/// two namespaces they still increase, so no id is given twice (two counters
+/// started microseconds apart would meet after as many messages).
+#[tokio::test]
+async fn message_ids_are_unique_across_namespaces() {
+    let server = TestServer::start(Config { rate_limit_per_sec: 0, ..two_namespaces() }).await;
+    let token = |sub: &str| server.token(sub).sign();
+    let mut alice = Client::builder(&server).namespace(CHAT).payload_token(&token("alice")).connect().await;
+    let mut bob = Client::builder(&server).namespace(OTHER).payload_token(&token("bob")).connect().await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    let mut last = 0_u64;
+    for round in 0..10 {
+        for client in [&mut alice, &mut bob] {
+            let ack = client.send("lobby", &format!("{round}")).await;
+            let id: u64 = ack["id"].as_str().and_then(|id| id.parse().ok()).expect("a numeric id");
+            assert!(id > last, "id {id} after {last}, from the other namespace");
+            last = id;
+        }
+    }
+}
+
 #[tokio::test]
 async fn one_connection_can_use_two_namespaces() {
     let server = TestServer::start(two_namespaces()).await;

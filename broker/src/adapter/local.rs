@@ -9,6 +9,7 @@
 //! message id is taken under that same lock, so every member sees a room's
 //! messages in one order and their ids increase in that order.
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,11 +17,19 @@ use crate::ids::{RoomId, Sid};
 use crate::protocol::Frame;
 use crate::rooms::{Joined, Member, RoomTable};
 
-/// The local members of one namespace and its message-id counter.
+/// The next message id of this process, shared by every namespace so ids
+/// are unique across them. Starts at the current time in microseconds, so
+/// ids also increase across restarts.
+static NEXT_MESSAGE_ID: LazyLock<AtomicU64> = LazyLock::new(|| {
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+    AtomicU64::new(u64::try_from(micros).unwrap_or(0))
+});
+
+/// The local members of one namespace; its message ids come from the
+/// process's one counter.
 #[derive(Debug)]
 pub struct LocalAdapter {
     rooms: RoomTable,
-    next_message_id: AtomicU64,
 }
 
 impl Default for LocalAdapter {
@@ -30,12 +39,10 @@ impl Default for LocalAdapter {
 }
 
 impl LocalAdapter {
-    /// An empty adapter. Message ids start at the current time in
-    /// microseconds, so they also increase across restarts.
+    /// An empty adapter.
     #[must_use]
     pub fn new() -> Self {
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-        Self { rooms: RoomTable::new(), next_message_id: AtomicU64::new(u64::try_from(micros).unwrap_or(0)) }
+        Self { rooms: RoomTable::new() }
     }
 
     /// Adds `member` to `room`; when it is new there, `notice` (given the
@@ -65,7 +72,7 @@ impl LocalAdapter {
     /// Takes the next message id. Called under the room's shard lock (inside
     /// a `broadcast`'s `make`) so ids increase in delivery order.
     pub fn next_message_id(&self) -> u64 {
-        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+        NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The members of `room` on this node.
