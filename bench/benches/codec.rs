@@ -9,10 +9,13 @@
 //!
 //! `parse_send_message/*`: one inbound `send_message` text message, from the
 //! WebSocket payload to the `content` and `roomId` strings: Engine.IO and
-//! Socket.IO envelope decode, then the JSON. `simd_json` is what the broker
-//! does (copy into a reused scratch `Vec`, `to_borrowed_value`,
-//! `split_event`); `simd_json_reused_buffers` also keeps simd-json's
-//! `Buffers` across calls, as a connection could with its scratch;
+//! Socket.IO envelope decode, then the JSON. `broker` is the broker's own
+//! path: a reused scratch `Vec` and simd-json `Buffers` (as each worker
+//! thread keeps them), `protocol::json::parse` with its depth, surrogate and
+//! duplicate-key checks, `split_event`, then the gateway's
+//! `parse_request` with the default limits. The others are bare parsers
+//! for reference: `simd_json` (`to_borrowed_value`, fresh buffers each time),
+//! `simd_json_reused_buffers` (the same with `Buffers` kept);
 //! `serde_json` parses into a `serde_json::Value`;
 //! `serde_json_typed` deserializes straight into a struct, which only works
 //! when the event name is known before parsing.
@@ -20,34 +23,27 @@
 use std::borrow::Cow;
 use std::hint::black_box;
 
+use broker::Config;
+use broker::auth::UserId;
+use broker::gateway::{ChatLimits, ChatRequest, MessageOut, parse_request};
 use broker::protocol::socketio::{self, split_event};
-use broker::protocol::{Frame, engineio};
-use broker::socketio::event_frame;
+use broker::protocol::{Frame, engineio, json};
+use broker::socketio::{MessageId, event_frame};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 
 const NAMESPACE: &str = "/api/v1/chat";
 const RECIPIENTS: usize = 100;
 
-/// The `message` event's payload, shaped like the gateway's (private) one.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageOut<'a> {
-    id: &'a str,
-    room_id: &'a str,
-    content: &'a str,
-    sender_id: &'a str,
-    timestamp: u64,
-}
-
-fn message(content: &str) -> MessageOut<'_> {
+/// The gateway's own `message` payload, ~100 bytes of `content`.
+fn message<'a>(content: &'a str, sender: &'a UserId) -> MessageOut<'a> {
     MessageOut {
-        id: "1718000000000123",
+        id: MessageId::local(1_718_000_000_000_123),
         room_id: "room-1",
         content,
-        sender_id: "user-4711",
+        sender_id: sender,
         timestamp: 1_718_000_000_123,
     }
 }
@@ -56,7 +52,8 @@ fn encode(criterion: &mut Criterion) {
     // 100 bytes of plain text: a typical chat line, no escapes.
     let content = "The quick brown fox jumps over the lazy dogs, then it jumps back again and waits for the next one!!!";
     assert_eq!(content.len(), 100);
-    let message = message(content);
+    let sender = UserId::from_sub(&serde_json::json!("user-4711")).expect("a string is a user id");
+    let message = message(content, &sender);
     let frame_len = event_frame(NAMESPACE, None, "message", &message).len() as u64;
 
     let mut group = criterion.benchmark_group("codec");
@@ -118,6 +115,21 @@ fn parse(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("codec/parse_send_message");
     group.throughput(Throughput::Bytes(text.len() as u64));
 
+    group.bench_function("broker", |bench| {
+        let config = Config::default();
+        let limits = ChatLimits::from(&config);
+        let (mut scratch, mut buffers) = (Vec::new(), simd_json::Buffers::default());
+        bench.iter(|| {
+            let payload = envelope(black_box(text));
+            scratch.clear();
+            scratch.extend_from_slice(payload.as_bytes());
+            let value = json::parse(&mut scratch, &mut buffers, config.max_json_depth).expect("json");
+            let (name, args) = split_event(&value).expect("event");
+            let request = parse_request(name, args, &limits).expect("a valid send_message");
+            assert!(matches!(request, ChatRequest::Send { .. }));
+            black_box(request);
+        });
+    });
     group.bench_function("simd_json", |bench| {
         let mut scratch = Vec::new();
         bench.iter(|| {

@@ -10,8 +10,8 @@
 //! `enqueue_and_drain/N` counts the writers' work too (STYLE: fan-out benches
 //! count the writers' work): after the broadcast, every member's outbox is
 //! drained as its writer would (`Outbox::drain` into a reused `VecDeque`,
-//! build the `IoSlice` list, "write" it to `io::sink()`, which makes no
-//! syscall). `enqueue_drain_writev/N` is the same with a real `writev` per
+//! then the writer's own batching, `write_batch_blocking`, "writing" to
+//! `io::sink()`, which makes no syscall). `enqueue_drain_writev/N` is the same with a real `writev` per
 //! member, to `/dev/null`: the syscall floor of N writers each sending one
 //! frame (no socket buffer copy, no TCP). Neither counts the task wake-up
 //! and scheduling of N writer tasks, which needs a runtime.
@@ -23,10 +23,10 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 
 use broker::adapter::LocalAdapter;
-use broker::engineio::Outbox;
+use broker::engineio::{Outbox, write_batch_blocking};
 use broker::ids::{RoomId, Sid};
 use broker::protocol::Frame;
 use broker::rooms::Member;
@@ -38,8 +38,6 @@ const ROOM: &str = "room-1";
 const ENQUEUE_BATCH: u64 = 8;
 /// Far above what a bench queues, so no outbox ever closes as a slow consumer.
 const OUTBOX_LIMIT_BYTES: usize = 1 << 30;
-/// Most slices per `writev`, as in the broker's writer.
-const MAX_SLICES: usize = 512;
 
 /// A `message` event as the gateway encodes it, ~100 bytes of content.
 fn message_frame() -> Frame {
@@ -75,34 +73,13 @@ fn broadcast(table: &LocalAdapter, frame: &Frame) -> usize {
     table.broadcast(ROOM, None, |_| frame.clone()).expect("the room exists")
 }
 
-/// Drains each outbox and sends its frames to `sink` as the broker's writer
-/// does: `IoSlice`s, at most `MAX_SLICES` per vectored write.
+/// Drains each outbox and sends its frames to `sink` with the broker's
+/// writer's own batching (`write_batch_blocking`).
 fn drain_and_write(outboxes: &[Outbox], batches: &mut [VecDeque<Bytes>], sink: &mut impl Write) {
     for (outbox, batch) in outboxes.iter().zip(batches.iter_mut()) {
         outbox.drain(batch);
-        write_batch(sink, batch).expect("sink accepts every write");
+        write_batch_blocking(sink, batch).expect("sink accepts every write");
         batch.clear();
-    }
-}
-
-/// The broker's `write_batch`, synchronously.
-fn write_batch(sink: &mut impl Write, batch: &VecDeque<Bytes>) -> io::Result<()> {
-    let mut frames = batch.iter();
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len().min(MAX_SLICES));
-    loop {
-        slices.clear();
-        slices.extend(frames.by_ref().take(MAX_SLICES).map(|frame| IoSlice::new(frame)));
-        if slices.is_empty() {
-            return Ok(());
-        }
-        let mut pending = &mut slices[..];
-        while !pending.is_empty() {
-            let written = sink.write_vectored(pending)?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut pending, written);
-        }
     }
 }
 
@@ -153,7 +130,7 @@ fn devnull_write(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("fanout/devnull_write");
     group.throughput(Throughput::Elements(FRAMES as u64));
     group.bench_function(BenchmarkId::new("writev_batch", FRAMES), |bench| {
-        bench.iter(|| write_batch(&mut devnull, black_box(&batch)).expect("/dev/null takes it"));
+        bench.iter(|| write_batch_blocking(&mut devnull, black_box(&batch)).expect("/dev/null takes it"));
     });
     group.bench_function(BenchmarkId::new("write_per_frame", FRAMES), |bench| {
         bench.iter(|| {

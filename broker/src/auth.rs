@@ -33,6 +33,19 @@ impl UserId {
     pub fn to_raw(&self) -> Box<RawValue> {
         self.0.clone()
     }
+
+    /// The id a token's `sub` claim holds.
+    ///
+    /// # Errors
+    /// [`AuthError::BadSubject`] unless `sub` is a string or a number.
+    pub fn from_sub(sub: &serde_json::Value) -> Result<Self, AuthError> {
+        match sub {
+            serde_json::Value::String(_) | serde_json::Value::Number(_) => {
+                Ok(Self(RawValue::from_string(sub.to_string())?))
+            }
+            _ => Err(AuthError::BadSubject),
+        }
+    }
 }
 
 /// What an accepted token says about its holder.
@@ -172,12 +185,7 @@ impl Authenticator {
         }
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)?;
         let raw = data.claims;
-        let user_id = match raw.sub {
-            Some(sub @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => {
-                UserId(RawValue::from_string(sub.to_string())?)
-            }
-            _ => return Err(AuthError::BadSubject),
-        };
+        let user_id = UserId::from_sub(raw.sub.as_ref().ok_or(AuthError::BadSubject)?)?;
         if self.revoked.is_revoked(token, raw.jti.as_deref()) {
             return Err(AuthError::Revoked);
         }

@@ -194,14 +194,21 @@ struct RoomAck<'a> {
     members: usize,
 }
 
-#[derive(Serialize)]
+/// The data of a `message` event, as every member of the room gets it
+/// (public so that the codec bench encodes the real thing).
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct MessageOut<'a> {
-    id: MessageId,
-    room_id: &'a str,
-    content: &'a str,
-    sender_id: &'a UserId,
-    timestamp: u64,
+pub struct MessageOut<'a> {
+    /// The message id the adapter handed out.
+    pub id: MessageId,
+    /// The room it was sent to.
+    pub room_id: &'a str,
+    /// What the sender wrote.
+    pub content: &'a str,
+    /// The sender's `sub`, as the token holds it.
+    pub sender_id: &'a UserId,
+    /// When the broker took it, in ms since the Unix epoch.
+    pub timestamp: u64,
 }
 
 #[derive(Serialize)]

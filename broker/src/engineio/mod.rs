@@ -38,6 +38,7 @@ use tracing::{debug, error, warn};
 pub use outbox::{Drained, Outbox, PushError};
 pub use pacer::WritePacer;
 pub use polling::{PollingError, PollingSession, Registry};
+pub use writer::write_batch_blocking;
 
 use crate::ids::Sid;
 use crate::metrics::Metrics;

@@ -6,7 +6,7 @@
 //! [`WritePacer`] spaces a connection's writes so that each carries more.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,31 +90,91 @@ async fn write_batch(
     batch: &VecDeque<Bytes>,
     metrics: &Metrics,
 ) -> io::Result<()> {
-    let mut frames = batch.iter();
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len().min(MAX_SLICES));
-    let mut writes = 0;
-    let mut bytes = 0;
+    let mut cursor = BatchCursor::default();
+    let mut slices = vec![IoSlice::new(&[]); batch.len().min(MAX_SLICES)];
     loop {
-        slices.clear();
-        slices.extend(frames.by_ref().take(MAX_SLICES).map(|frame| IoSlice::new(frame)));
-        if slices.is_empty() {
+        let count = cursor.fill(batch, &mut slices);
+        let Some(slices) = slices.get(..count).filter(|slices| !slices.is_empty()) else {
             break;
-        }
-        let mut pending = &mut slices[..];
-        while !pending.is_empty() {
-            let written = socket.write_vectored(pending).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            writes += 1;
-            bytes += written;
-            IoSlice::advance_slices(&mut pending, written);
-        }
+        };
+        let written = socket.write_vectored(slices).await?;
+        cursor.advance(batch, written)?;
     }
-    Metrics::add(&metrics.writes, writes);
-    Metrics::add(&metrics.frames_out, batch.len() as u64);
-    Metrics::add(&metrics.bytes_out, bytes as u64);
+    cursor.count(batch, metrics);
     Ok(())
+}
+
+/// Writes every frame of `batch` to a blocking `sink`, as the writer does to
+/// its socket: at most [`MAX_SLICES`] frames per vectored write, partial
+/// writes resumed where they stopped. Returns the number of writes made.
+///
+/// The benches time the writer's batching through this (`bench/benches/fanout.rs`).
+///
+/// # Errors
+/// The sink's error, or [`io::ErrorKind::WriteZero`] if it takes nothing.
+pub fn write_batch_blocking(sink: &mut impl Write, batch: &VecDeque<Bytes>) -> io::Result<u64> {
+    let mut cursor = BatchCursor::default();
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    loop {
+        let count = cursor.fill(batch, &mut slices);
+        let Some(slices) = slices.get(..count).filter(|slices| !slices.is_empty()) else {
+            return Ok(cursor.writes);
+        };
+        let written = sink.write_vectored(slices)?;
+        cursor.advance(batch, written)?;
+    }
+}
+
+/// How far the writing of one batch got: the frame to continue with, the
+/// bytes of it already written, and what the writes so far took.
+#[derive(Debug, Default)]
+struct BatchCursor {
+    frame: usize,
+    offset: usize,
+    writes: u64,
+    bytes: usize,
+}
+
+impl BatchCursor {
+    /// Fills `slices` with the unwritten rest of `batch`, as much as fits;
+    /// returns how many it filled (0 once everything is written).
+    fn fill<'a>(&self, batch: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for (slot, frame) in slices.iter_mut().zip(batch.range(self.frame..)) {
+            let skip = if count == 0 { self.offset } else { 0 };
+            *slot = IoSlice::new(frame.get(skip..).unwrap_or_default());
+            count += 1;
+        }
+        count
+    }
+
+    /// Records that a write took `written` bytes of what [`fill`](Self::fill) gave.
+    fn advance(&mut self, batch: &VecDeque<Bytes>, written: usize) -> io::Result<()> {
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.writes += 1;
+        self.bytes += written;
+        let mut left = written;
+        while let Some(frame) = batch.get(self.frame) {
+            let rest = frame.len().saturating_sub(self.offset);
+            if left < rest {
+                self.offset += left;
+                break;
+            }
+            left -= rest;
+            self.frame += 1;
+            self.offset = 0;
+        }
+        Ok(())
+    }
+
+    /// Adds what this batch took to the writer's counters.
+    fn count(&self, batch: &VecDeque<Bytes>, metrics: &Metrics) {
+        Metrics::add(&metrics.writes, self.writes);
+        Metrics::add(&metrics.frames_out, batch.len() as u64);
+        Metrics::add(&metrics.bytes_out, self.bytes as u64);
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +206,59 @@ mod tests {
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).await.expect("read");
         assert_eq!(got, expected);
+    }
+
+    /// A sink that takes at most `step` bytes per write, however many slices it is given.
+    struct Trickle {
+        taken: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step);
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(self.step - n);
+                self.taken.extend_from_slice(&buf[..take]);
+                n += take;
+                if n == self.step {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_survives_partial_writes_in_order() {
+        let batch: VecDeque<Bytes> =
+            (0..1000).map(|i| Frame::text(&format!("frame {i}")).as_bytes().clone()).collect();
+        let expected: Vec<u8> = batch.iter().flat_map(|frame| frame.to_vec()).collect();
+        for step in [1, 7, 100, expected.len()] {
+            let mut sink = Trickle { taken: Vec::new(), step };
+            let writes = write_batch_blocking(&mut sink, &batch).expect("the sink takes everything");
+            assert_eq!(sink.taken, expected, "step {step}");
+            // A write takes `step` bytes, or at most MAX_SLICES frames.
+            let least = expected.len().div_ceil(step).max(batch.len().div_ceil(MAX_SLICES));
+            assert_eq!(writes, least as u64, "step {step}: every write but the last is full");
+        }
+    }
+
+    #[test]
+    fn a_sink_that_takes_nothing_is_an_error() {
+        let batch: VecDeque<Bytes> = VecDeque::from([Frame::text("a").as_bytes().clone()]);
+        let error = write_batch_blocking(&mut Trickle { taken: Vec::new(), step: 0 }, &batch);
+        assert_eq!(error.map_err(|error| error.kind()), Err(io::ErrorKind::WriteZero));
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,14 @@ impl MessageId {
     }
 }
 
+impl MessageId {
+    /// The id a single broker (no cluster) writes for its `counter`th message.
+    #[must_use]
+    pub fn local(counter: u64) -> Self {
+        Self { counter, node: None }
+    }
+}
+
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
