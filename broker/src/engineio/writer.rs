@@ -41,11 +41,19 @@ pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metric
         }
         let drained = outbox.drain(&mut batch);
         if !batch.is_empty() {
-            // Boxed, like every write below: the write's state (slices, the
-            // close-grace timer) held inline would more than double the
-            // size of every connection's writer, idle or not. One small
-            // allocation per write is noise beside the write itself.
-            let written = Box::pin(bounded(&outbox, write_batch(&mut socket, &batch, &metrics))).await;
+            let mut cursor = BatchCursor::default();
+            // Almost always the socket takes the whole batch at once: that
+            // write needs no future at all. Only a full socket buffer sends
+            // the rest through the (boxed, so idle writers stay small) path
+            // that waits for the socket.
+            let written = match write_ready(&socket, &batch, &mut cursor) {
+                Ok(true) => Ok(()),
+                Ok(false) => Box::pin(bounded(&outbox, write_rest(&socket, &batch, &mut cursor))).await,
+                Err(error) => Err(error),
+            };
+            if written.is_ok() {
+                cursor.count(&batch, &metrics);
+            }
             batch.clear();
             last_write = Some(Instant::now());
             if let Err(error) = written {
@@ -85,23 +93,46 @@ async fn bounded<T>(outbox: &Outbox, write: impl Future<Output = io::Result<T>>)
     }
 }
 
-async fn write_batch(
-    socket: &mut OwnedWriteHalf,
+/// Writes what is left of `batch` after `cursor`, waiting for the socket
+/// whenever its buffer is full.
+async fn write_rest(
+    socket: &OwnedWriteHalf,
     batch: &VecDeque<Bytes>,
-    metrics: &Metrics,
+    cursor: &mut BatchCursor,
 ) -> io::Result<()> {
-    let mut cursor = BatchCursor::default();
-    let mut slices = vec![IoSlice::new(&[]); batch.len().min(MAX_SLICES)];
     loop {
-        let count = cursor.fill(batch, &mut slices);
-        let Some(slices) = slices.get(..count).filter(|slices| !slices.is_empty()) else {
-            break;
-        };
-        let written = socket.write_vectored(slices).await?;
-        cursor.advance(batch, written)?;
+        socket.writable().await?;
+        if write_ready(socket, batch, cursor)? {
+            return Ok(());
+        }
     }
-    cursor.count(batch, metrics);
-    Ok(())
+}
+
+/// Frames a batch may have for its slices to sit on the stack; a larger
+/// batch allocates them (at most [`MAX_SLICES`]), a cost it spreads over
+/// its frames. Filling a stack array of `MAX_SLICES` for every write cost
+/// more than the allocation it saved.
+const STACK_SLICES: usize = 8;
+
+/// Writes `batch` from `cursor` on as far as `socket` takes it without
+/// waiting: `Ok(true)` once all of it is written, `Ok(false)` when the
+/// socket's buffer is full.
+fn write_ready(
+    socket: &OwnedWriteHalf,
+    batch: &VecDeque<Bytes>,
+    cursor: &mut BatchCursor,
+) -> io::Result<bool> {
+    let mut write = |slices: &[IoSlice<'_>]| socket.try_write_vectored(slices);
+    let done = if batch.len().saturating_sub(cursor.frame) <= STACK_SLICES {
+        cursor.write_with(batch, &mut [IoSlice::new(&[]); STACK_SLICES], &mut write)
+    } else {
+        cursor.write_with(batch, &mut vec![IoSlice::new(&[]); batch.len().min(MAX_SLICES)], &mut write)
+    };
+    match done {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// Writes every frame of `batch` to a blocking `sink`, as the writer does to
@@ -114,15 +145,9 @@ async fn write_batch(
 /// The sink's error, or [`io::ErrorKind::WriteZero`] if it takes nothing.
 pub fn write_batch_blocking(sink: &mut impl Write, batch: &VecDeque<Bytes>) -> io::Result<u64> {
     let mut cursor = BatchCursor::default();
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    loop {
-        let count = cursor.fill(batch, &mut slices);
-        let Some(slices) = slices.get(..count).filter(|slices| !slices.is_empty()) else {
-            return Ok(cursor.writes);
-        };
-        let written = sink.write_vectored(slices)?;
-        cursor.advance(batch, written)?;
-    }
+    let mut slices = vec![IoSlice::new(&[]); batch.len().min(MAX_SLICES)];
+    cursor.write_with(batch, &mut slices, &mut |slices| sink.write_vectored(slices))?;
+    Ok(cursor.writes)
 }
 
 /// How far the writing of one batch got: the frame to continue with, the
@@ -167,6 +192,24 @@ impl BatchCursor {
             self.offset = 0;
         }
         Ok(())
+    }
+
+    /// Writes the rest of `batch` with `write`, `slices.len()` frames at
+    /// most per call, until all of it is written or `write` fails.
+    fn write_with<'a>(
+        &mut self,
+        batch: &'a VecDeque<Bytes>,
+        slices: &mut [IoSlice<'a>],
+        write: &mut impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        loop {
+            let count = self.fill(batch, slices);
+            let Some(slices) = slices.get(..count).filter(|slices| !slices.is_empty()) else {
+                return Ok(());
+            };
+            let written = write(slices)?;
+            self.advance(batch, written)?;
+        }
     }
 
     /// Adds what this batch took to the writer's counters.
