@@ -6,20 +6,31 @@
 //! closed as a slow consumer and returns [`PushError::Full`], so a slow reader
 //! never slows anyone else down.
 //!
+//! A push that finds the queue empty while the WebSocket writer waits for
+//! work, on a broker that is not busy (the [`WritePacer`]'s delay is zero),
+//! writes the frame to the socket itself with a non-blocking `write`: no
+//! wake-up of the writer, no task switch. What the socket does not take is
+//! queued for the writer as usual, so order is kept: only one of them ever
+//! writes at a time, decided under the outbox lock.
+//!
 //! Lock order: a room shard lock may be held while pushing; the outbox lock is
-//! innermost and nothing is called while holding it. Closing takes no lock
+//! innermost and nothing but that non-blocking `write` is called while
+//! holding it. Closing takes no lock
 //! shared with other connections (no parent token to register with), so
 //! connects and disconnects never meet on a global lock.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::CloseReason;
+use super::{CloseReason, WritePacer};
+use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
 /// Why a push was refused.
@@ -56,6 +67,21 @@ struct State {
     queue: VecDeque<Bytes>,
     pending_bytes: usize,
     close: Option<CloseReason>,
+    /// The WebSocket writer's socket, for pushes that write it directly.
+    direct: Option<DirectWrite>,
+    /// The writer has written everything and waits for a push: a push that
+    /// finds the queue empty may write the socket itself.
+    writer_idle: bool,
+}
+
+/// What a push needs to write a frame to the socket itself, in place of
+/// waking the writer: the socket, the pacer (a busy broker batches instead),
+/// and the counters the writer would have added to.
+#[derive(Debug)]
+pub(super) struct DirectWrite {
+    pub(super) socket: Arc<OwnedWriteHalf>,
+    pub(super) pacer: Arc<WritePacer>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// What the writer took from the outbox.
@@ -111,13 +137,46 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
-        state.pending_bytes += bytes.len();
-        state.queue.push_back(bytes.clone());
+        let mut rest = bytes.clone();
+        if was_empty && state.writer_idle {
+            // The writer would wake, drain this one frame and write it; on a
+            // quiet connection writing it here saves that wake-up and task
+            // switch. Under the lock, so the writer cannot write meanwhile.
+            match state.direct.as_ref().map(|direct| direct.try_write(bytes)) {
+                Some(Ok(written)) if written == bytes.len() => return Ok(()),
+                Some(Ok(written)) => rest = bytes.slice(written..),
+                // A full socket or an error: the writer deals with it.
+                Some(Err(_)) | None => {}
+            }
+            state.writer_idle = false;
+        }
+        state.pending_bytes += rest.len();
+        state.queue.push_back(rest);
         drop(state);
         if was_empty {
             self.inner.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Gives pushes the writer's socket, for [`park`](Self::park)ed times.
+    pub(super) fn attach_writer(&self, direct: DirectWrite) {
+        self.inner.state.lock().direct = Some(direct);
+    }
+
+    /// Takes the writer's socket back: no push writes to it after this.
+    pub(super) fn detach_writer(&self) -> Option<DirectWrite> {
+        let mut state = self.inner.state.lock();
+        state.writer_idle = false;
+        state.direct.take()
+    }
+
+    /// The writer is about to wait in [`ready`](Self::ready) with nothing
+    /// left to write: until the next [`drain`](Self::drain), a push that
+    /// finds the queue empty may write the socket itself.
+    pub(super) fn park(&self) {
+        let mut state = self.inner.state.lock();
+        state.writer_idle = state.queue.is_empty() && state.close.is_none();
     }
 
     /// Stops accepting frames; the writer sends what is queued, then a close
@@ -169,6 +228,7 @@ impl Outbox {
         let mut state = self.inner.state.lock();
         std::mem::swap(&mut state.queue, into);
         state.pending_bytes = 0;
+        state.writer_idle = false;
         match state.close {
             Some(reason) => Drained::Closing(reason),
             None => Drained::Open,
@@ -180,10 +240,34 @@ impl Outbox {
         self.inner.ready.notified().await;
     }
 
+    /// Whether the writer is parked with nothing to write (for tests).
+    #[cfg(test)]
+    pub(super) fn is_writer_idle(&self) -> bool {
+        self.inner.state.lock().writer_idle
+    }
+
     /// Bytes queued and not yet taken by the writer.
     #[must_use]
     pub fn pending_bytes(&self) -> usize {
         self.inner.state.lock().pending_bytes
+    }
+}
+
+impl DirectWrite {
+    /// Writes `bytes` if the socket takes them without waiting, and while
+    /// the broker is not busy: a busy broker's writers wait and batch (see
+    /// [`WritePacer`]), which costs fewer writes than one per frame.
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.pacer.delay().is_zero() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let written = self.socket.try_write(bytes)?;
+        Metrics::add(&self.metrics.writes, 1);
+        Metrics::add(&self.metrics.bytes_out, written as u64);
+        if written == bytes.len() {
+            Metrics::add(&self.metrics.frames_out, 1);
+        }
+        Ok(written)
     }
 }
 

@@ -1,9 +1,11 @@
-//! The connection writer: the only owner of the socket's write half.
+//! The connection writer: the owner of the socket's write half.
 //!
 //! Each wake-up drains everything queued in the outbox and writes it with as
 //! few `writev` calls as the kernel allows. Frames are pre-built and shared:
 //! nothing is copied or encoded here. When the broker is busy, the
 //! [`WritePacer`] spaces a connection's writes so that each carries more.
+//! While the writer waits for work, the outbox may write a pushed frame to
+//! the socket itself (see [`Outbox`]'s doc); the two never write at once.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -16,6 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::outbox::DirectWrite;
 use super::{Drained, Outbox, WritePacer};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
@@ -28,7 +31,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_SLICES: usize = 512;
 
 /// Drains `outbox` into `socket` until the connection closes.
-pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, pacer: Arc<WritePacer>) {
+pub async fn run(socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, pacer: Arc<WritePacer>) {
+    let socket = Arc::new(socket);
+    outbox.attach_writer(DirectWrite {
+        socket: Arc::clone(&socket),
+        pacer: Arc::clone(&pacer),
+        metrics: Arc::clone(&metrics),
+    });
     let mut batch = VecDeque::new();
     let mut last_write: Option<Instant> = None;
     loop {
@@ -64,11 +73,16 @@ pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metric
             }
         }
         if let Drained::Closing(reason) = drained {
+            drop(outbox.detach_writer());
             if let Some(code) = reason.close_code() {
-                let close = Frame::close(code, reason.as_str());
-                let _ = Box::pin(bounded(&outbox, socket.write_all(close.as_bytes()))).await;
+                let close = VecDeque::from([Frame::close(code, reason.as_str()).as_bytes().clone()]);
+                let _ = Box::pin(bounded(&outbox, write_rest(&socket, &close, &mut BatchCursor::default())))
+                    .await;
             }
-            let _ = Box::pin(bounded(&outbox, socket.shutdown())).await;
+            // The outbox gave its handle back: this is the only one left.
+            if let Ok(mut socket) = Arc::try_unwrap(socket) {
+                let _ = Box::pin(bounded(&outbox, socket.shutdown())).await;
+            }
             return;
         }
         // A VecDeque that once held a burst keeps its capacity; give it back
@@ -76,6 +90,7 @@ pub async fn run(mut socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metric
         if batch.capacity() > 1024 {
             batch = VecDeque::new();
         }
+        outbox.park();
         outbox.ready().await;
     }
 }
@@ -302,6 +317,48 @@ mod tests {
         let batch: VecDeque<Bytes> = VecDeque::from([Frame::text("a").as_bytes().clone()]);
         let error = write_batch_blocking(&mut Trickle { taken: Vec::new(), step: 0 }, &batch);
         assert_eq!(error.map_err(|error| error.kind()), Err(io::ErrorKind::WriteZero));
+    }
+
+    /// Lets the writer task run until it waits for work.
+    async fn until_parked(outbox: &Outbox) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !outbox.is_writer_idle() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the writer parks");
+    }
+
+    #[tokio::test]
+    async fn a_push_to_an_idle_writer_writes_the_socket_itself() {
+        let (outbox, metrics, mut client, task) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
+        let [a, b] = ["a", "b"].map(Frame::text);
+        until_parked(&outbox).await;
+        outbox.try_push(&a).expect("open");
+        // No await since the push: the writer task has not run, yet the frame left.
+        assert_eq!(outbox.pending_bytes(), 0, "nothing queued");
+        assert_eq!(metrics.writes.load(Relaxed), 1);
+        assert_eq!(metrics.frames_out.load(Relaxed), 1);
+        outbox.try_push(&b).expect("open");
+        read_exactly(&mut client, &[&a, &b]).await;
+        outbox.close(CloseReason::ServerShutdown);
+        task.await.expect("writer ends");
+    }
+
+    #[tokio::test]
+    async fn a_busy_broker_queues_for_the_writer_instead() {
+        let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
+        while pacer.adjust(1.0) < Duration::from_millis(30) {}
+        let (outbox, metrics, mut client, task) = writer(pacer).await;
+        let a = Frame::text("a");
+        until_parked(&outbox).await;
+        outbox.try_push(&a).expect("open");
+        assert_eq!(outbox.pending_bytes(), a.len(), "queued: batching beats a write per frame");
+        read_exactly(&mut client, &[&a]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 1, "the writer wrote it");
+        outbox.close(CloseReason::ServerShutdown);
+        task.await.expect("writer ends");
     }
 
     #[tokio::test(start_paused = true)]
