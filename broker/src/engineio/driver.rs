@@ -158,12 +158,15 @@ pub(super) async fn run(
                 handled
             }
             Wake::Polling(Some(Inbound::Upgrade(stream, read_ahead))) => {
-                attach_probe(&mut link, stream, read_ahead, settings).await;
+                // Boxed, like the probe's messages below: only upgrading
+                // sessions take these paths, and their state held inline
+                // would make every session's driver larger.
+                Box::pin(attach_probe(&mut link, stream, read_ahead, settings)).await;
                 Ok(())
             }
             Wake::Polling(None) => Err(CloseReason::TransportError),
             Wake::Probe(message) => {
-                on_probe_message(message, &mut link, session, handler, &mut heartbeat, engine).await
+                Box::pin(on_probe_message(message, &mut link, session, handler, &mut heartbeat, engine)).await
             }
             Wake::Timer => {
                 let now = Instant::now();

@@ -85,11 +85,11 @@ pub async fn run(socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, 
             }
             return;
         }
-        // A VecDeque that once held a burst keeps its capacity; give it back
-        // when it is large so idle connections stay small.
-        if batch.capacity() > 1024 {
-            batch = VecDeque::new();
-        }
+        // Give the batch's buffer back before waiting: the next drain swaps
+        // it into the outbox, and an idle connection would otherwise keep
+        // two (its own and the outbox's). Pushes to an idle writer mostly
+        // write the socket themselves and allocate nothing.
+        batch = VecDeque::new();
         outbox.park();
         outbox.ready().await;
     }
