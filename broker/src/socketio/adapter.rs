@@ -39,13 +39,11 @@ impl MessageId {
     fn given(id: impl Into<Arc<str>>) -> Self {
         Self(Repr::Given(id.into()))
     }
-}
 
-impl MessageId {
     /// The id a single broker (no cluster) writes for its `counter`th message.
     #[must_use]
     pub fn local(counter: u64) -> Self {
-        Self { counter, node: None }
+        Self(Repr::Counter(counter))
     }
 }
 
@@ -257,7 +255,7 @@ impl Adapter {
         let Some(cluster) = &self.cluster else {
             let mut taken = None;
             let delivered = self.local.broadcast(room, None, |_| {
-                let id = MessageId(Repr::Counter(self.local.next_message_id()));
+                let id = MessageId::local(self.local.next_message_id());
                 let frame = event_frame(&self.namespace, None, event, &make(&id));
                 taken = Some(id);
                 frame
