@@ -122,6 +122,15 @@ impl IdSet {
         true
     }
 
+    /// Whether `id` is present.
+    pub fn contains(&self, id: u32) -> bool {
+        if !self.range.contains(&id) {
+            return false;
+        }
+        let offset = (id - self.range.start) as usize;
+        self.bits[offset / 64] & (1u64 << (offset % 64)) != 0
+    }
+
     /// Whether `id` is in the accepted range.
     pub fn accepts(&self, id: u32) -> bool {
         self.range.contains(&id)

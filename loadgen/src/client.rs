@@ -40,19 +40,65 @@ use crate::ws::{self, FrameReader, Kind, Opcode};
 /// below the ~28 000 ports of Linux's default ephemeral range.
 const CLIENTS_PER_SOURCE_IP: u64 = 25_000;
 
-/// Everything needed to open a client connection to the server under test.
+/// One server of the target: where a share of the clients connect.
 #[derive(Debug)]
-pub struct Target {
+pub struct Endpoint {
     /// The URL as given.
     pub url: String,
     addr: SocketAddr,
     authority: String,
+    source_ips: Vec<IpAddr>,
+}
+
+impl Endpoint {
+    /// The resolved server address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port` as given in the URL.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Source addresses connections are spread over (empty: the OS picks).
+    pub fn source_ips(&self) -> &[IpAddr] {
+        &self.source_ips
+    }
+
+    /// The source address of client `id`'s connections, if they are spread.
+    pub fn source_ip(&self, id: u32) -> Option<IpAddr> {
+        self.source_ips.get(id as usize % self.source_ips.len().max(1)).copied()
+    }
+
+    async fn resolve(url: &str, requested_source_ips: u32, peak_clients: u64) -> anyhow::Result<Self> {
+        let trimmed = url.trim_end_matches('/');
+        let authority = match trimmed.split_once("://") {
+            Some(("http" | "ws", rest)) => rest,
+            Some((scheme, _)) => {
+                bail!("unsupported scheme {scheme}:// (use http:// or ws://; TLS is not supported)")
+            }
+            None => trimmed,
+        };
+        let authority = authority.split('/').next().unwrap_or(authority).to_owned();
+        let addr = resolve_authority(&authority).await?;
+        let source_ips = source_ips(addr.ip(), requested_source_ips, peak_clients);
+        Ok(Self { url: url.to_owned(), addr, authority, source_ips })
+    }
+}
+
+/// Everything needed to open a client connection to the server under test:
+/// one or more [`Endpoint`]s (servers acting as one) and what all clients
+/// share. Client `id` connects to endpoint `id mod endpoints`, so clients
+/// with consecutive ids (a room's members) land on different servers.
+#[derive(Debug)]
+pub struct Target {
+    endpoints: Vec<Endpoint>,
     path: String,
     /// The chat namespace.
     pub namespace: Namespace,
     auth: AuthMode,
     read_buffer: usize,
-    source_ips: Vec<IpAddr>,
     connect_timeout: Duration,
     transport: TransportMode,
     /// Mints each client's JWT.
@@ -77,33 +123,32 @@ pub async fn resolve_authority(authority: &str) -> anyhow::Result<std::net::Sock
 }
 
 impl Target {
-    /// Resolves `options.target` and picks source addresses for up to
-    /// `peak_clients` simultaneous connections.
+    /// Resolves every `options.target` and picks source addresses for up to
+    /// `peak_clients` simultaneous connections in all.
     ///
     /// # Errors
-    /// An unsupported URL scheme, or a host that does not resolve.
+    /// No target, an unsupported URL scheme, or a host that does not resolve.
     pub async fn resolve(options: &TargetOptions, peak_clients: u64) -> anyhow::Result<Self> {
-        let url = options.target.trim_end_matches('/');
-        let authority = match url.split_once("://") {
-            Some(("http" | "ws", rest)) => rest,
-            Some((scheme, _)) => {
-                bail!("unsupported scheme {scheme}:// (use http:// or ws://; TLS is not supported)")
-            }
-            None => url,
-        };
-        let authority = authority.split('/').next().unwrap_or(authority).to_owned();
-        let addr = resolve_authority(&authority).await?;
+        if options.target.is_empty() {
+            bail!("no --target given");
+        }
+        let mut endpoints = Vec::with_capacity(options.target.len());
+        for url in &options.target {
+            // A source address's ports are shared by every destination, so
+            // the spread is sized by all the clients, not one target's share.
+            let endpoint = Endpoint::resolve(url, options.source_ips, peak_clients)
+                .await
+                .with_context(|| format!("target {url}"))?;
+            endpoints.push(endpoint);
+        }
         let path =
             if options.path.starts_with('/') { options.path.clone() } else { format!("/{}", options.path) };
         Ok(Self {
-            url: options.target.clone(),
-            addr,
-            authority,
+            endpoints,
             path,
             namespace: Namespace::new(&options.namespace),
             auth: options.auth,
             read_buffer: options.ws_read_buffer.max(256),
-            source_ips: source_ips(addr.ip(), options.source_ips, peak_clients),
             connect_timeout: options.connect_timeout,
             transport: options.transport,
             minter: TokenMinter::new(options.secret(), options.sub_base, options.token_ttl)
@@ -111,24 +156,29 @@ impl Target {
         })
     }
 
-    /// The resolved server address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Every server, in `--target` order.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
-    /// Source addresses connections are spread over (empty: the OS picks).
-    pub fn source_ips(&self) -> &[IpAddr] {
-        &self.source_ips
+    /// The index of the endpoint client `id` connects to.
+    pub fn endpoint_index(&self, id: u32) -> usize {
+        id as usize % self.endpoints.len()
+    }
+
+    /// The endpoint client `id` connects to.
+    pub fn endpoint(&self, id: u32) -> &Endpoint {
+        &self.endpoints[self.endpoint_index(id)]
+    }
+
+    /// The first endpoint: the one faulty soak clients and `/metrics` use.
+    pub fn first(&self) -> &Endpoint {
+        &self.endpoints[0]
     }
 
     /// The Engine.IO endpoint path, e.g. `/socket.io/`.
     pub fn path(&self) -> &str {
         &self.path
-    }
-
-    /// `host:port` as given in the URL.
-    pub fn authority(&self) -> &str {
-        &self.authority
     }
 
     /// The per-client connect timeout.
@@ -141,11 +191,6 @@ impl Target {
         self.auth
     }
 
-    /// The source address of client `id`'s connections, if they are spread.
-    pub fn source_ip(&self, id: u32) -> Option<IpAddr> {
-        self.source_ips.get(id as usize % self.source_ips.len().max(1)).copied()
-    }
-
     /// Whether client `id` uses long-polling (see [`TransportMode`]).
     pub fn polls(&self, id: u32) -> bool {
         match self.transport {
@@ -155,8 +200,9 @@ impl Target {
         }
     }
 
-    fn handshake_url(&self, token: &str) -> String {
-        let mut url = format!("ws://{}{}?EIO=4&transport=websocket", self.authority, self.path);
+    fn handshake_url(&self, id: u32, token: &str) -> String {
+        let authority = &self.endpoint(id).authority;
+        let mut url = format!("ws://{authority}{}?EIO=4&transport=websocket", self.path);
         if self.auth == AuthMode::Query {
             url.push_str("&token=");
             url.push_str(token);
@@ -356,6 +402,14 @@ impl Connection {
         }
     }
 
+    /// Engine.IO pings answered so far.
+    pub fn pings(&self) -> u64 {
+        match self {
+            Self::WebSocket(conn) => conn.pings(),
+            Self::Polling(conn) => conn.pings(),
+        }
+    }
+
     /// pingInterval + pingTimeout from the Engine.IO open (WebSocket only).
     pub fn heartbeat(&self) -> Option<Duration> {
         match self {
@@ -428,6 +482,8 @@ pub struct WsConnection {
     close_code: Option<u16>,
     /// pingInterval + pingTimeout, from the Engine.IO open.
     heartbeat: Option<Duration>,
+    /// Engine.IO pings answered.
+    pings: u64,
     next_ack: u32,
 }
 
@@ -477,20 +533,20 @@ impl WsConnection {
         token: Option<&str>,
         tuning: &Tuning,
     ) -> Result<Self, ConnectError> {
-        let socket = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        let endpoint = target.endpoint(id);
+        let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
             .map_err(ConnectError::Tcp)?;
-        if !target.source_ips.is_empty() {
-            let ip = target.source_ips[id as usize % target.source_ips.len()];
+        if let Some(ip) = endpoint.source_ip(id) {
             socket.bind(SocketAddr::new(ip, 0)).map_err(ConnectError::Bind)?;
         }
         if let Some(bytes) = tuning.recv_buffer {
             socket.set_recv_buffer_size(bytes).map_err(ConnectError::Tcp)?;
         }
-        let stream = socket.connect(target.addr).await.map_err(ConnectError::Tcp)?;
+        let stream = socket.connect(endpoint.addr).await.map_err(ConnectError::Tcp)?;
         stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
 
         let mut request = target
-            .handshake_url(token.unwrap_or_default())
+            .handshake_url(id, token.unwrap_or_default())
             .into_client_request()
             .map_err(|e| ConnectError::Upgrade(e.to_string()))?;
         if target.auth == AuthMode::Header
@@ -524,6 +580,7 @@ impl WsConnection {
             eof: false,
             close_code: None,
             heartbeat: None,
+            pings: 0,
             next_ack: 0,
         };
 
@@ -572,6 +629,11 @@ impl WsConnection {
         }
     }
 
+    /// Engine.IO pings answered so far.
+    pub fn pings(&self) -> u64 {
+        self.pings
+    }
+
     /// pingInterval + pingTimeout from the server's Engine.IO open: how long
     /// a client that never answers a ping may stay connected.
     pub fn heartbeat(&self) -> Option<Duration> {
@@ -605,6 +667,7 @@ impl WsConnection {
             };
             match frame.kind {
                 Kind::Text if self.reader.payload(frame) == b"2" => {
+                    self.pings += 1;
                     queue(&mut self.outgoing, &mut self.mask_state, Opcode::Text, b"3");
                 }
                 Kind::Text if self.reader.payload(frame) == b"1" => {
@@ -823,17 +886,35 @@ mod tests {
     #[tokio::test]
     async fn resolves_targets_and_builds_handshake_urls() {
         let options =
-            TargetOptions { target: "http://127.0.0.1:3000/".to_owned(), ..TargetOptions::default() };
+            TargetOptions { target: vec!["http://127.0.0.1:3000/".to_owned()], ..TargetOptions::default() };
         let target = Target::resolve(&options, 10).await.expect("resolves");
-        assert_eq!(target.addr(), "127.0.0.1:3000".parse().expect("addr"));
-        assert_eq!(target.handshake_url("t"), "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket");
-        let query = TargetOptions { auth: AuthMode::Query, target: "ws://localhost:9".to_owned(), ..options };
+        assert_eq!(target.first().addr(), "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(target.handshake_url(7, "t"), "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket");
+        let query =
+            TargetOptions { auth: AuthMode::Query, target: vec!["ws://localhost:9".to_owned()], ..options };
         let target = Target::resolve(&query, 10).await.expect("resolves");
         assert_eq!(
-            target.handshake_url("a.b"),
+            target.handshake_url(0, "a.b"),
             "ws://localhost:9/socket.io/?EIO=4&transport=websocket&token=a.b"
         );
-        let tls = TargetOptions { target: "https://x:1".to_owned(), ..TargetOptions::default() };
+        let tls = TargetOptions { target: vec!["https://x:1".to_owned()], ..TargetOptions::default() };
         assert!(Target::resolve(&tls, 1).await.is_err());
+        let none = TargetOptions { target: Vec::new(), ..TargetOptions::default() };
+        assert!(Target::resolve(&none, 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn clients_go_round_robin_over_several_targets() {
+        let urls = ["http://127.0.0.1:3001", "http://127.0.0.1:3002", "ws://127.0.0.1:3003/"];
+        let options = TargetOptions {
+            target: urls.iter().map(|&url| url.to_owned()).collect(),
+            ..TargetOptions::default()
+        };
+        let target = Target::resolve(&options, 100_000).await.expect("resolves");
+        let ports: Vec<u16> = (0..7).map(|id| target.endpoint(id).addr().port()).collect();
+        assert_eq!(ports, vec![3001, 3002, 3003, 3001, 3002, 3003, 3001]);
+        assert_eq!(target.handshake_url(5, "t"), "ws://127.0.0.1:3003/socket.io/?EIO=4&transport=websocket");
+        // Source addresses are sized by every client, whatever the target.
+        assert_eq!(target.endpoint(1).source_ips().len(), 4);
     }
 }

@@ -44,9 +44,17 @@ pub enum TransportMode {
 #[derive(Debug, Clone, Args, Serialize)]
 #[command(next_help_heading = "Target")]
 pub struct TargetOptions {
-    /// Base URL of the Socket.IO server (http:// or ws://; no TLS)
-    #[arg(long, env = "LOADGEN_TARGET", default_value = "http://127.0.0.1:3000", global = true)]
-    pub target: String,
+    /// Base URL of the Socket.IO server (http:// or ws://; no TLS). Give it
+    /// more than once (or comma-separated, as in LOADGEN_TARGET) for servers
+    /// acting as one: client n connects to target n mod targets
+    #[arg(
+        long,
+        env = "LOADGEN_TARGET",
+        default_value = "http://127.0.0.1:3000",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub target: Vec<String>,
     /// HS256 secret for minting client JWTs [default: the broker's dev secret]
     #[arg(long, env = "LOADGEN_JWT_SECRET", hide_env_values = true, global = true)]
     #[serde(skip)]
@@ -92,7 +100,7 @@ pub struct TargetOptions {
 impl Default for TargetOptions {
     fn default() -> Self {
         Self {
-            target: "http://127.0.0.1:3000".to_owned(),
+            target: vec!["http://127.0.0.1:3000".to_owned()],
             secret: None,
             auth: AuthMode::Payload,
             transport: TransportMode::Websocket,

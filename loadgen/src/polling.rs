@@ -13,13 +13,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::client::{ConnectError, Incoming, Target, TransportError};
+use crate::client::{ConnectError, Endpoint, Incoming, Target, TransportError};
 use crate::config::AuthMode;
 use crate::wire::{self, Namespace, Packet};
 
@@ -34,15 +36,15 @@ struct HttpConnection {
 }
 
 impl HttpConnection {
-    async fn open(target: &Target, source: Option<std::net::IpAddr>) -> io::Result<Self> {
-        let addr = target.addr();
+    async fn open(endpoint: &Endpoint, source: Option<std::net::IpAddr>) -> io::Result<Self> {
+        let addr = endpoint.addr();
         let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }?;
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, host: target.authority().to_owned(), buf: Vec::with_capacity(1024) })
+        Ok(Self { stream, host: endpoint.authority().to_owned(), buf: Vec::with_capacity(1024) })
     }
 
     /// Sends one request and returns the status and body of its response.
@@ -121,6 +123,8 @@ pub struct PollingConnection {
     current: String,
     closed: bool,
     next_ack: u32,
+    /// Engine.IO pings the polling task answered.
+    pings: Arc<AtomicU64>,
     poller: JoinHandle<()>,
 }
 
@@ -143,8 +147,9 @@ impl PollingConnection {
     /// # Errors
     /// [`ConnectError`] for whichever step failed.
     pub async fn handshake(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
-        let source = target.source_ip(id);
-        let mut posts = HttpConnection::open(target, source).await.map_err(ConnectError::Tcp)?;
+        let endpoint = target.endpoint(id);
+        let source = endpoint.source_ip(id);
+        let mut posts = HttpConnection::open(endpoint, source).await.map_err(ConnectError::Tcp)?;
         let mut handshake = format!("{}?EIO=4&transport=polling", target.path());
         if target.auth() == AuthMode::Query {
             handshake.push_str("&token=");
@@ -168,10 +173,11 @@ impl PollingConnection {
             .ok_or_else(|| ConnectError::Protocol(format!("expected Engine.IO open, got {open:.40}")))?;
         let session_target = format!("{}?EIO=4&transport=polling&sid={sid}", target.path());
 
-        let gets = HttpConnection::open(target, source).await.map_err(ConnectError::Tcp)?;
-        let pongs = HttpConnection::open(target, source).await.map_err(ConnectError::Tcp)?;
+        let gets = HttpConnection::open(endpoint, source).await.map_err(ConnectError::Tcp)?;
+        let pongs = HttpConnection::open(endpoint, source).await.map_err(ConnectError::Tcp)?;
         let (sender, received) = mpsc::channel(64);
-        let poller = tokio::spawn(poll(gets, pongs, session_target.clone(), sender));
+        let pings = Arc::new(AtomicU64::new(0));
+        let poller = tokio::spawn(poll(gets, pongs, session_target.clone(), sender, Arc::clone(&pings)));
         let mut conn = Self {
             posts,
             session_target,
@@ -180,6 +186,7 @@ impl PollingConnection {
             current: String::new(),
             closed: false,
             next_ack: 0,
+            pings,
             poller,
         };
         let payload_token = (target.auth() == AuthMode::Payload).then_some(token);
@@ -260,6 +267,11 @@ impl PollingConnection {
         self.closed
     }
 
+    /// Engine.IO pings answered so far.
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
+    }
+
     /// A fresh ack id for this connection.
     pub fn next_ack_id(&mut self) -> u32 {
         let id = self.next_ack;
@@ -282,6 +294,7 @@ async fn poll(
     mut pongs: HttpConnection,
     target: String,
     received: mpsc::Sender<Vec<String>>,
+    pings: Arc<AtomicU64>,
 ) {
     loop {
         let Ok((200, body)) = gets.request("GET", &target, &[], b"").await else { return };
@@ -290,11 +303,12 @@ async fn poll(
         let mut closed = false;
         for packet in body.split('\u{1e}') {
             match packet {
-                "2" => {
-                    if !matches!(pongs.request("POST", &target, &[], b"3").await, Ok((200, _))) {
-                        closed = true;
+                "2" => match pongs.request("POST", &target, &[], b"3").await {
+                    Ok((200, _)) => {
+                        pings.fetch_add(1, Ordering::Relaxed);
                     }
-                }
+                    _ => closed = true,
+                },
                 "1" => closed = true,
                 "6" | "" => {}
                 packet => batch.push(packet.to_owned()),

@@ -35,6 +35,8 @@ pub struct Shared {
     pub recorder: Recorder,
     /// The server under test.
     pub target: Target,
+    /// Live counters per target endpoint, in `--target` order.
+    pub per_target: Box<[TargetCounters]>,
     /// Intended `join_room` time + 1 per client id (0: none yet), read by
     /// the members that get the `user_joined`.
     join_ns: Box<[AtomicU64]>,
@@ -46,7 +48,13 @@ impl Shared {
     /// Shared state for client ids `0..max_clients`.
     pub fn new(clock: Clock, target: Target, max_clients: u32) -> Self {
         let slots = || (0..max_clients).map(|_| AtomicU64::new(0)).collect();
-        Self { clock, recorder: Recorder::new(), target, join_ns: slots(), close_ns: slots() }
+        let per_target = target.endpoints().iter().map(|_| TargetCounters::default()).collect();
+        Self { clock, recorder: Recorder::new(), target, per_target, join_ns: slots(), close_ns: slots() }
+    }
+
+    /// The counters of the target client `id` connects to.
+    pub fn counters_of(&self, id: u32) -> &TargetCounters {
+        &self.per_target[self.target.endpoint_index(id)]
     }
 
     /// Notes that client `id` intends to close at `intended_ns`; call it
@@ -72,6 +80,21 @@ impl Shared {
         let sample = Sample { phase, latency_ns: now_ns.saturating_sub(intended_ns), at_ns: now_ns, fresh };
         self.recorder.record(sample);
     }
+}
+
+/// One target endpoint's live counters.
+#[derive(Debug, Default)]
+pub struct TargetCounters {
+    /// Clients that got into the namespace.
+    pub connected: AtomicU64,
+    /// Clients that did not.
+    pub connect_failures: AtomicU64,
+    /// Sessions that ended before the run did.
+    pub ended_early: AtomicU64,
+    /// `message` events its sessions received.
+    pub deliveries: AtomicU64,
+    /// Engine.IO pings its sessions answered.
+    pub pings: AtomicU64,
 }
 
 /// How a session watches presence notices of one kind.
@@ -125,6 +148,8 @@ pub struct Counts {
     /// broker's are) was not above the previous message's: the room's order
     /// broken. Sessions here are each in one room, so one last id suffices.
     pub out_of_room_order: u64,
+    /// Engine.IO pings answered (heartbeats kept).
+    pub pings: u64,
 }
 
 impl Counts {
@@ -164,6 +189,7 @@ impl Counts {
         self.sends_accepted += other.sends_accepted;
         self.sends_refused += other.sends_refused;
         self.out_of_room_order += other.out_of_room_order;
+        self.pings += other.pings;
         for &(code, n) in &other.errors {
             match self.errors.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, total)) => *total += n,
@@ -541,7 +567,11 @@ impl Session {
 
     /// Splits into the connection and the final state.
     pub fn into_parts(self) -> (Connection, SessionRecord) {
-        let inbox = self.inbox;
+        let mut inbox = self.inbox;
+        inbox.counts.pings = self.conn.pings();
+        let counters = inbox.shared.counters_of(self.id);
+        counters.deliveries.fetch_add(inbox.counts.deliveries, Ordering::Relaxed);
+        counters.pings.fetch_add(inbox.counts.pings, Ordering::Relaxed);
         let report = SessionRecord {
             id: self.id,
             trackers: inbox.trackers,

@@ -35,8 +35,13 @@ impl Broker {
     }
 
     fn target(&self, auth: AuthMode) -> TargetOptions {
+        Self::targets(&[self], auth)
+    }
+
+    /// Options that spread clients over `brokers`, in this order.
+    fn targets(brokers: &[&Broker], auth: AuthMode) -> TargetOptions {
         TargetOptions {
-            target: format!("http://{}", self.addr),
+            target: brokers.iter().map(|broker| format!("http://{}", broker.addr)).collect(),
             secret: Some(SECRET.to_owned()),
             auth,
             ..TargetOptions::default()
@@ -142,6 +147,9 @@ async fn clients_answer_engineio_pings_while_holding() {
     // A client that did not answer `2` with `3` would have been closed.
     assert!(report.clients.ended_early.is_empty(), "{:?}", report.clients.ended_early);
     assert!(!report.loss, "{:?}", report.loss_reasons);
+    // Pings come every 100 ms over a 1.5 s hold: each client answered some.
+    assert!(report.counts.pings >= 10, "{} pings answered", report.counts.pings);
+    assert_eq!(report.targets[0].pings, report.counts.pings);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,4 +273,60 @@ async fn mixed_scenario_accounts_for_churn() {
     assert_eq!((joins.expected, joins.unique), (50, 50));
     assert_eq!((leaves.expected, leaves.unique), (50, 50));
     assert_eq!(report.clients.connected, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_spread_round_robin_over_several_targets() {
+    let (one, two) = (Broker::start().await, Broker::start().await);
+    let target = Broker::targets(&[&one, &two], AuthMode::Payload);
+    let scenario =
+        Scenario::Connect(ConnectConfig { clients: 31, rate: 300.0, hold: Duration::from_millis(100) });
+    let report = loadgen::run(&scenario, &target, &options()).await.expect("scenario runs");
+    println!("{report}");
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let shares: Vec<(u64, u64, u64)> =
+        report.targets.iter().map(|t| (t.planned, t.connected, t.connect_failures)).collect();
+    assert_eq!(shares, vec![(16, 16, 0), (15, 15, 0)]);
+    assert_eq!(report.targets[1].url, format!("http://{}", two.addr));
+    assert!(report.to_string().contains(&format!("http://{}", one.addr)));
+}
+
+/// Two brokers on one Redis (the test Redis of tests/run.sh): each room's
+/// members alternate between them, so every message crosses to the other
+/// node for half its room. Skipped when no Redis runs (outside CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_over_two_clustered_brokers_reaches_every_member_once() {
+    let Some(url) = tests::redis::redis_url() else { return };
+    let key = format!("loadgen-targets-{}", std::process::id());
+    let config = broker::Config {
+        adapter: broker::config::AdapterKind::Redis,
+        redis_url: url,
+        redis_key: key,
+        ..broker::Config::default()
+    };
+    let (one, two) = (Broker::with_config(config.clone()).await, Broker::with_config(config).await);
+    let scenario = Scenario::Broadcast(BroadcastConfig {
+        clients: 24,
+        rooms: 3,
+        publishers: 2,
+        rate: 20.0,
+        duration: Duration::from_secs(1),
+        connect_rate: 200.0,
+        ..BroadcastConfig::default()
+    });
+    let target = Broker::targets(&[&one, &two], AuthMode::Payload);
+    let report = loadgen::run(&scenario, &target, &options()).await.expect("scenario runs");
+    println!("{report}");
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let messages = report.messages.expect("broadcast tallies messages");
+    assert!(messages.expected > 0 && messages.duplicated == 0, "{messages:?}");
+    // Notices are owed by pairs across nodes: 3 rooms of 8, 28 pairs each.
+    let notices = report.join_notices.expect("join notices tallied");
+    assert_eq!((notices.expected, notices.lost, notices.duplicated), (84, 0, 0), "{notices:?}");
+    let connected: Vec<u64> = report.targets.iter().map(|t| t.connected).collect();
+    assert_eq!(connected, vec![12, 12]);
+    // Each node's members got their share: half the room is on each node.
+    let deliveries: Vec<u64> = report.targets.iter().map(|t| t.deliveries).collect();
+    assert_eq!(deliveries[0] + deliveries[1], report.counts.deliveries);
+    assert_eq!(deliveries[0], deliveries[1], "members split evenly, each gets every message");
 }

@@ -39,7 +39,7 @@ async fn soak_with_faults_loses_nothing_and_returns_to_idle() {
     tokio::spawn(broker::run(config, listener, shutdown));
 
     let target = TargetOptions {
-        target: format!("http://{addr}"),
+        target: vec![format!("http://{addr}")],
         secret: Some(SECRET.to_owned()),
         auth: AuthMode::Payload,
         ..TargetOptions::default()

@@ -63,6 +63,31 @@ pub struct Measurements {
     pub cpu: CpuUsage,
     /// What the scenario tallied.
     pub outcome: Outcome,
+    /// Each target's share, in `--target` order.
+    pub per_target: Vec<TargetTally>,
+}
+
+/// One target's share of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetTally {
+    /// The URL as given.
+    pub url: String,
+    /// The address it resolved to.
+    pub addr: String,
+    /// Source addresses its connections were spread over.
+    pub source_ips: Vec<String>,
+    /// Clients meant to connect to it (every `n`th, `n` the target count).
+    pub planned: u64,
+    /// Clients that got into its namespace.
+    pub connected: u64,
+    /// Clients that did not.
+    pub connect_failures: u64,
+    /// Its sessions that ended before the run did.
+    pub ended_early: u64,
+    /// `message` events its sessions received.
+    pub deliveries: u64,
+    /// Engine.IO pings its sessions answered.
+    pub pings: u64,
 }
 
 /// A named span of the run.
@@ -192,6 +217,8 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// Connection outcomes.
     pub clients: Clients,
+    /// Each target's share, in `--target` order.
+    pub targets: Vec<TargetTally>,
     /// Latency and throughput per phase (phases without samples left out).
     pub phases: Vec<PhaseReport>,
     /// Message deliveries against accepted sends.
@@ -228,16 +255,26 @@ pub struct Context<'a> {
     pub fd_limit: FdLimit,
     /// Tokio worker threads.
     pub workers: usize,
-    /// The address the target resolved to.
-    pub addr: std::net::SocketAddr,
-    /// Source addresses connections were spread over.
-    pub source_ips: Vec<std::net::IpAddr>,
 }
 
 /// Assembles the report of a finished run.
 pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
-    let Measurements { phases: snapshot, connected, connect_failures, ended_early, stages, cpu, outcome } =
-        measured;
+    let Measurements {
+        phases: snapshot,
+        connected,
+        connect_failures,
+        ended_early,
+        stages,
+        cpu,
+        outcome,
+        mut per_target,
+    } = measured;
+    let planned = planned_clients(context.scenario);
+    let targets = per_target.len() as u64;
+    for (index, tally) in (0..).zip(per_target.iter_mut()) {
+        // Client n goes to target n mod targets.
+        tally.planned = planned / targets + u64::from(index < planned % targets);
+    }
     let lag = snapshot
         .iter()
         .find(|data| data.phase == Phase::ScheduleLag)
@@ -249,19 +286,13 @@ pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
         "target": context.target,
         "run": context.options,
         "resolved": {
-            "addr": context.addr.to_string(),
-            "source_ips": context.source_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "addr": per_target.iter().map(|tally| tally.addr.clone()).collect::<Vec<_>>(),
+            "source_ips": per_target.first().map(|tally| tally.source_ips.clone()).unwrap_or_default(),
             "worker_threads": context.workers,
             "fd_limit": context.fd_limit.soft,
         },
     });
-    let clients = Clients {
-        planned: planned_clients(context.scenario),
-        connected,
-        joined: outcome.joined,
-        connect_failures,
-        ended_early,
-    };
+    let clients = Clients { planned, connected, joined: outcome.joined, connect_failures, ended_early };
     let ns_to_s = |ns: u64| ns as f64 / 1e9;
     let stages = stages
         .into_iter()
@@ -281,6 +312,7 @@ pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
             .unwrap_or(0),
         stages,
         clients,
+        targets: per_target,
         phases: snapshot.iter().filter(|data| !data.histogram.is_empty()).map(PhaseReport::new).collect(),
         messages: outcome.messages,
         join_notices: outcome.join_notices,
@@ -363,11 +395,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = &self.config["target"];
         let wall = self.self_check.cpu.wall_secs;
+        let urls: Vec<&str> = self.targets.iter().map(|tally| tally.url.as_str()).collect();
         writeln!(
             f,
             "loadgen {} -> {} ns {} auth {} | {} clients | {wall:.1} s",
             self.scenario,
-            target["target"].as_str().unwrap_or("?"),
+            urls.join(" "),
             target["namespace"].as_str().unwrap_or("?"),
             target["auth"].as_str().unwrap_or("?"),
             self.clients.planned,
@@ -407,6 +440,20 @@ impl fmt::Display for Report {
             map_or_none(&c.connect_failures),
             map_or_none(&c.ended_early)
         )?;
+        if self.targets.len() > 1 {
+            writeln!(
+                f,
+                "{:<28} {:>8} {:>9} {:>8} {:>7} {:>12} {:>10}",
+                "target", "planned", "connected", "failed", "ended", "deliveries", "pings"
+            )?;
+            for t in &self.targets {
+                writeln!(
+                    f,
+                    "{:<28} {:>8} {:>9} {:>8} {:>7} {:>12} {:>10}",
+                    t.url, t.planned, t.connected, t.connect_failures, t.ended_early, t.deliveries, t.pings
+                )?;
+            }
+        }
         for (what, tally) in [
             ("messages", &self.messages),
             ("join notices", &self.join_notices),
@@ -427,6 +474,9 @@ impl fmt::Display for Report {
                 "sends: {} sent, {} acked ok, {} refused; deliveries received: {} ({} untracked, {} unstamped)",
                 n.sends, n.sends_accepted, n.sends_refused, n.deliveries, n.untracked, n.unstamped
             )?;
+        }
+        if n.pings > 0 {
+            writeln!(f, "heartbeats: {} Engine.IO pings answered", n.pings)?;
         }
         if !n.errors.is_empty() {
             let errors: Vec<String> =

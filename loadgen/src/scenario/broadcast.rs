@@ -7,10 +7,12 @@
 //! delivery, at every member including the sender. Afterwards each member's
 //! sequence trackers are tallied against what its room's publishers had
 //! accepted (sent minus refused). The member lifecycle is [`super::members`].
+//! Over several targets a room's members alternate between the servers, so
+//! every room with at least as many members as targets spans them all.
 
 use std::sync::Arc;
 
-use super::members::{Members, PublishPlan, tally_members};
+use super::members::{Members, PublishPlan, tally_join_notices_by_pairs, tally_members};
 use super::{Harness, Layout, Outcome};
 use crate::accounting::IdSet;
 use crate::config::BroadcastConfig;
@@ -47,5 +49,9 @@ pub async fn run(harness: &Arc<Harness>, config: &BroadcastConfig) -> anyhow::Re
 
     let book = Arc::clone(&members.book);
     let results = members.collect().await?;
-    Ok(tally_members(&results, plan.ack, Some(&book)))
+    let mut outcome = tally_members(&results, plan.ack, Some(&book));
+    if harness.shared.target.endpoints().len() > 1 {
+        outcome.join_notices = Some(tally_join_notices_by_pairs(&results, layout));
+    }
+    Ok(outcome)
 }

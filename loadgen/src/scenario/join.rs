@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::members::{Book, MemberResult, collect, join_room, ramp_up, setup, tally_members, wait_for_start};
+use super::members::{
+    Book, MemberResult, collect, join_room, ramp_up, setup, tally_join_notices_by_pairs, tally_members,
+    wait_for_start,
+};
 use super::{Harness, Layout, Outcome};
 use crate::accounting::IdSet;
 use crate::config::JoinConfig;
@@ -89,6 +92,9 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
 
     let results = collect(tasks).await?;
     let mut outcome = tally_members(&results, true, Some(&book));
+    if harness.shared.target.endpoints().len() > 1 {
+        outcome.join_notices = Some(tally_join_notices_by_pairs(&results, layout));
+    }
     outcome.messages = None;
     Ok(outcome)
 }

@@ -320,3 +320,37 @@ pub(crate) fn tally_members(results: &[MemberResult], acked: bool, book: Option<
     }
     outcome
 }
+
+/// `user_joined` notices tallied by pairs, for rooms that span several
+/// servers: of two members of a room, at least one must have seen the
+/// other's `user_joined`. Join acks cannot say what is owed there: joins on
+/// two nodes race, and each ack's cluster-wide count may include the other
+/// member even though only the later join's notice reached the earlier
+/// member (on one node the room lock orders them, so the counts are exact).
+/// A pair that saw each other's notices joined concurrently on two nodes;
+/// that is not an error. Expected is the number of pairs of joined members.
+pub(crate) fn tally_join_notices_by_pairs(results: &[MemberResult], layout: Layout) -> Tally {
+    let mut tally = Tally::default();
+    for room in 0..layout.rooms {
+        let members: Vec<(u32, &crate::accounting::IdSet)> = results
+            .iter()
+            .filter(|result| result.joined.is_some() && layout.room_of(result.id) == room)
+            .filter_map(|result| match &result.record.as_ref()?.join_watch {
+                Watch::Set(set) => Some((result.id, set)),
+                _ => None,
+            })
+            .collect();
+        for (index, &(first, first_seen)) in members.iter().enumerate() {
+            tally.duplicated += first_seen.duplicates();
+            for &(second, second_seen) in &members[index + 1..] {
+                tally.expected += 1;
+                if first_seen.contains(second) || second_seen.contains(first) {
+                    tally.unique += 1;
+                } else {
+                    tally.lost += 1;
+                }
+            }
+        }
+    }
+    tally
+}

@@ -29,7 +29,7 @@ use crate::client::{Connection, Target};
 use crate::config::{RunOptions, Scenario, TargetOptions};
 use crate::progress::Progress;
 pub use crate::report::Outcome;
-use crate::report::{self, Measurements, Report, Stage};
+use crate::report::{self, Measurements, Report, Stage, TargetTally};
 use crate::schedule::Clock;
 use crate::selfcheck::{self, CpuSampler};
 use crate::session::{Ended, Session, Shared};
@@ -71,17 +71,7 @@ pub async fn run(
     };
     harness.progress.finish();
     let cpu = sampler.stop().await;
-    let target_resolved = &harness.shared.target;
-    let context = report::Context {
-        scenario,
-        target,
-        options,
-        started,
-        fd_limit,
-        workers,
-        addr: target_resolved.addr(),
-        source_ips: target_resolved.source_ips().to_vec(),
-    };
+    let context = report::Context { scenario, target, options, started, fd_limit, workers };
     Ok(report::build(&context, harness.measurements(outcome, cpu)))
 }
 
@@ -144,11 +134,13 @@ impl Harness {
             Ok(conn) => {
                 self.shared.record(Phase::Connect, intended_ns, true);
                 self.connected.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters_of(id).connected.fetch_add(1, Ordering::Relaxed);
                 Some(Session::new(id, conn, Arc::clone(&self.shared)))
             }
             Err(e) => {
                 tracing::debug!(id, error = %e, "connect failed");
                 *self.failures.lock().entry(e.kind()).or_default() += 1;
+                self.shared.counters_of(id).connect_failures.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
@@ -157,6 +149,7 @@ impl Harness {
     /// Notes a session that ended before the run did.
     pub fn note_ended(&self, id: u32, reason: &Ended) {
         tracing::debug!(id, %reason, "session ended early");
+        self.shared.counters_of(id).ended_early.fetch_add(1, Ordering::Relaxed);
         let key = match reason {
             Ended::Transport(_) => "transport error".to_owned(),
             other => other.to_string(),
@@ -174,6 +167,24 @@ impl Harness {
             stages: self.stages(),
             cpu,
             outcome,
+            per_target: self
+                .shared
+                .target
+                .endpoints()
+                .iter()
+                .zip(self.shared.per_target.iter())
+                .map(|(endpoint, counters)| TargetTally {
+                    url: endpoint.url.clone(),
+                    addr: endpoint.addr().to_string(),
+                    source_ips: endpoint.source_ips().iter().map(ToString::to_string).collect(),
+                    planned: 0,
+                    connected: counters.connected.load(Ordering::Relaxed),
+                    connect_failures: counters.connect_failures.load(Ordering::Relaxed),
+                    ended_early: counters.ended_early.load(Ordering::Relaxed),
+                    deliveries: counters.deliveries.load(Ordering::Relaxed),
+                    pings: counters.pings.load(Ordering::Relaxed),
+                })
+                .collect(),
         }
     }
 

@@ -144,7 +144,8 @@ pub async fn send(faults: &Faults, kind: Garbage, id: u32, n: u64) -> String {
 /// Writes `request` on a fresh TCP connection and reads the status line.
 async fn raw_http(faults: &Faults, request: &[u8]) -> String {
     let target = &faults.harness.shared.target;
-    let Ok(Ok(mut stream)) = tokio::time::timeout(REACTION_WAIT, TcpStream::connect(target.addr())).await
+    let Ok(Ok(mut stream)) =
+        tokio::time::timeout(REACTION_WAIT, TcpStream::connect(target.first().addr())).await
     else {
         return "connect failed".to_owned();
     };
@@ -178,7 +179,7 @@ fn oversized_head(faults: &Faults) -> Vec<u8> {
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\nX-Padding: ",
         target.path(),
-        target.authority()
+        target.first().authority()
     );
     head.extend(std::iter::repeat_n('a', OVERSIZED_HEAD_BYTES));
     head.push_str("\r\n\r\n");

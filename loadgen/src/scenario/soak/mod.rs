@@ -47,12 +47,16 @@ pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<
         })?;
         garbage.retain(|&other| other != kind);
     }
+    anyhow::ensure!(
+        harness.shared.target.endpoints().len() == 1,
+        "the soak watches one target's gauges: give one --target"
+    );
     let clock = harness.clock();
     let seconds = move || clock.now_ns() as f64 / 1e9;
     let metrics_url = config
         .metrics_url
         .clone()
-        .unwrap_or_else(|| MetricsEndpoint::url_for_target(&harness.shared.target.url));
+        .unwrap_or_else(|| MetricsEndpoint::url_for_target(&harness.shared.target.first().url));
     let (mut endpoint, mut metrics_error) = match MetricsEndpoint::resolve(&metrics_url).await {
         Ok(endpoint) => (Some(endpoint), None),
         Err(e) => (None, Some(format!("{e:#}"))),
