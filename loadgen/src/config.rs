@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Serialize, Serializer};
 
+use crate::workers::Shard;
+
 /// The broker's development secret, used when none is given.
 pub const DEV_JWT_SECRET: &str = "dev-secret-do-not-use-in-production";
 
@@ -150,6 +152,16 @@ pub struct RunOptions {
     /// Tokio worker threads [default: one per core]
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Worker processes of loadgen to spread the clients over, whole rooms
+    /// each, merged into one report [default: as many as the open-file
+    /// hard limit per process needs]
+    #[arg(long, global = true)]
+    pub workers: Option<u32>,
+    /// Internal: run share INDEX/COUNT as a worker of a parent loadgen,
+    /// talking to it over stdin and stdout
+    #[arg(long, global = true, hide = true, value_name = "INDEX/COUNT")]
+    #[serde(skip)]
+    pub worker_shard: Option<Shard>,
 }
 
 impl Default for RunOptions {
@@ -162,6 +174,8 @@ impl Default for RunOptions {
             json: None,
             plot: None,
             threads: None,
+            workers: None,
+            worker_shard: None,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`report`], [`plot`], [`selfcheck`]: the table, JSON, SVG and the
 //!   load generator's own CPU and lag; `report` is built from plain
 //!   measurements and depends on no scenario.
+//! - [`workers`]: one run over several processes of loadgen, merged.
 //! - [`config`]: command-line and library configuration.
 
 pub mod accounting;
@@ -38,6 +39,7 @@ pub mod session;
 pub mod stats;
 pub mod token;
 pub mod wire;
+pub mod workers;
 pub mod ws;
 
 pub use config::{

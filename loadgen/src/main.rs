@@ -1,13 +1,15 @@
 //! `loadgen <scenario> [sizes] [--target URL] [--json FILE] [--plot FILE.svg]`
 //!
-//! Thin: parse flags, build the runtime, run the scenario, print the table,
-//! write the files, and turn loss into the exit code.
+//! Thin: parse flags, build the runtime, run the scenario (here, or over
+//! worker processes of this same binary), print the table, write the files,
+//! and turn loss into the exit code. Started with `--worker-shard`, it is one
+//! of those workers and only talks to its parent.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use loadgen::{RunOptions, Scenario, TargetOptions};
+use loadgen::{RunOptions, Scenario, TargetOptions, workers};
 
 // The receive path allocates nothing per frame; connects, joins and reports
 // still allocate from every worker thread, which mimalloc keeps cheap.
@@ -28,10 +30,14 @@ Rate limits: the broker allows each connection 100 events/s (burst 200) by
 default. Publishing faster per publisher gets sends refused with 429; start
 the broker with BROKER_RATE_LIMIT_PER_SEC=0 for high publish rates.
 
-100,000 clients: loadgen raises its open-file limit up to the hard limit
-(raise that with `ulimit -Hn` if needed) and spreads connections over
-127.0.0.1, 127.0.0.2, ... (one per 25,000 clients, or --source-ips N) when
-the target is on loopback.
+100,000 clients: one process holds at most its hard open-file limit
+(`ulimit -Hn`), so loadgen starts as many worker processes of itself as the
+clients need (or --workers N), gives each whole rooms, starts their stages
+together and merges their results (histograms exactly) into one report.
+Connections are spread over 127.0.0.1, 127.0.0.2, ... (one per 25,000
+clients, or --source-ips N) when the target is on loopback.
+  loadgen connect --clients 100000 --rate 2000 --hold 60s --workers 6 \
+      --target http://127.0.0.1:3001 --target http://127.0.0.1:3002
 
 Exit status: 0 when nothing was lost; 1 when any delivery or notice was lost
 or a client failed, or (soak) a gauge did not return to idle or a bad token
@@ -57,6 +63,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if cli.run.worker_shard.is_some() {
+        return match work(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen worker: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&cli) {
         Ok(report) if report.loss && !cli.run.allow_loss => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
@@ -67,13 +82,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<loadgen::Report> {
+/// A worker's whole life: run its share, hand the parent what it measured.
+fn work(cli: &Cli) -> anyhow::Result<()> {
+    let runtime = runtime(cli)?;
+    runtime.block_on(async {
+        let output = loadgen::scenario::measure(&cli.scenario, &cli.target, &cli.run).await?;
+        workers::WorkerLink::send_result(&output).await
+    })?;
+    runtime.shutdown_background();
+    Ok(())
+}
+
+fn runtime(cli: &Cli) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.run.threads {
         runtime.worker_threads(threads.max(1));
     }
-    let runtime = runtime.enable_all().build().context("building the tokio runtime")?;
-    let report = runtime.block_on(loadgen::run(&cli.scenario, &cli.target, &cli.run))?;
+    runtime.enable_all().build().context("building the tokio runtime")
+}
+
+fn run(cli: &Cli) -> anyhow::Result<loadgen::Report> {
+    let runtime = runtime(cli)?;
+    let workers = workers::count_for(&cli.scenario, &cli.target, &cli.run);
+    let report = if workers > 1 {
+        let exe = std::env::current_exe().context("finding loadgen's own executable")?;
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let run = workers::run_report(&cli.scenario, &cli.target, &cli.run, &exe, &args, workers);
+        runtime.block_on(run)?
+    } else {
+        runtime.block_on(loadgen::run(&cli.scenario, &cli.target, &cli.run))?
+    };
     print!("{report}");
     if let Some(path) = &cli.run.json {
         let json = serde_json::to_string_pretty(&report).context("serializing the report")?;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ const BUSY_UTILIZATION: f64 = 0.85;
 const LATE_P99: Duration = Duration::from_millis(10);
 
 /// The open-file limit after trying to raise it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FdLimit {
     /// Descriptors the run may need.
     pub wanted: u64,
@@ -78,7 +78,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// CPU used over a run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CpuUsage {
     /// CPU seconds used during the run.
     pub cpu_secs: f64,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::accounting::{Arrival, IdSet, SeqTracker};
 use crate::client::{Connection, Incoming, Target};
@@ -120,7 +120,7 @@ impl Watch {
 }
 
 /// Counters of one session; summed over sessions for the report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
     /// `message` events received.
     pub deliveries: u64,

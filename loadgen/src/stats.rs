@@ -15,9 +15,11 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use base64::Engine as _;
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latencies are recorded in microseconds, from 1 µs to one hour.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
@@ -28,7 +30,7 @@ const MAX_SECONDS: usize = 86_400;
 
 /// What a latency sample measures. Each phase also counts its events per
 /// second, which gives the throughput series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Intended connect time → namespace CONNECT accepted (TCP, WebSocket
@@ -260,12 +262,15 @@ impl Recorder {
     }
 }
 
-/// Everything recorded for one phase, merged.
-#[derive(Debug, Clone)]
+/// Everything recorded for one phase, merged. It travels between processes
+/// (worker to parent) as JSON, its histogram in HdrHistogram's own V2
+/// encoding, so merging the workers' histograms stays exact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseData {
     /// Which phase.
     pub phase: Phase,
     /// Latency in microseconds.
+    #[serde(with = "histogram_v2")]
     pub histogram: Histogram<u64>,
     /// Events per second since the epoch.
     pub per_second: Vec<u64>,
@@ -295,7 +300,36 @@ impl PhaseData {
     }
 }
 
-fn add_series(into: &mut Vec<u64>, from: &[u64]) {
+/// A histogram as base64 of its V2 serialization.
+mod histogram_v2 {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(
+        histogram: &Histogram<u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(histogram, &mut bytes).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+        let decoded: Histogram<u64> =
+            Deserializer::new().deserialize(&mut &bytes[..]).map_err(serde::de::Error::custom)?;
+        // Back to the common bounds, so it adds to every other histogram.
+        let mut histogram = new_histogram();
+        histogram.add(&decoded).map_err(serde::de::Error::custom)?;
+        Ok(histogram)
+    }
+}
+
+/// Adds `from` into `into`, second by second.
+pub fn add_series(into: &mut Vec<u64>, from: &[u64]) {
     if into.len() < from.len() {
         into.resize(from.len(), 0);
     }
@@ -372,6 +406,23 @@ mod tests {
         for quantile in [0.5, 0.9, 0.99, 0.999, 1.0] {
             assert_eq!(merged.histogram.value_at_quantile(quantile), single.value_at_quantile(quantile));
         }
+    }
+
+    #[test]
+    fn phase_data_survives_json_exactly() {
+        let recorder = Recorder::new();
+        for value in 1..=5_000u64 {
+            recorder.record(sample(Phase::Message, value % 977 + 1, value % 4));
+        }
+        let data = recorder.snapshot().remove(Phase::Message.index());
+        let json = serde_json::to_string(&data).expect("serializes");
+        let back: PhaseData = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!((back.phase, back.fresh, &back.per_second), (data.phase, data.fresh, &data.per_second));
+        assert_eq!(back.histogram, data.histogram);
+        let mut twice = back.clone();
+        twice.merge(&data.histogram, &data.per_second, &data.micros_per_second);
+        assert_eq!(twice.histogram.len(), 10_000);
+        assert_eq!(twice.histogram.value_at_quantile(0.99), data.histogram.value_at_quantile(0.99));
     }
 
     #[test]

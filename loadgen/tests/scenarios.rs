@@ -330,3 +330,44 @@ async fn a_broadcast_over_two_clustered_brokers_reaches_every_member_once() {
     assert_eq!(deliveries[0] + deliveries[1], report.counts.deliveries);
     assert_eq!(deliveries[0], deliveries[1], "members split evenly, each gets every message");
 }
+
+/// The binary over two worker processes: each runs whole rooms, they start
+/// publishing together, and the parent's report adds them up exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_merge_into_one_report() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("report.json");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--workers", "2", "--quiet", "--secret", SECRET, "--drain", "5s"])
+        .args(["--target", &format!("http://{}", broker.addr)])
+        .arg("--json")
+        .arg(&json)
+        .args(["broadcast", "--clients", "40", "--rooms", "4", "--publishers", "2", "--rate", "20"])
+        .args(["--duration", "1s", "--connect-rate", "400"])
+        .output()
+        .await
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report written")).expect("report is JSON");
+    assert_eq!(report["config"]["resolved"]["processes"], 2);
+    assert_eq!(report["clients"]["connected"], 40);
+    assert_eq!(report["clients"]["joined"], 40);
+    let messages = &report["messages"];
+    assert_eq!(messages["lost"], 0, "{messages}");
+    assert_eq!(messages["duplicated"], 0, "{messages}");
+    // 4 rooms of 10, 2 publishers each: every accepted send reaches 10 members.
+    let sends = report["counts"]["sends_accepted"].as_u64().expect("sends");
+    assert!(sends > 0);
+    assert_eq!(messages["expected"].as_u64(), Some(sends * 10));
+    // The merged message histogram holds every worker's deliveries.
+    let phases = report["phases"].as_array().expect("phases");
+    let message = phases.iter().find(|phase| phase["name"] == "message").expect("message phase");
+    assert_eq!(message["count"].as_u64(), Some(sends * 10));
+    // Both workers' own join notices: 4 rooms × (0 + 1 + … + 9).
+    assert_eq!(report["join_notices"]["expected"], 180);
+    assert_eq!(report["join_notices"]["lost"], 0);
+}

@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod soak;
 
@@ -30,7 +30,7 @@ use crate::stats::{Phase, PhaseData};
 const CURVE_STEPS: u32 = 50;
 
 /// What a scenario hands back for the report.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Outcome {
     /// Message deliveries, when the scenario publishes.
     pub messages: Option<Tally>,
@@ -42,12 +42,15 @@ pub struct Outcome {
     pub counts: Counts,
     /// Clients that joined their room.
     pub joined: u64,
-    /// The soak's gauges and faulty clients.
+    /// The soak's gauges and faulty clients (a soak runs in one process,
+    /// so this never travels from a worker).
+    #[serde(skip)]
     pub soak: Option<SoakReport>,
 }
 
-/// Everything a finished run measured, as plain values.
-#[derive(Debug)]
+/// Everything a finished run measured, as plain values; what a worker
+/// process sends its parent, and what [`Measurements::merge`] adds up.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Measurements {
     /// Every phase's samples, merged.
     pub phases: Vec<PhaseData>,
@@ -67,8 +70,70 @@ pub struct Measurements {
     pub per_target: Vec<TargetTally>,
 }
 
+impl Measurements {
+    /// Adds another process's measurements of the same run: histograms and
+    /// per-second series add exactly, counts sum, CPU seconds sum (cores
+    /// per second too), the wall time is the longer. The stages are this
+    /// one's (every worker goes through the same ones, in step).
+    pub fn merge(&mut self, other: Measurements) {
+        for data in other.phases {
+            match self.phases.iter_mut().find(|mine| mine.phase == data.phase) {
+                Some(mine) => {
+                    mine.merge(&data.histogram, &data.per_second, &data.micros_per_second);
+                    mine.fresh += data.fresh;
+                }
+                None => self.phases.push(data),
+            }
+        }
+        self.connected += other.connected;
+        for (into, from) in
+            [(&mut self.connect_failures, other.connect_failures), (&mut self.ended_early, other.ended_early)]
+        {
+            for (cause, count) in from {
+                *into.entry(cause).or_default() += count;
+            }
+        }
+        self.cpu.cpu_secs += other.cpu.cpu_secs;
+        self.cpu.wall_secs = self.cpu.wall_secs.max(other.cpu.wall_secs);
+        let cores = &mut self.cpu.cores_per_second;
+        if cores.len() < other.cpu.cores_per_second.len() {
+            cores.resize(other.cpu.cores_per_second.len(), 0.0);
+        }
+        for (total, value) in cores.iter_mut().zip(&other.cpu.cores_per_second) {
+            *total += value;
+        }
+        self.outcome.merge(other.outcome);
+        for (mine, theirs) in self.per_target.iter_mut().zip(other.per_target) {
+            mine.connected += theirs.connected;
+            mine.connect_failures += theirs.connect_failures;
+            mine.ended_early += theirs.ended_early;
+            mine.deliveries += theirs.deliveries;
+            mine.pings += theirs.pings;
+        }
+    }
+}
+
+impl Outcome {
+    /// Adds another process's outcome (see [`Measurements::merge`]).
+    pub fn merge(&mut self, other: Outcome) {
+        for (mine, theirs) in [
+            (&mut self.messages, other.messages),
+            (&mut self.join_notices, other.join_notices),
+            (&mut self.leave_notices, other.leave_notices),
+        ] {
+            match (mine.as_mut(), theirs) {
+                (Some(total), Some(tally)) => total.add(&tally),
+                (None, tally) => *mine = tally,
+                (Some(_), None) => {}
+            }
+        }
+        self.counts.add(&other.counts);
+        self.joined += other.joined;
+    }
+}
+
 /// One target's share of the run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TargetTally {
     /// The URL as given.
     pub url: String,
@@ -91,7 +156,7 @@ pub struct TargetTally {
 }
 
 /// A named span of the run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stage {
     /// `setup`, `run`, `drain`, …
     pub name: String,
@@ -253,8 +318,10 @@ pub struct Context<'a> {
     pub started: SystemTime,
     /// Open-file limit in force.
     pub fd_limit: FdLimit,
-    /// Tokio worker threads.
+    /// Tokio worker threads per process.
     pub workers: usize,
+    /// Load generator processes whose measurements were merged.
+    pub processes: u32,
 }
 
 /// Assembles the report of a finished run.
@@ -280,7 +347,9 @@ pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
         .find(|data| data.phase == Phase::ScheduleLag)
         .cloned()
         .unwrap_or_else(|| PhaseData::new(Phase::ScheduleLag));
-    let self_check = selfcheck::assess(cpu, context.workers, &lag, context.fd_limit.clone());
+    // CPU is summed over the processes, so is their capacity.
+    let threads = context.workers * context.processes as usize;
+    let self_check = selfcheck::assess(cpu, threads, &lag, context.fd_limit.clone());
     let config = serde_json::json!({
         "scenario": context.scenario,
         "target": context.target,
@@ -289,6 +358,7 @@ pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
             "addr": per_target.iter().map(|tally| tally.addr.clone()).collect::<Vec<_>>(),
             "source_ips": per_target.first().map(|tally| tally.source_ips.clone()).unwrap_or_default(),
             "worker_threads": context.workers,
+            "processes": context.processes,
             "fd_limit": context.fd_limit.soft,
         },
     });
@@ -396,14 +466,16 @@ impl fmt::Display for Report {
         let target = &self.config["target"];
         let wall = self.self_check.cpu.wall_secs;
         let urls: Vec<&str> = self.targets.iter().map(|tally| tally.url.as_str()).collect();
+        let processes = self.config["resolved"]["processes"].as_u64().unwrap_or(1);
         writeln!(
             f,
-            "loadgen {} -> {} ns {} auth {} | {} clients | {wall:.1} s",
+            "loadgen {} -> {} ns {} auth {} | {} clients{} | {wall:.1} s",
             self.scenario,
             urls.join(" "),
             target["namespace"].as_str().unwrap_or("?"),
             target["auth"].as_str().unwrap_or("?"),
             self.clients.planned,
+            if processes > 1 { format!(" over {processes} processes") } else { String::new() },
         )?;
         let stages: Vec<String> =
             self.stages.iter().map(|s| format!("{} {:.1}-{:.1} s", s.name, s.start_s, s.end_s)).collect();
@@ -530,6 +602,47 @@ mod tests {
     use super::*;
     use crate::stats::Recorder;
     use crate::stats::Sample;
+
+    fn measured(latencies_ms: &[u64], failures: u64, delivered: u64) -> Measurements {
+        let recorder = Recorder::new();
+        for &ms in latencies_ms {
+            recorder.record(Sample {
+                phase: Phase::Message,
+                latency_ns: ms * 1_000_000,
+                at_ns: 0,
+                fresh: true,
+            });
+        }
+        let tally = Tally { expected: delivered, unique: delivered, ..Tally::default() };
+        Measurements {
+            phases: recorder.snapshot(),
+            connected: 10,
+            connect_failures: BTreeMap::from([("tcp connect".to_owned(), failures)]),
+            ended_early: BTreeMap::new(),
+            stages: Vec::new(),
+            cpu: CpuUsage { cpu_secs: 1.5, wall_secs: 2.0, cores_per_second: vec![0.5, 1.0] },
+            outcome: Outcome { messages: Some(tally), joined: 10, ..Outcome::default() },
+            per_target: vec![TargetTally { connected: 10, deliveries: delivered, ..TargetTally::default() }],
+        }
+    }
+
+    #[test]
+    fn merged_measurements_equal_one_process_measuring_everything() {
+        let mut first = measured(&[1, 2, 3], 1, 30);
+        let second = measured(&[40, 50], 2, 20);
+        let json = serde_json::to_string(&second).expect("serializes");
+        first.merge(serde_json::from_str(&json).expect("deserializes"));
+        let whole = measured(&[1, 2, 3, 40, 50], 0, 50);
+        let message = |m: &Measurements| m.phases[Phase::Message as usize].histogram.clone();
+        assert_eq!(message(&first), message(&whole), "histograms add exactly");
+        assert_eq!(first.connected, 20);
+        assert_eq!(first.connect_failures["tcp connect"], 3);
+        assert_eq!((first.cpu.cpu_secs, first.cpu.wall_secs), (3.0, 2.0));
+        assert_eq!(first.cpu.cores_per_second, vec![1.0, 2.0]);
+        assert_eq!(first.outcome.messages.map(|t| (t.expected, t.unique)), Some((50, 50)));
+        assert_eq!(first.outcome.joined, 20);
+        assert_eq!((first.per_target[0].connected, first.per_target[0].deliveries), (20, 50));
+    }
 
     #[test]
     fn phase_report_summarizes_a_histogram() {

@@ -39,7 +39,7 @@ pub async fn run(harness: &Arc<Harness>, config: &BroadcastConfig) -> anyhow::Re
     .await?;
 
     harness.begin_stage("run");
-    let start = members.start_publishing(harness);
+    let start = members.start_publishing(harness).await;
     let end = start + duration_ns(config.duration);
     harness.run_until("publish", end, harness.rate_message(Phase::Message, "msg")).await;
 

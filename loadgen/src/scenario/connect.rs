@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 
 use super::members::ramp_up;
-use super::{Harness, Outcome};
+use super::{Harness, Layout, Outcome};
 use crate::config::ConnectConfig;
 use crate::schedule::duration_ns;
 use crate::session::Counts;
@@ -21,11 +21,11 @@ use crate::stats::Phase;
 /// # Errors
 /// Token minting failed.
 pub async fn run(harness: &Arc<Harness>, config: &ConnectConfig) -> anyhow::Result<Outcome> {
-    let (tokens, schedule) = ramp_up(harness, config.clients, config.rate, "ramp").await?;
+    // No rooms: each client is its own unit of the workers' shares.
+    let mut ramp = ramp_up(harness, Layout::new(config.clients, config.clients), config.rate, "ramp").await?;
     let mut tasks = JoinSet::new();
-    for (id, token) in (0..config.clients).zip(tokens) {
+    for (id, token, intended) in ramp.take_clients() {
         let harness = Arc::clone(harness);
-        let intended = schedule.at(u64::from(id)).expect("id < clients");
         tasks.spawn(async move {
             let session = harness.connect(id, &token, intended).await;
             harness.settled.fetch_add(1, Ordering::Relaxed);
@@ -39,16 +39,17 @@ pub async fn run(harness: &Arc<Harness>, config: &ConnectConfig) -> anyhow::Resu
             session.into_record().counts
         });
     }
-    let ramp_time = schedule.interval() * config.clients + harness.options.setup_timeout;
     harness
         .wait_for(
             "connect",
-            u64::from(config.clients),
-            ramp_time,
+            u64::from(ramp.count()),
+            ramp.timeout(harness),
             || harness.settled.load(Ordering::Relaxed),
             harness.rate_message(Phase::Connect, "conn"),
         )
         .await;
+    // Every worker process holds its clients over the same span.
+    harness.barrier().await;
     if !config.hold.is_zero() {
         harness.begin_stage("hold");
         let end = harness.clock().now_ns() + duration_ns(config.hold);

@@ -56,14 +56,13 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
         leavers_done: AtomicU64::new(0),
     });
     let (start_tx, start_rx) = watch::channel(None::<u64>);
-    let (tokens, ramp) = ramp_up(harness, config.clients, config.connect_rate, "setup").await?;
+    let mut ramp = ramp_up(harness, layout, config.connect_rate, "setup").await?;
     let leave_slots = u64::from(per_room) * u64::from(layout.rooms);
     let (rate, abrupt) = (config.rate, config.abrupt);
     let mut tasks = JoinSet::new();
-    for (id, token) in (0..config.clients).zip(tokens) {
+    for (id, token, connect_at) in ramp.take_clients() {
         let (harness, book, leaves) = (Arc::clone(harness), Arc::clone(&book), Arc::clone(&leaves));
         let mut start = start_rx.clone();
-        let connect_at = ramp.at(u64::from(id)).expect("id < clients");
         tasks.spawn(async move {
             let room = layout.room_of(id);
             let position = layout.position_of(id);
@@ -124,10 +123,11 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
         });
     }
     drop(start_rx);
-    setup(harness, config.clients, ramp).await;
+    setup(harness, &ramp).await;
     let owed_joins = book.owed_join_notices.load(Ordering::Relaxed);
     harness.drain("notices", owed_joins, || harness.shared.recorder.fresh(Phase::JoinNotice)).await;
 
+    harness.barrier().await;
     harness.begin_stage("leave");
     let start = harness.next_start();
     start_tx.send_replace(Some(start));

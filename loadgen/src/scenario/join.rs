@@ -31,15 +31,14 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
     let book = Arc::new(Book::new(layout.rooms));
     let joins_settled = Arc::new(AtomicU64::new(0));
     let (start_tx, start_rx) = watch::channel(None::<u64>);
-    let (tokens, ramp) = ramp_up(harness, config.clients, config.connect_rate, "connect").await?;
+    let mut ramp = ramp_up(harness, layout, config.connect_rate, "connect").await?;
     let slots = u64::from(layout.room_size) * u64::from(layout.rooms);
     let rate = config.rate;
     let mut tasks = JoinSet::new();
-    for (id, token) in (0..config.clients).zip(tokens) {
+    for (id, token, connect_at) in ramp.take_clients() {
         let (harness, book, joins_settled) =
             (Arc::clone(harness), Arc::clone(&book), Arc::clone(&joins_settled));
         let mut start = start_rx.clone();
-        let connect_at = ramp.at(u64::from(id)).expect("id < clients");
         tasks.spawn(async move {
             let mut result = MemberResult { id, joined: None, publisher: false, record: None };
             let session = harness.connect(id, &token, connect_at).await;
@@ -69,8 +68,9 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
         });
     }
     drop(start_rx);
-    setup(harness, config.clients, ramp).await;
+    setup(harness, &ramp).await;
 
+    harness.barrier().await;
     harness.begin_stage("join");
     let start = harness.next_start();
     start_tx.send_replace(Some(start));

@@ -205,21 +205,22 @@ impl Members {
     ) -> anyhow::Result<Self> {
         let book = Arc::new(Book::new(layout.rooms));
         let (start, start_rx) = watch::channel(None);
-        let (tokens, ramp) = ramp_up(harness, layout.clients, connect_rate, "setup").await?;
+        let mut ramp = ramp_up(harness, layout, connect_rate, "setup").await?;
         let mut tasks = JoinSet::new();
-        for (id, token) in (0..layout.clients).zip(tokens) {
+        for (id, token, connect_at) in ramp.take_clients() {
             let (join_watch, leave_watch) = watches(id);
-            let connect_at = ramp.at(u64::from(id)).expect("id < clients");
             let spec = MemberSpec { id, token, connect_at, join_watch, leave_watch };
             tasks.spawn(member(Arc::clone(harness), Arc::clone(&book), layout, plan, spec, start_rx.clone()));
         }
         drop(start_rx);
-        setup(harness, layout.clients, ramp).await;
+        setup(harness, &ramp).await;
         Ok(Self { book, tasks, start })
     }
 
-    /// Lets the publishers go at the next stage start, which it returns.
-    pub(crate) fn start_publishing(&self, harness: &Harness) -> u64 {
+    /// Lets the publishers go at the next stage start (once every worker
+    /// process is set up), which it returns.
+    pub(crate) async fn start_publishing(&self, harness: &Harness) -> u64 {
+        harness.barrier().await;
         let start = harness.next_start();
         self.start.send_replace(Some(start));
         start
@@ -243,31 +244,65 @@ impl Members {
     }
 }
 
-/// Mints tokens for clients `0..clients` and begins `stage`, whose connects
-/// are ramped at `connect_rate` from the next stage start.
+/// This process's clients of a run, each with its token and intended
+/// connect time.
+#[derive(Debug)]
+pub(crate) struct Ramp {
+    clients: Vec<(u32, String, u64)>,
+    count: u32,
+    schedule: Schedule,
+}
+
+impl Ramp {
+    /// The clients, `(id, token, connect at)` in id order; once.
+    pub(crate) fn take_clients(&mut self) -> Vec<(u32, String, u64)> {
+        std::mem::take(&mut self.clients)
+    }
+
+    /// How many clients this process runs.
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// How long their connects take, plus the setup timeout.
+    pub(crate) fn timeout(&self, harness: &Harness) -> Duration {
+        self.schedule.interval() * self.count + harness.options.setup_timeout
+    }
+}
+
+/// Mints tokens for this process's clients of `layout` (whole rooms; all
+/// of them unless it is one of several workers) and begins `stage`, whose
+/// connects are ramped from the next stage start at this process's share of
+/// `connect_rate`.
 ///
 /// # Errors
 /// Token minting failed.
 pub(crate) async fn ramp_up(
     harness: &Harness,
-    clients: u32,
+    layout: Layout,
     connect_rate: f64,
     stage: &str,
-) -> anyhow::Result<(Vec<String>, Schedule)> {
-    let tokens = mint_tokens(&harness.shared.target.minter, 0..clients).await?;
-    let ramp = Schedule::at_rate(harness.next_start(), connect_rate, u64::from(clients));
+) -> anyhow::Result<Ramp> {
+    let ids: Vec<u32> =
+        (0..layout.clients).filter(|&id| harness.owns(layout.room_of(id), layout.rooms)).collect();
+    let count = u32::try_from(ids.len()).expect("ids come from a u32 range");
+    let tokens = mint_tokens(&harness.shared.target.minter, ids.clone()).await?;
+    let schedule = Schedule::at_rate(harness.next_start(), harness.share_of(connect_rate), u64::from(count));
     harness.begin_stage(stage);
-    Ok((tokens, ramp))
+    let clients = (0..)
+        .zip(ids.into_iter().zip(tokens))
+        .map(|(slot, (id, token))| (id, token, schedule.at(slot).expect("slot < count")))
+        .collect();
+    Ok(Ramp { clients, count, schedule })
 }
 
 /// Waits for every member to connect and join (or fail).
-pub(crate) async fn setup(harness: &Harness, clients: u32, ramp: Schedule) {
-    let timeout = ramp.interval() * clients + harness.options.setup_timeout;
+pub(crate) async fn setup(harness: &Harness, ramp: &Ramp) {
     harness
         .wait_for(
             "setup",
-            u64::from(clients),
-            timeout,
+            u64::from(ramp.count),
+            ramp.timeout(harness),
             || harness.settled.load(Ordering::Relaxed),
             || format!("{} connected", harness.connected.load(Ordering::Relaxed)),
         )

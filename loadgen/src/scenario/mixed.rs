@@ -56,7 +56,7 @@ pub async fn run(harness: &Arc<Harness>, config: &MixedConfig) -> anyhow::Result
     let book = Arc::clone(&members.book);
 
     harness.begin_stage("run");
-    let start = members.start_publishing(harness);
+    let start = members.start_publishing(harness).await;
     let schedule = Schedule::for_duration(start, config.churn, config.duration);
     let driver = tokio::spawn(drive_churn(
         Arc::clone(harness),
@@ -116,6 +116,10 @@ async fn drive_churn(
         }
         let id = config.clients + u32::try_from(k)?;
         let room = u32::try_from(k % u64::from(layout.rooms))?;
+        if !harness.owns(room, layout.rooms) {
+            // Another worker process's room: it churns there.
+            continue;
+        }
         let token = harness.shared.target.minter.mint(id)?;
         let (harness, book, churn) = (Arc::clone(&harness), Arc::clone(&book), Arc::clone(&churn));
         let lifetime = duration_ns(config.churn_lifetime);

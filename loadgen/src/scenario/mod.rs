@@ -35,13 +35,15 @@ use crate::selfcheck::{self, CpuSampler};
 use crate::session::{Ended, Session, Shared};
 use crate::stats::Phase;
 use crate::token::TokenMinter;
+use crate::workers::{WorkerLink, WorkerOutput};
 
 /// Lead time between deciding a stage's start and its first scheduled event.
 const STAGE_LEAD: Duration = Duration::from_millis(100);
 /// How often the orchestrator looks at progress.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Runs `scenario` against `target` and returns the full report.
+/// Runs `scenario` against `target` in this process and returns the full
+/// report.
 ///
 /// # Errors
 /// The target does not resolve, or the run could not start at all. Failed
@@ -51,16 +53,46 @@ pub async fn run(
     target: &TargetOptions,
     options: &RunOptions,
 ) -> anyhow::Result<Report> {
+    let started = std::time::SystemTime::now();
+    let measured = measure(scenario, target, options).await?;
+    let context = report::Context {
+        scenario,
+        target,
+        options,
+        started,
+        fd_limit: measured.fd_limit,
+        workers: measured.threads,
+        processes: 1,
+    };
+    Ok(report::build(&context, measured.measurements))
+}
+
+/// Runs this process's share of `scenario` (all of it, unless
+/// `options.worker_shard` says otherwise) and returns what it measured.
+///
+/// # Errors
+/// As [`run`]; and a soak cannot be split over workers.
+pub async fn measure(
+    scenario: &Scenario,
+    target: &TargetOptions,
+    options: &RunOptions,
+) -> anyhow::Result<WorkerOutput> {
+    if options.worker_shard.is_some() && matches!(scenario, Scenario::Soak(_)) {
+        anyhow::bail!("the soak runs in one process: --workers 1");
+    }
     let peak = scenario.peak_clients();
-    let fd_limit = selfcheck::raise_nofile_limit(peak + 512);
+    // A worker holds about its share of the clients.
+    let share = options.worker_shard.map_or(1, |shard| u64::from(shard.count));
+    let fd_limit = selfcheck::raise_nofile_limit(peak.div_ceil(share) + crate::workers::RESERVED_FDS);
+    // Source addresses are sized by every client of the run, whichever
+    // process opens them: their ports are shared by all.
     let resolved = Target::resolve(target, peak).await.context("resolving the target")?;
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
     let clock = Clock::start();
     let max_ids = u32::try_from(max_ids(scenario)).context("too many clients")?;
     let shared = Arc::new(Shared::new(clock, resolved, max_ids));
     let harness = Arc::new(Harness::new(Arc::clone(&shared), options.clone()));
     let sampler = CpuSampler::start(clock);
-    let started = std::time::SystemTime::now();
     let outcome = match scenario {
         Scenario::Connect(config) => connect::run(&harness, config).await?,
         Scenario::Join(config) => join::run(&harness, config).await?,
@@ -71,8 +103,7 @@ pub async fn run(
     };
     harness.progress.finish();
     let cpu = sampler.stop().await;
-    let context = report::Context { scenario, target, options, started, fd_limit, workers };
-    Ok(report::build(&context, harness.measurements(outcome, cpu)))
+    Ok(WorkerOutput { measurements: harness.measurements(outcome, cpu), fd_limit, threads })
 }
 
 /// Client ids a scenario may hand out.
@@ -101,11 +132,15 @@ pub struct Harness {
     failures: Mutex<BTreeMap<String, u64>>,
     ended: Mutex<BTreeMap<String, u64>>,
     stages: Mutex<Vec<Stage>>,
+    /// The pipes to the parent, when this process is one of its workers.
+    link: Option<WorkerLink>,
 }
 
 impl Harness {
     fn new(shared: Arc<Shared>, options: RunOptions) -> Self {
-        let progress = Progress::new(!options.quiet);
+        let link = options.worker_shard.map(|_| WorkerLink::new());
+        // Workers share the parent's terminal: no bars.
+        let progress = Progress::new(!options.quiet && link.is_none());
         Self {
             shared,
             options,
@@ -116,6 +151,30 @@ impl Harness {
             failures: Mutex::new(BTreeMap::new()),
             ended: Mutex::new(BTreeMap::new()),
             stages: Mutex::new(Vec::new()),
+            link,
+        }
+    }
+
+    /// Whether `unit` (a room, or a client where there are no rooms) of
+    /// `units` is this process's to run: always, unless it is a worker.
+    pub fn owns(&self, unit: u32, units: u32) -> bool {
+        self.options.worker_shard.is_none_or(|shard| shard.owns(unit, units))
+    }
+
+    /// This process's part of a rate offered by the whole run.
+    pub fn share_of(&self, rate: f64) -> f64 {
+        rate / f64::from(self.options.worker_shard.map_or(1, |shard| shard.count))
+    }
+
+    /// Waits until every worker process of the run got here, so stages
+    /// start together; at once in a single process. A parent gone away
+    /// cancels the run.
+    pub async fn barrier(&self) {
+        if let Some(link) = &self.link
+            && let Err(e) = link.barrier().await
+        {
+            tracing::warn!(error = %e, "lost the parent; stopping");
+            self.cancel.cancel();
         }
     }
 
@@ -314,13 +373,13 @@ impl Harness {
     }
 }
 
-/// Tokens for ids `range`, minted off the async workers.
+/// Tokens for `ids`, minted off the async workers.
 ///
 /// # Errors
 /// Signing failed.
-pub async fn mint_tokens(minter: &TokenMinter, range: Range<u32>) -> anyhow::Result<Vec<String>> {
+pub async fn mint_tokens(minter: &TokenMinter, ids: Vec<u32>) -> anyhow::Result<Vec<String>> {
     let minter = minter.clone();
-    tokio::task::spawn_blocking(move || range.map(|id| minter.mint(id)).collect())
+    tokio::task::spawn_blocking(move || ids.into_iter().map(|id| minter.mint(id)).collect())
         .await
         .context("token minting task")?
 }

@@ -91,7 +91,7 @@ pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<
     ));
 
     harness.begin_stage("soak");
-    let start = members.start_publishing(harness);
+    let start = members.start_publishing(harness).await;
     let faults = Arc::new(Faults::new(
         Arc::clone(harness),
         layout.rooms,
