@@ -198,10 +198,27 @@ impl Server {
         secret: &str,
         logs: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(kind, root, cpu, secret, logs, &[])
+    }
+
+    /// [`start`](Self::start) with more environment variables (e.g. the
+    /// broker's `BROKER_ADAPTER=redis`), which win over the defaults.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_env(
+        kind: ServerKind,
+        root: &Path,
+        cpu: Option<u32>,
+        secret: &str,
+        logs: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let stderr_path = logs.join(format!("{}-{}.stderr", kind.name(), std::process::id()));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path)?;
         let mut child = kind
             .command(root, cpu, secret)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
