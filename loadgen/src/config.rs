@@ -85,7 +85,7 @@ pub struct TargetOptions {
     #[serde(serialize_with = "as_humantime")]
     pub token_ttl: Duration,
     /// Loopback source addresses to spread connections over (127.0.0.1,
-    /// 127.0.0.2, …); 0 picks one per 25 000 clients when the target is on
+    /// 127.0.0.2, …); 0 picks one per 10 000 clients when the target is on
     /// loopback
     #[arg(long, default_value_t = 0, global = true)]
     pub source_ips: u32,

@@ -34,7 +34,7 @@ the broker with BROKER_RATE_LIMIT_PER_SEC=0 for high publish rates.
 (`ulimit -Hn`), so loadgen starts as many worker processes of itself as the
 clients need (or --workers N), gives each whole rooms, starts their stages
 together and merges their results (histograms exactly) into one report.
-Connections are spread over 127.0.0.1, 127.0.0.2, ... (one per 25,000
+Connections are spread over 127.0.0.1, 127.0.0.2, ... (one per 10,000
 clients, or --source-ips N) when the target is on loopback.
   loadgen connect --clients 100000 --rate 2000 --hold 60s --workers 6 \
       --target http://127.0.0.1:3001 --target http://127.0.0.1:3002
