@@ -233,6 +233,8 @@ pub struct Load {
 /// One target's share as loadgen's report gives it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Share {
+    /// The port of its URL, which names the broker.
+    pub port: Option<u16>,
     /// Clients connected to it.
     pub connected: u64,
     /// Its sessions that ended early.
@@ -252,6 +254,10 @@ pub fn shares(report: &serde_json::Value) -> Vec<Share> {
             targets
                 .iter()
                 .map(|target| Share {
+                    port: target["url"]
+                        .as_str()
+                        .and_then(|url| url.trim_end_matches('/').rsplit_once(':'))
+                        .and_then(|(_, port)| port.parse().ok()),
                     connected: field(target, "connected"),
                     ended_early: field(target, "ended_early"),
                     pings: field(target, "pings"),
@@ -288,7 +294,8 @@ pub fn render(
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (index, node) in nodes.iter().enumerate() {
-        let share = shares.get(index).cloned().unwrap_or_default();
+        // loadgen lists its targets in its own order: match them by port.
+        let share = shares.iter().find(|share| share.port == Some(node.port)).cloned().unwrap_or_default();
         let grown = node.peak_rss_kib.saturating_sub(node.idle_rss_kib) as f64;
         let per_connection = if share.connected > 0 {
             format!("{:.2}", grown / share.connected as f64)
@@ -377,12 +384,16 @@ mod tests {
         assert_eq!(parse_load_average("8.72 7.85 5.36 3/900 1234\n"), Some(8.72));
         assert_eq!(parse_load_average(""), None);
         let report = serde_json::json!({"targets": [
-            {"connected": 3, "ended_early": 0, "pings": 9, "deliveries": 12},
-            {"connected": 2, "pings": 4},
+            {"url": "http://127.0.0.1:4001", "connected": 3, "ended_early": 0, "pings": 9, "deliveries": 12},
+            {"url": "http://127.0.0.1:4000/", "connected": 2, "pings": 4},
         ]});
         let parsed = shares(&report);
         assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed[0], Share { connected: 3, ended_early: 0, pings: 9, deliveries: 12 });
+        assert_eq!(
+            parsed[0],
+            Share { port: Some(4001), connected: 3, ended_early: 0, pings: 9, deliveries: 12 }
+        );
+        assert_eq!(parsed[1].port, Some(4000));
         assert_eq!(parsed[1].pings, 4);
     }
 
@@ -395,7 +406,10 @@ mod tests {
             peak_rss_kib: 10_240 + 4 * 1000,
             cpu: CpuTimes::default(),
         };
-        let shares = vec![Share { connected: 1000, ..Share::default() }];
+        let shares = vec![
+            Share { port: Some(4001), connected: 7, ..Share::default() },
+            Share { port: Some(4000), connected: 1000, ..Share::default() },
+        ];
         let load = Load { before: Some(1.0), peak: Some(2.5), after: None };
         let report = serde_json::json!({"clients": {"connected": 1000, "planned": 1000}, "loss_reasons": []});
         let table = render("idle", &[node], &shares, None, &load, &report);
