@@ -92,7 +92,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let (key, value) = pair.split_once('=').with_context(|| format!("--broker-env {pair}: no ="))?;
         env.push((key.to_owned(), value.to_owned()));
     }
-    let logs = std::env::temp_dir();
+    // The brokers' stderr, kept only when the run fails.
+    let logs = std::env::temp_dir().join(format!("bench-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let mut servers = Vec::with_capacity(cli.nodes);
     for _ in 0..cli.nodes.max(1) {
         servers.push(Server::start_with_env(ServerKind::Broker, &root, None, SECRET, &logs, &env)?);
@@ -144,5 +146,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let path = out.join(format!("{stem}.md"));
     std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("cluster: wrote {} and {}", path.display(), invocation.json.display());
+    drop(servers);
+    std::fs::remove_dir_all(&logs).with_context(|| format!("removing {}", logs.display()))?;
     Ok(())
 }
