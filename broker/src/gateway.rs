@@ -606,45 +606,49 @@ enum Verdict {
     Allowed,
     /// Over the rate: refuse with 429.
     Limited,
-    /// More than a burst of events refused in a row: disconnect.
+    /// Refused faster than a second bucket refills: disconnect.
     Abusive,
 }
 
 /// A token bucket: `rate` events per second sustained, `burst` above it.
+///
+/// Refusals draw on a second bucket of the same size and rate: a client that
+/// keeps sending at up to twice the rate is only refused, one that sends
+/// faster (or a burst of refusals beyond `burst`) empties it and is cut off.
+/// Both buckets count arrivals over time, so how fast this broker happens to
+/// read a flood (a loaded machine reads it slower) does not decide whether
+/// the flood is abusive; a count of refusals in a row did, since one
+/// allowed event every `1/rate` reset it.
 #[derive(Debug)]
 struct RateLimiter {
     tokens: f64,
+    strikes: f64,
     rate: f64,
     burst: f64,
     last: std::time::Instant,
-    refused_in_a_row: u32,
-    burst_events: u32,
 }
 
 impl RateLimiter {
     fn new(rate: u32, burst: u32) -> Self {
-        let burst_events = burst.max(1);
-        Self {
-            tokens: f64::from(burst_events),
-            rate: f64::from(rate),
-            burst: f64::from(burst_events),
-            last: std::time::Instant::now(),
-            refused_in_a_row: 0,
-            burst_events,
-        }
+        let burst = f64::from(burst.max(1));
+        Self { tokens: burst, strikes: burst, rate: f64::from(rate), burst, last: std::time::Instant::now() }
     }
 
     fn check(&mut self, now: std::time::Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        let refill = elapsed * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.strikes = (self.strikes + refill).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
             return Verdict::Allowed;
         }
-        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
-        if self.refused_in_a_row > self.burst_events { Verdict::Abusive } else { Verdict::Limited }
+        if self.strikes >= 1.0 {
+            self.strikes -= 1.0;
+            return Verdict::Limited;
+        }
+        Verdict::Abusive
     }
 }
 
@@ -671,6 +675,23 @@ mod tests {
         assert_eq!(limiter.check(start), Verdict::Allowed);
         assert_eq!(limiter.check(start), Verdict::Limited);
         assert_eq!(limiter.check(start + Duration::from_millis(100)), Verdict::Allowed);
+    }
+
+    #[test]
+    fn twice_the_rate_is_refused_and_more_is_cut_off_however_fast_it_is_read() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(100, 200);
+        // 200 events every second, one every 5 ms: half refused, for ever.
+        let steady: Vec<Verdict> =
+            (0..4000u64).map(|i| limiter.check(start + Duration::from_millis(5 * i))).collect();
+        assert!(steady.contains(&Verdict::Limited));
+        assert!(!steady.contains(&Verdict::Abusive));
+        // A flood read 150 events per 10 ms (a slow reader) is still cut off,
+        // though an event is allowed every 10 ms.
+        let later = start + Duration::from_secs(30);
+        let mut limiter = RateLimiter::new(100, 200);
+        let flood = (0..3000u64).map(|i| limiter.check(later + Duration::from_micros(i * 10_000 / 150)));
+        assert!(flood.into_iter().any(|v| v == Verdict::Abusive));
     }
 
     #[test]
