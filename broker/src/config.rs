@@ -138,6 +138,13 @@ pub struct Config {
     /// gone (their rooms here get `user_left`, within this plus one
     /// interval). Defaults to 10000 ms.
     pub redis_heartbeat_timeout: Duration,
+    /// How long a dropped client may come back and recover its session
+    /// (socket.io's `maxDisconnectionDuration`); also how long a packet stays
+    /// in the replay store. `Duration::ZERO` turns recovery off. Defaults to 120 000 ms.
+    pub recovery_window: Duration,
+    /// Bytes of packets each namespace's replay store keeps at most; the
+    /// oldest go first. Defaults to 64 MiB.
+    pub recovery_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -181,6 +188,8 @@ impl Default for Config {
             sid_prefix: None,
             redis_heartbeat_interval: Duration::from_millis(5000),
             redis_heartbeat_timeout: Duration::from_millis(10_000),
+            recovery_window: Duration::from_millis(120_000),
+            recovery_max_bytes: 64 << 20,
         }
     }
 }
@@ -328,6 +337,12 @@ pub struct Overrides {
     /// Silence after which another broker's members count as gone, in ms [default: 10000]
     #[arg(long, env = "BROKER_REDIS_HEARTBEAT_TIMEOUT_MS", global = true)]
     pub redis_heartbeat_timeout_ms: Option<u64>,
+    /// Time a dropped client has to recover its session, in ms; 0 turns recovery off [default: 120000]
+    #[arg(long, env = "BROKER_RECOVERY_WINDOW_MS", global = true)]
+    pub recovery_window_ms: Option<u64>,
+    /// Bytes of packets each namespace keeps for replay [default: 67108864]
+    #[arg(long, env = "BROKER_RECOVERY_MAX_BYTES", global = true)]
+    pub recovery_max_bytes: Option<usize>,
 }
 
 impl Overrides {
@@ -386,6 +401,8 @@ impl Overrides {
                 .redis_heartbeat_interval_ms
                 .or(lower.redis_heartbeat_interval_ms),
             redis_heartbeat_timeout_ms: self.redis_heartbeat_timeout_ms.or(lower.redis_heartbeat_timeout_ms),
+            recovery_window_ms: self.recovery_window_ms.or(lower.recovery_window_ms),
+            recovery_max_bytes: self.recovery_max_bytes.or(lower.recovery_max_bytes),
         }
     }
 
@@ -436,6 +453,8 @@ impl Overrides {
                 .redis_heartbeat_interval_ms
                 .map_or(base.redis_heartbeat_interval, ms),
             redis_heartbeat_timeout: self.redis_heartbeat_timeout_ms.map_or(base.redis_heartbeat_timeout, ms),
+            recovery_window: self.recovery_window_ms.map_or(base.recovery_window, ms),
+            recovery_max_bytes: self.recovery_max_bytes.unwrap_or(base.recovery_max_bytes),
         };
         config.validate()?;
         Ok(config)
@@ -504,6 +523,9 @@ impl Config {
         if self.max_rooms_per_socket == 0 {
             return invalid("max_rooms_per_socket must be above 0");
         }
+        if !self.recovery_window.is_zero() && self.recovery_max_bytes < 64 * 1024 {
+            return invalid("recovery_max_bytes must be at least 65536 while recovery is on");
+        }
         if self.revocation_reload.is_zero() {
             return invalid("revocation_reload_ms must be above 0");
         }
@@ -553,6 +575,16 @@ mod tests {
         assert_eq!(Config::default().max_write_delay, Duration::from_millis(30));
         let too_long = Overrides { max_write_delay_ms: Some(5_000), ..Overrides::default() };
         assert!(matches!(too_long.apply(Config::default()), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn recovery_window_comes_from_the_file_and_zero_turns_it_off() {
+        assert_eq!(Config::default().recovery_window, Duration::from_millis(120_000));
+        let file: Overrides = toml::from_str("recovery_window_ms = 0\n").expect("valid toml");
+        let config = Overrides::default().or(file).apply(Config::default()).expect("valid");
+        assert!(config.recovery_window.is_zero());
+        let tiny = Overrides { recovery_max_bytes: Some(10), ..Overrides::default() };
+        assert!(matches!(tiny.apply(Config::default()), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -43,9 +43,15 @@ pub fn service() -> Service {
     let defaults = crate::Config::default();
     let metrics = Arc::new(Metrics::default());
     let handler = Arc::new(EchoNamespace);
-    let io = SocketIo::new(
+    // The suites' reference server runs without connection state recovery.
+    let limits = crate::socketio::PacketLimits {
+        recovery_window: Duration::ZERO,
+        ..crate::socketio::PacketLimits::from(&defaults)
+    };
+    let io = SocketIo::with_limits(
         vec![("/".to_owned(), Arc::clone(&handler) as Arc<dyn Handler>), ("/custom".to_owned(), handler)],
         Arc::clone(&metrics),
+        limits,
     );
     Service {
         endpoints: vec![
@@ -122,7 +128,7 @@ impl Handler for EchoNamespace {
         let payload = auth
             .and_then(|auth| serde_json::to_value(auth).ok())
             .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
-        Ok(Accepted { data: Box::new(ConnectPayload(payload)), expires_at: None })
+        Ok(Accepted { data: Box::new(ConnectPayload(payload)), expires_at: None, owner: None })
     }
 
     fn on_connect(&self, socket: &Arc<Socket>) {

@@ -435,7 +435,10 @@ impl Handler for ChatGateway {
                 });
                 let limiter = (self.limits.rate_per_sec > 0)
                     .then(|| Mutex::new(RateLimiter::new(self.limits.rate_per_sec, self.limits.burst)));
-                Ok(Accepted { data: Box::new(ChatUser { claims, token, limiter }), expires_at })
+                // The user id as the token holds it (`42` and `"42"` differ):
+                // a suspended session is recovered only by its own user.
+                let owner = Some(claims.user_id.as_json().to_owned());
+                Ok(Accepted { data: Box::new(ChatUser { claims, token, limiter }), expires_at, owner })
             }
             Err(error) => {
                 info!(remote = ?handshake.remote, reason = %error, "authentication refused");
@@ -468,6 +471,17 @@ impl Handler for ChatGateway {
                 Err(error) => self.reply(socket, None, Err(error)),
             }
         }
+    }
+
+    fn on_recover(&self, socket: &Arc<Socket>) {
+        let Some(user) = socket.data::<ChatUser>() else { return };
+        info!(
+            sid = %socket.sid(),
+            namespace = socket.namespace().name(),
+            user = %user.claims.user_id.as_json(),
+            rooms = socket.room_count(),
+            "recovered"
+        );
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: Event<'_>) {

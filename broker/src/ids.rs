@@ -72,6 +72,55 @@ impl fmt::Debug for Sid {
     }
 }
 
+/// A private session id (socket.io's `pid`): 128 random bits, shown as 22
+/// URL-safe base64 characters. Only its client learns it; with it, and the
+/// same user's valid token, a dropped client recovers its session.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pid(u128);
+
+impl Pid {
+    /// A fresh random id.
+    #[must_use]
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// Parses an id as [`Display`](fmt::Display) writes it; `None` for
+    /// anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 22 {
+            return None;
+        }
+        let mut bytes = [0u8; 18];
+        let written = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
+        let bytes: [u8; 16] = bytes.get(..written)?.try_into().ok()?;
+        Some(Self(u128::from_be_bytes(bytes)))
+    }
+}
+
+impl fmt::Display for Pid {
+    #[allow(
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "16 bytes always encode to 22 ASCII characters"
+    )]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = [0u8; 22];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.0.to_be_bytes(), &mut text)
+            .expect("16 bytes encode to 22 characters");
+        f.write_str(std::str::from_utf8(&text[..written]).expect("base64 is ASCII"))
+    }
+}
+
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Private: never written to logs whole.
+        f.write_str("Pid(..)")
+    }
+}
+
 /// A room name, cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(Arc<str>);
@@ -127,6 +176,14 @@ mod tests {
             assert_eq!(Sid::parse(&sid.to_string()), Some(sid));
         }
         assert!(Sid::random_with_prefix('.').is_none());
+    }
+
+    #[test]
+    fn a_pid_parses_back_from_its_text() {
+        let pid = Pid::random();
+        assert_eq!(pid.to_string().len(), 22);
+        assert_eq!(Pid::parse(&pid.to_string()), Some(pid));
+        assert_eq!(Pid::parse(&Sid::random().to_string()), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Engine.IO heartbeat: the server pings every `ping_interval`; a client that
 //! answers stays, a silent one is closed after `ping_timeout` and its rooms
-//! hear `user_left`. These tests run on paused tokio time: the clock jumps to
+//! hear `user_left` (when its recovery window closes). These tests run on paused tokio time: the clock jumps to
 //! the broker's next timer whenever every task waits, so 100 ms intervals
 //! cost no wall time and cannot flake on a loaded machine.
 
@@ -12,6 +12,8 @@ fn fast_heartbeat() -> Config {
     Config {
         ping_interval: Duration::from_millis(100),
         ping_timeout: Duration::from_millis(100),
+        // A lost connection's rooms hear `user_left` when the window closes.
+        recovery_window: Duration::from_millis(300),
         ..Config::default()
     }
 }

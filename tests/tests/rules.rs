@@ -1,7 +1,9 @@
 //! PROTOCOL.md's "Rules": one name per room, the default room, members-only
 //! sending, leave/join edge cases, and `user_left` on every kind of disconnect.
 
-use tests::{CHAT, Client, TestServer, json};
+use std::time::Duration;
+
+use tests::{CHAT, Client, Config, TestServer, json};
 
 #[tokio::test]
 async fn handshake_room_and_join_room_are_the_same_room() {
@@ -128,9 +130,11 @@ async fn joining_a_room_twice_sends_no_second_notice() {
 }
 
 /// Alice is in `first` (with Bob) and `second` (with Carol). `disconnect`
-/// ends her connection; both rooms must hear `user_left` and be without her.
+/// ends her connection; both rooms must hear `user_left` and be without her
+/// (for a lost connection, once its short recovery window has closed).
 async fn assert_disconnect_leaves_every_room(disconnect: impl AsyncFnOnce(Client) -> Option<Client>) {
-    let server = TestServer::start_default().await;
+    let server =
+        TestServer::start(Config { recovery_window: Duration::from_millis(200), ..Config::default() }).await;
     let mut alice = Client::connect_user(&server, "alice").await;
     let mut bob = Client::connect_user(&server, "bob").await;
     let mut carol = Client::connect_user(&server, "carol").await;

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::ids::{RoomId, Sid};
-use crate::protocol::Frame;
-use crate::rooms::{Joined, Member, RoomTable};
+use crate::rooms::{Joined, Member, Outgoing, RoomTable};
 
 /// The next message id of this process, shared by every namespace so ids
-/// are unique across them. Starts at the current time in microseconds, so
-/// ids also increase across restarts.
+/// are unique across them, and the recovery offsets (so an outbox shared by
+/// several namespaces sees one order). Starts at the current time in
+/// microseconds, so ids also increase across restarts.
 static NEXT_MESSAGE_ID: LazyLock<AtomicU64> = LazyLock::new(|| {
     let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
     AtomicU64::new(u64::try_from(micros).unwrap_or(0))
@@ -47,13 +47,23 @@ impl LocalAdapter {
 
     /// Adds `member` to `room`; when it is new there, `notice` (given the
     /// member count, called under the shard lock) builds a frame for the others.
-    pub fn join(&self, room: &RoomId, member: Member, notice: impl FnOnce(usize) -> Option<Frame>) -> Joined {
+    pub fn join(
+        &self,
+        room: &RoomId,
+        member: Member,
+        notice: impl FnOnce(usize) -> Option<Outgoing>,
+    ) -> Joined {
         self.rooms.join(room, member, notice)
     }
 
     /// Removes `sid` from `room`; `notice` builds a frame for those left.
     /// `None` when it was not a member.
-    pub fn leave(&self, room: &str, sid: Sid, notice: impl FnOnce(usize) -> Option<Frame>) -> Option<usize> {
+    pub fn leave(
+        &self,
+        room: &str,
+        sid: Sid,
+        notice: impl FnOnce(usize) -> Option<Outgoing>,
+    ) -> Option<usize> {
         self.rooms.leave(room, sid, notice)
     }
 
@@ -64,7 +74,7 @@ impl LocalAdapter {
         &self,
         room: &str,
         except: Option<Sid>,
-        make: impl FnOnce(usize) -> Frame,
+        make: impl FnOnce(usize) -> Outgoing,
     ) -> Option<usize> {
         self.rooms.broadcast(room, except, make)
     }
@@ -73,6 +83,14 @@ impl LocalAdapter {
     /// a `broadcast`'s `make`) so ids increase in delivery order.
     pub fn next_message_id(&self) -> u64 {
         NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The id the next [`next_message_id`](Self::next_message_id) will be
+    /// at least. Read under a room's lock, it splits the room's frames into
+    /// those before (lower) and after (this or higher).
+    #[must_use]
+    pub fn current_offset(&self) -> u64 {
+        NEXT_MESSAGE_ID.load(Ordering::Relaxed)
     }
 
     /// The members of `room` on this node.

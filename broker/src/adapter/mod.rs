@@ -9,9 +9,13 @@
 //!   this node's sockets through [`LocalSockets`], which the Socket.IO layer
 //!   implements, so adapters never depend on it.
 //!
+//! - [`recovery`]: the replay store of connection state recovery, which the
+//!   seam records recoverable frames in.
+//!
 //! Adapters know frames and outboxes, never chat.
 
 pub mod local;
+pub mod recovery;
 pub mod redis;
 
 use std::future::Future;

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
-pub use outbox::{Drained, Outbox, PushError};
+pub use outbox::{Drained, OffsetTrail, Outbox, PushError};
 pub use pacer::WritePacer;
 pub use polling::{PollingError, PollingSession, Registry};
 pub use writer::write_batch_blocking;

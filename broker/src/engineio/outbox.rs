@@ -13,6 +13,13 @@
 //! queued for the writer as usual, so order is kept: only one of them ever
 //! writes at a time, decided under the outbox lock.
 //!
+//! With connection state recovery on, the outbox also keeps the
+//! [`OffsetTrail`] of the recoverable frames pushed to it (delivered or
+//! refused), which is all the broker needs to know which of them a client
+//! that comes back with its last offset has missed; and a recovering
+//! session's outbox can be held while its replay is gathered (see
+//! [`Outbox::hold`]).
+//!
 //! Lock order: a room shard lock may be held while pushing; the outbox lock is
 //! innermost and nothing but that non-blocking `write` is called while
 //! holding it. Closing takes no lock
@@ -72,6 +79,53 @@ struct State {
     /// The writer has written everything and waits for a push: a push that
     /// finds the queue empty may write the socket itself.
     writer_idle: bool,
+    trail: OffsetTrail,
+    /// While held: frames pushed meanwhile, with their offsets, queued after
+    /// what [`Outbox::release`] puts first.
+    held: Option<VecDeque<(Bytes, Option<u64>)>>,
+}
+
+/// Late offsets an [`OffsetTrail`] remembers; older ones are forgotten and
+/// make offsets up to them unresolvable.
+const MAX_LATE_OFFSETS: usize = 64;
+
+/// The recoverable frames pushed to one outbox, in push order, summed up.
+///
+/// Offsets come from one counter taken under each room's lock, so one
+/// room's frames reach an outbox in offset order; two rooms broadcasting at
+/// once may reach a common member out of offset order. The trail keeps the
+/// highest offset pushed and each *late* one (below the highest at its
+/// push), with the highest before it: enough to tell, from the last offset
+/// a client processed, exactly which pushed frames came after it.
+/// Refused pushes (the outbox closed) count as pushed: the client never saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetTrail {
+    /// The lowest offset pushed (0 when none).
+    pub lowest: u64,
+    /// The highest offset pushed (0 when none).
+    pub highest: u64,
+    /// Late offsets in push order, each with the highest offset pushed before it.
+    pub late: Vec<(u64, u64)>,
+    /// Offsets up to this one cannot be placed any more (late ones were forgotten).
+    pub unresolvable_through: u64,
+}
+
+impl OffsetTrail {
+    /// Records that the frame with `offset` was pushed after everything recorded.
+    pub fn record(&mut self, offset: u64) {
+        if self.lowest == 0 || offset < self.lowest {
+            self.lowest = offset;
+        }
+        if offset > self.highest {
+            self.highest = offset;
+            return;
+        }
+        if self.late.len() == MAX_LATE_OFFSETS {
+            let (_, forgotten) = self.late.remove(0);
+            self.unresolvable_through = self.unresolvable_through.max(forgotten);
+        }
+        self.late.push((offset, self.highest));
+    }
 }
 
 /// What a push needs to write a frame to the socket itself, in place of
@@ -115,7 +169,16 @@ impl Outbox {
     /// dropped and the connection closes with [`CloseReason::SlowConsumer`].
     /// [`PushError::Closed`] once the connection is closing.
     pub fn try_push(&self, frame: &Frame) -> Result<(), PushError> {
-        self.try_push_bytes(frame.as_bytes())
+        self.push(frame.as_bytes(), None)
+    }
+
+    /// Queues a recoverable `frame` carrying `offset`, and records the
+    /// offset in the [`OffsetTrail`], whether queued or refused.
+    ///
+    /// # Errors
+    /// As [`try_push`](Self::try_push).
+    pub fn try_push_recoverable(&self, frame: &Frame, offset: u64) -> Result<(), PushError> {
+        self.push(frame.as_bytes(), Some(offset))
     }
 
     /// Queues bytes that are not (only) a WebSocket frame: the HTTP `101`
@@ -124,17 +187,33 @@ impl Outbox {
     /// # Errors
     /// As [`try_push`](Self::try_push).
     pub fn try_push_bytes(&self, bytes: &Bytes) -> Result<(), PushError> {
+        self.push(bytes, None)
+    }
+
+    fn push(&self, bytes: &Bytes, offset: Option<u64>) -> Result<(), PushError> {
         let mut state = self.inner.state.lock();
         if state.close.is_some() {
+            if let Some(offset) = offset {
+                state.trail.record(offset);
+            }
             return Err(PushError::Closed);
         }
         if state.pending_bytes.saturating_add(bytes.len()) > self.inner.limit_bytes {
-            state.queue = VecDeque::new();
-            state.pending_bytes = 0;
-            state.close = Some(CloseReason::SlowConsumer);
-            drop(state);
-            self.announce_close();
+            if let Some(offset) = offset {
+                state.trail.record(offset);
+            }
+            self.overflow(state);
             return Err(PushError::Full);
+        }
+        if let Some(held) = &mut state.held {
+            // Recorded when released, in the order the frames are queued then;
+            // never written directly, since the release's frames go first.
+            held.push_back((bytes.clone(), offset));
+            state.pending_bytes += bytes.len();
+            return Ok(());
+        }
+        if let Some(offset) = offset {
+            state.trail.record(offset);
         }
         let was_empty = state.queue.is_empty();
         let mut rest = bytes.clone();
@@ -157,6 +236,84 @@ impl Outbox {
             self.inner.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Drops what is queued and closes as a slow consumer.
+    fn overflow(&self, mut state: parking_lot::MutexGuard<'_, State>) {
+        state.queue = VecDeque::new();
+        state.held = None;
+        state.pending_bytes = 0;
+        state.close = Some(CloseReason::SlowConsumer);
+        drop(state);
+        self.announce_close();
+    }
+
+    /// Holds back what is pushed from now on (it still counts against the
+    /// budget) until [`release`](Self::release): a recovering session's
+    /// replay is gathered while its rooms already deliver to it, and must
+    /// reach the client first.
+    pub fn hold(&self) {
+        let mut state = self.inner.state.lock();
+        state.held.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Queues `first` (frames with their offsets, if recoverable), then what
+    /// was held back, or drops what was held back when `keep_held` is false,
+    /// and ends the hold.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] when it all goes over the budget (the connection
+    /// then closes as a slow consumer), [`PushError::Closed`] once closing.
+    pub fn release(&self, first: &[(Frame, Option<u64>)], keep_held: bool) -> Result<(), PushError> {
+        let mut state = self.inner.state.lock();
+        let held = state.held.take().unwrap_or_default();
+        if state.close.is_some() {
+            return Err(PushError::Closed);
+        }
+        if !keep_held {
+            state.pending_bytes =
+                state.pending_bytes.saturating_sub(held.iter().map(|(bytes, _)| bytes.len()).sum());
+        }
+        let first_bytes: usize = first.iter().map(|(frame, _)| frame.len()).sum();
+        if state.pending_bytes.saturating_add(first_bytes) > self.inner.limit_bytes {
+            self.overflow(state);
+            return Err(PushError::Full);
+        }
+        state.pending_bytes += first_bytes;
+        let was_empty = state.queue.is_empty();
+        let first = first.iter().map(|(frame, offset)| (frame.as_bytes().clone(), *offset));
+        let held = held.into_iter().filter(|_| keep_held);
+        for (bytes, offset) in first.chain(held) {
+            if let Some(offset) = offset {
+                state.trail.record(offset);
+            }
+            state.queue.push_back(bytes);
+        }
+        let wake = was_empty && !state.queue.is_empty();
+        if wake {
+            // The writer takes these: no push may write ahead of them.
+            state.writer_idle = false;
+        }
+        drop(state);
+        if wake {
+            self.inner.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Drops the frames still queued (a suspended session's: its client is
+    /// gone, and the replay store has what it missed), keeping the trail.
+    pub fn discard_queued(&self) {
+        let mut state = self.inner.state.lock();
+        state.queue = VecDeque::new();
+        state.held = None;
+        state.pending_bytes = 0;
+    }
+
+    /// The trail of recoverable frames pushed so far.
+    #[must_use]
+    pub fn trail(&self) -> OffsetTrail {
+        self.inner.state.lock().trail.clone()
     }
 
     /// Gives pushes the writer's socket, for [`park`](Self::park)ed times.
@@ -227,7 +384,9 @@ impl Outbox {
         debug_assert!(into.is_empty());
         let mut state = self.inner.state.lock();
         std::mem::swap(&mut state.queue, into);
-        state.pending_bytes = 0;
+        // What is held back stays counted until it is released or dropped.
+        state.pending_bytes =
+            state.held.as_ref().map_or(0, |held| held.iter().map(|(bytes, _)| bytes.len()).sum());
         state.writer_idle = false;
         match state.close {
             Some(reason) => Drained::Closing(reason),
@@ -312,6 +471,37 @@ mod tests {
         let mut batch = VecDeque::new();
         assert_eq!(outbox.drain(&mut batch), Drained::Closing(CloseReason::ServerShutdown));
         assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn trail_records_late_offsets_with_the_highest_before_them() {
+        let outbox = Outbox::new(1024);
+        for offset in [10, 12, 11, 13] {
+            outbox.try_push_recoverable(&frame(1), offset).expect("room");
+        }
+        outbox.close(CloseReason::TransportError);
+        assert_eq!(outbox.try_push_recoverable(&frame(1), 9), Err(PushError::Closed));
+        let trail = outbox.trail();
+        assert_eq!((trail.lowest, trail.highest), (9, 13));
+        assert_eq!(trail.late, [(11, 12), (9, 13)], "refused pushes count: the client never saw them");
+    }
+
+    #[test]
+    fn a_held_outbox_queues_the_released_frames_first() {
+        let outbox = Outbox::new(1024);
+        outbox.hold();
+        outbox.try_push_recoverable(&frame(3), 7).expect("room");
+        let mut batch = VecDeque::new();
+        outbox.drain(&mut batch);
+        assert!(batch.is_empty(), "nothing leaves while held");
+        outbox.release(&[(frame(1), None), (frame(2), Some(5))], true).expect("room");
+        outbox.drain(&mut batch);
+        assert_eq!(batch.iter().map(Bytes::len).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(outbox.trail().late, [], "recorded in queue order: 5 then 7");
+        outbox.hold();
+        outbox.try_push(&frame(3)).expect("room");
+        outbox.release(&[], false).expect("room");
+        assert_eq!(outbox.pending_bytes(), 0, "what was held back is dropped");
     }
 
     #[tokio::test]

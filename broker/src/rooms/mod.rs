@@ -35,6 +35,22 @@ pub struct Member {
     pub outbox: Outbox,
 }
 
+/// A frame on its way to a room's members, with its recovery offset when
+/// it is recoverable (the members' outboxes record it).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The frame, encoded once for every member.
+    pub frame: Frame,
+    /// Its offset, for a recoverable frame.
+    pub offset: Option<u64>,
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Self {
+        Self { frame, offset: None }
+    }
+}
+
 /// The outcome of [`RoomTable::join`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
@@ -67,12 +83,17 @@ struct Room {
 }
 
 impl Room {
-    fn push_to_all(&self, except: Option<Sid>, frame: &Frame) -> usize {
+    fn push_to_all(&self, except: Option<Sid>, outgoing: &Outgoing) -> usize {
         let mut delivered = 0;
         for member in &self.members {
-            if Some(member.sid) != except && member.outbox.try_push(frame).is_ok() {
-                delivered += 1;
+            if Some(member.sid) == except {
+                continue;
             }
+            let pushed = match outgoing.offset {
+                None => member.outbox.try_push(&outgoing.frame),
+                Some(offset) => member.outbox.try_push_recoverable(&outgoing.frame, offset),
+            };
+            delivered += usize::from(pushed.is_ok());
         }
         delivered
     }
@@ -108,7 +129,12 @@ impl RoomTable {
 
     /// Adds `member` to `room`. When it is new there, `notice` builds a frame
     /// (given the member count after the join) that goes to the other members.
-    pub fn join(&self, room: &RoomId, member: Member, notice: impl FnOnce(usize) -> Option<Frame>) -> Joined {
+    pub fn join(
+        &self,
+        room: &RoomId,
+        member: Member,
+        notice: impl FnOnce(usize) -> Option<Outgoing>,
+    ) -> Joined {
         let mut guard = self.shard(room.as_str()).lock();
         let shard = &mut *guard;
         let entry = shard.rooms.entry(room.clone()).or_default();
@@ -129,7 +155,12 @@ impl RoomTable {
     /// Removes `sid` from `room` and returns the members left, or `None` when
     /// it was not a member. `notice` builds a frame for those left (given
     /// their count); it is not called when the room is now empty.
-    pub fn leave(&self, room: &str, sid: Sid, notice: impl FnOnce(usize) -> Option<Frame>) -> Option<usize> {
+    pub fn leave(
+        &self,
+        room: &str,
+        sid: Sid,
+        notice: impl FnOnce(usize) -> Option<Outgoing>,
+    ) -> Option<usize> {
         let mut guard = self.shard(room).lock();
         let shard = &mut *guard;
         let entry = shard.rooms.get_mut(room)?;
@@ -153,12 +184,30 @@ impl RoomTable {
         &self,
         room: &str,
         except: Option<Sid>,
-        make: impl FnOnce(usize) -> Frame,
+        make: impl FnOnce(usize) -> Outgoing,
     ) -> Option<usize> {
         let shard = self.shard(room).lock();
         let entry = shard.rooms.get(room)?;
-        let frame = make(entry.members.len());
-        Some(entry.push_to_all(except, &frame))
+        let outgoing = make(entry.members.len());
+        Some(entry.push_to_all(except, &outgoing))
+    }
+
+    /// Points `sid`'s membership of `room` at `outbox` (a recovered session's
+    /// new one). `under_lock` runs with the shard lock held, after the
+    /// switch: what it reads of the room's order holds until the next frame.
+    /// `None` when `sid` is not a member.
+    pub fn replace_outbox<R>(
+        &self,
+        room: &str,
+        sid: Sid,
+        outbox: Outbox,
+        under_lock: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let mut shard = self.shard(room).lock();
+        let entry = shard.rooms.get_mut(room)?;
+        let position = *entry.index.get(&sid)?;
+        entry.members.get_mut(position)?.outbox = outbox;
+        Some(under_lock())
     }
 
     /// The number of members of `room` (0 when it does not exist).
@@ -208,8 +257,8 @@ mod tests {
         batch.len()
     }
 
-    fn frame(_: usize) -> Option<Frame> {
-        Some(Frame::text("notice"))
+    fn frame(_: usize) -> Option<Outgoing> {
+        Some(Frame::text("notice").into())
     }
 
     #[test]
@@ -245,8 +294,8 @@ mod tests {
         for member in &members {
             table.join(&room, member.clone(), |_| None);
         }
-        assert_eq!(table.broadcast("r", None, |n| Frame::text(&n.to_string())), Some(100));
-        assert_eq!(table.broadcast("r", Some(members[3].sid), |_| Frame::text("x")), Some(99));
+        assert_eq!(table.broadcast("r", None, |n| Frame::text(&n.to_string()).into()), Some(100));
+        assert_eq!(table.broadcast("r", Some(members[3].sid), |_| Frame::text("x").into()), Some(99));
         assert_eq!(table.broadcast("nowhere", None, |_| panic!("no room")), None);
         let counts: Vec<usize> = members.iter().map(queued).collect();
         assert_eq!(counts.iter().filter(|&&n| n == 2).count(), 99);

@@ -9,17 +9,27 @@
 //! reachable a broadcast is delivered locally when it comes back from the
 //! bus, so every node sees a room's emits in the bus's one order; when it is
 //! not, it is delivered locally at once.
+//!
+//! With connection state recovery on (a single node for now), the adapter
+//! also owns the namespace's [`ReplayRing`]: each recoverable frame gets an
+//! offset (a message's id when it has one), carries it as its last
+//! argument, and is recorded once, under the room's lock.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::event_frame;
+use super::{event_frame, packet_frame};
+use crate::adapter::recovery::{ReplayRing, Target};
 use crate::adapter::{BoxFuture, Cluster, LocalAdapter};
+use crate::engineio::{Outbox, PushError};
 use crate::ids::{RoomId, Sid};
-use crate::rooms::{Joined, Member};
+use crate::protocol::Frame;
+use crate::protocol::socketio::PacketType;
+use crate::rooms::{Joined, Member, Outgoing};
 
 /// A chat message id: unique across the deployment, increasing within a
 /// room. A single broker writes its counter (`"1764490000123456"`); in a
@@ -98,6 +108,7 @@ pub struct Adapter {
     namespace: Box<str>,
     local: LocalAdapter,
     cluster: Option<Arc<dyn Cluster>>,
+    ring: Option<ReplayRing>,
 }
 
 impl fmt::Debug for Adapter {
@@ -113,13 +124,36 @@ impl Adapter {
     /// A single node's adapter for `namespace`.
     #[must_use]
     pub fn local(namespace: &str) -> Self {
-        Self { namespace: Box::from(namespace), local: LocalAdapter::new(), cluster: None }
+        Self { namespace: Box::from(namespace), local: LocalAdapter::new(), cluster: None, ring: None }
+    }
+
+    /// Turns connection state recovery on: recoverable frames get offsets
+    /// and are kept for `window`, `max_bytes` at most. Not for a clustered
+    /// adapter yet (its frames come back from the bus without offsets), nor
+    /// for a zero `window`.
+    #[must_use]
+    pub fn with_recovery(mut self, window: Duration, max_bytes: usize) -> Self {
+        if self.cluster.is_none() && !window.is_zero() {
+            self.ring = Some(ReplayRing::new(window, max_bytes));
+        }
+        self
+    }
+
+    /// The replay store, when recovery is on.
+    #[must_use]
+    pub fn ring(&self) -> Option<&ReplayRing> {
+        self.ring.as_ref()
     }
 
     /// An adapter for `namespace` that also reaches the nodes of `cluster`.
     #[must_use]
     pub fn clustered(namespace: &str, cluster: Arc<dyn Cluster>) -> Self {
-        Self { namespace: Box::from(namespace), local: LocalAdapter::new(), cluster: Some(cluster) }
+        Self {
+            namespace: Box::from(namespace),
+            local: LocalAdapter::new(),
+            cluster: Some(cluster),
+            ring: None,
+        }
     }
 
     /// This node's half.
@@ -136,13 +170,15 @@ impl Adapter {
 
     /// Adds `member` to `room`. When it is new there, `notice` (given the
     /// local member count) gives the data of `event` for the other members.
+    /// Also returns the room's first offset the member is owed (what came
+    /// before its join is not for it).
     pub fn join<T: Serialize>(
         &self,
         room: &RoomId,
         member: Member,
         event: &str,
         notice: impl FnOnce(usize) -> Option<T>,
-    ) -> Joined {
+    ) -> (Joined, u64) {
         self.join_with_presence(room, member, None, event, notice)
     }
 
@@ -156,16 +192,22 @@ impl Adapter {
         presence: Option<&RawValue>,
         event: &str,
         notice: impl FnOnce(usize) -> Option<T>,
-    ) -> Joined {
+    ) -> (Joined, u64) {
         let sid = member.sid;
+        let mut since = 0;
         let Some(cluster) = &self.cluster else {
-            return self.local.join(room, member, |members| {
-                notice(members).map(|data| event_frame(&self.namespace, None, event, &data))
+            let joined = self.local.join(room, member, |members| {
+                since = self.local.current_offset();
+                notice(members).map(|data| self.room_frame(room.as_str(), Some(sid), event, &data, None))
             });
+            return (joined, since);
         };
-        let joined = self.local.join(room, member, |_| None);
+        let joined = self.local.join(room, member, |_| {
+            since = self.local.current_offset();
+            None
+        });
         if !joined.is_new {
-            return joined;
+            return (joined, since);
         }
         if let Some(presence) = presence {
             cluster.member_joined(sid, room.as_str(), presence);
@@ -173,7 +215,7 @@ impl Adapter {
         if let Some(data) = notice(joined.members) {
             self.publish_or_deliver(cluster.as_ref(), room.as_str(), Some(sid), event, &data);
         }
-        joined
+        (joined, since)
     }
 
     /// Removes `sid` from `room`; `notice` (given the local members left)
@@ -187,7 +229,7 @@ impl Adapter {
     ) -> Option<usize> {
         let Some(cluster) = &self.cluster else {
             return self.local.leave(room, sid, |members| {
-                notice(members).map(|data| event_frame(&self.namespace, None, event, &data))
+                notice(members).map(|data| self.room_frame(room, Some(sid), event, &data, None))
             });
         };
         let left = self.local.leave(room, sid, |_| None)?;
@@ -212,7 +254,7 @@ impl Adapter {
     /// do the same for theirs, as when a node dies). Returns the deliveries,
     /// `None` when the room has no member here.
     pub fn broadcast_here<T: Serialize + ?Sized>(&self, room: &str, event: &str, data: &T) -> Option<usize> {
-        self.local.broadcast(room, None, |_| event_frame(&self.namespace, None, event, data))
+        self.local.broadcast(room, None, |_| event_frame(&self.namespace, None, event, data).into())
     }
 
     /// Emits `event` to every member of `room` but `except`, with the data
@@ -229,7 +271,7 @@ impl Adapter {
         let Some(cluster) = &self.cluster else {
             return self.local.broadcast(room, except, |members| {
                 let data = make(&Stamp { members });
-                event_frame(&self.namespace, None, event, &data)
+                self.room_frame(room, except, event, &data, None)
             });
         };
         let data = make(&Stamp { members: self.local.members(room) });
@@ -255,10 +297,12 @@ impl Adapter {
         let Some(cluster) = &self.cluster else {
             let mut taken = None;
             let delivered = self.local.broadcast(room, None, |_| {
-                let id = MessageId::local(self.local.next_message_id());
-                let frame = event_frame(&self.namespace, None, event, &make(&id));
+                let counter = self.local.next_message_id();
+                let id = MessageId::local(counter);
+                // With recovery on, the message's id is its offset too.
+                let outgoing = self.room_frame(room, None, event, &make(&id), Some(counter));
                 taken = Some(id);
-                frame
+                outgoing
             })?;
             return taken.map(|id| (delivered, IdPromise::Ready(id)));
         };
@@ -311,7 +355,7 @@ impl Adapter {
                     tracing::warn!(%error, event, "emit not MessagePack-encodable, delivered on this node only");
                 }
                 let frame = event_frame(&self.namespace, None, event, data);
-                self.local.broadcast(room, except, |_| frame).unwrap_or(0)
+                self.local.broadcast(room, except, |_| frame.into()).unwrap_or(0)
             }
         }
     }
@@ -320,6 +364,63 @@ impl Adapter {
     #[must_use]
     pub fn local_members(&self, room: &str) -> usize {
         self.local.members(room)
+    }
+
+    /// Emits `event` with `data` to the socket `sid` through `outbox`: a
+    /// recoverable event, with an offset and kept for replay, when recovery
+    /// is on.
+    ///
+    /// # Errors
+    /// As [`Outbox::try_push`].
+    pub fn emit_to<T: Serialize + ?Sized>(
+        &self,
+        sid: Sid,
+        outbox: &Outbox,
+        event: &str,
+        data: &T,
+    ) -> Result<(), PushError> {
+        let Some(ring) = &self.ring else {
+            return outbox.try_push(&event_frame(&self.namespace, None, event, data));
+        };
+        let offset = self.local.next_message_id();
+        let frame = recoverable_frame(&self.namespace, event, data, offset);
+        ring.record(offset, Target::Socket(sid), &frame);
+        outbox.try_push_recoverable(&frame, offset)
+    }
+
+    /// The frame of a room emit; with recovery on, with an offset (`taken`,
+    /// a message id, when there is one) and recorded in the ring. Called
+    /// under the room's shard lock.
+    fn room_frame<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        except: Option<Sid>,
+        event: &str,
+        data: &T,
+        taken: Option<u64>,
+    ) -> Outgoing {
+        let Some(ring) = &self.ring else {
+            return event_frame(&self.namespace, None, event, data).into();
+        };
+        let offset = taken.unwrap_or_else(|| self.local.next_message_id());
+        let frame = recoverable_frame(&self.namespace, event, data, offset);
+        ring.record(offset, Target::Room { room: RoomId::from(room), except }, &frame);
+        Outgoing { frame, offset: Some(offset) }
+    }
+}
+
+/// An EVENT `[event, data, "<offset>"]`: the client takes a string last
+/// argument as the offset to come back with.
+fn recoverable_frame<T: Serialize + ?Sized>(namespace: &str, event: &str, data: &T, offset: u64) -> Frame {
+    packet_frame(PacketType::Event, namespace, None, &(event, data, Offset(offset)))
+}
+
+/// An offset as the client holds it: a string.
+struct Offset(u64);
+
+impl Serialize for Offset {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
     }
 }
 

@@ -12,8 +12,10 @@ use simd_json::BorrowedValue;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::recovery::connect_frame;
 use super::{ConnectError, DisconnectReason, Event, Socket, SocketIo, disconnect_frame, packet_frame};
 use crate::engineio::{CloseReason, Session, SessionHandler};
+use crate::ids::Pid;
 use crate::metrics::{Limit, Metrics};
 use crate::protocol::DecodeError;
 use crate::protocol::json::{self, JsonError};
@@ -145,13 +147,18 @@ impl Connection {
         };
         // A CONNECT payload that is not JSON counts as no payload: the
         // middleware then decides on the other token sources. One that
-        // cannot be represented faithfully is refused.
+        // cannot be represented faithfully is refused. A recovering client
+        // adds `pid` and `offset` to it; the middleware runs all the same.
         let handshake = &self.session.handshake;
+        let mut recovery: Option<(Pid, Option<String>)> = None;
         let accepted = if packet.payload.is_empty() {
             namespace.handler().authorize(handshake, None)
         } else {
             with_parsed(packet.payload, self.server.limits.max_json_depth, |auth| match auth {
-                Ok(auth) => Ok(namespace.handler().authorize(handshake, Some(auth))),
+                Ok(auth) => {
+                    recovery = recovery_fields(auth);
+                    Ok(namespace.handler().authorize(handshake, Some(auth)))
+                }
                 Err(JsonError::Syntax) => Ok(namespace.handler().authorize(handshake, None)),
                 Err(error) => Err(error),
             })
@@ -172,21 +179,34 @@ impl Connection {
                 self.refuse_connect(namespace.name(), &refusal)
             }
             Ok(accepted) => {
+                // Only now, with the token checked again, is a suspended
+                // session looked at; one of another user stays untouched.
+                let suspended = recovery
+                    .as_ref()
+                    .and_then(|(pid, _)| namespace.take_suspended(*pid, accepted.owner.as_deref()));
+                let accepted = match suspended {
+                    None => accepted,
+                    Some(session) => {
+                        let offset = recovery.as_ref().and_then(|(_, offset)| offset.as_deref());
+                        match namespace.resume(session, offset, outbox, &self.session.handshake, accepted) {
+                            Ok(socket) => {
+                                self.sockets.push(Arc::clone(&socket));
+                                namespace.handler().on_recover(&socket);
+                                return Ok(());
+                            }
+                            // Not recoverable after all: a fresh session.
+                            Err(accepted) => accepted,
+                        }
+                    }
+                };
                 let socket = Arc::new(Socket::new(
                     Arc::clone(&namespace),
                     outbox.clone(),
                     Arc::clone(&self.session.handshake),
-                    accepted.data,
-                    accepted.expires_at,
+                    accepted,
                 ));
                 namespace.insert(Arc::clone(&socket));
-                let sid = socket.sid().to_string();
-                let _ = outbox.try_push(&packet_frame(
-                    PacketType::Connect,
-                    namespace.name(),
-                    None,
-                    &serde_json::json!({ "sid": sid }),
-                ));
+                let _ = outbox.try_push(&connect_frame(namespace.name(), &socket));
                 self.sockets.push(Arc::clone(&socket));
                 namespace.handler().on_connect(&socket);
                 Ok(())
@@ -256,9 +276,17 @@ impl Connection {
 
     fn remove_socket(&mut self, index: usize, reason: DisconnectReason) {
         let socket = self.sockets.swap_remove(index);
-        socket.namespace().handler().on_disconnect(&socket, reason);
-        socket.leave_all_silently();
-        socket.namespace().remove(socket.sid());
+        let namespace = socket.namespace();
+        namespace.remove(socket.sid());
+        // A lost connection's session waits for its client, still in its rooms.
+        let suspended = match reason {
+            DisconnectReason::SessionClosed(reason) => namespace.suspend(&socket, reason),
+            DisconnectReason::ClientDisconnect => false,
+        };
+        if !suspended {
+            namespace.handler().on_disconnect(&socket, reason);
+            socket.leave_all_silently();
+        }
         if self.sockets.is_empty() {
             self.lonely_since = Instant::now();
         }
@@ -272,6 +300,16 @@ impl Connection {
         let packet = socketio::decode(&pending.packet_text).map_err(|error| self.refuse_packet(&error))?;
         self.handle(&packet, &pending.attachments)
     }
+}
+
+/// The `pid` and `offset` a recovering client adds to its CONNECT payload:
+/// a `pid` as this broker writes them (anything else is no recovery), and
+/// the offset as the client holds it (a string).
+fn recovery_fields(auth: &BorrowedValue<'_>) -> Option<(Pid, Option<String>)> {
+    use simd_json::prelude::*;
+    let pid = auth.get("pid").and_then(ValueAsScalar::as_str).and_then(Pid::parse)?;
+    let offset = auth.get("offset").and_then(ValueAsScalar::as_str).map(str::to_owned);
+    Some((pid, offset))
 }
 
 impl SessionHandler for Connection {

@@ -24,7 +24,7 @@ impl Handler for TestHandler {
         if auth.and_then(|auth| auth.get("deny")).and_then(ValueAsScalar::as_bool) == Some(true) {
             return Err(ConnectError { message: "nope".into(), data: Some(serde_json::json!({"code": 1})) });
         }
-        Ok(Accepted { data: Box::new(()), expires_at: None })
+        Ok(Accepted { data: Box::new(()), expires_at: None, owner: None })
     }
 
     fn on_connect(&self, _: &Arc<Socket>) {}
@@ -41,6 +41,14 @@ impl Handler for TestHandler {
                 let answer = socket.emit_with_ack("question", &1).expect("room in outbox");
                 self.questions.lock().push(answer);
             }
+            "join" => {
+                let room = crate::ids::RoomId::from(event.args[0].as_str().unwrap_or("r"));
+                socket.join(&room, "joined", |_| Some(socket.sid().to_string()));
+            }
+            "say" => {
+                let room = event.args[0].as_str().unwrap_or("r");
+                socket.namespace().to_room(room, None, "said", &event.args[1].as_str());
+            }
             "binary" => {
                 let sizes: Vec<usize> = event.attachments.iter().map(Bytes::len).collect();
                 socket.emit("sizes", &sizes).expect("room in outbox");
@@ -56,20 +64,50 @@ impl Handler for TestHandler {
 
 struct Harness {
     handler: Arc<TestHandler>,
+    io: SocketIo,
     session: Box<dyn SessionHandler>,
     outbox: Outbox,
 }
 
 impl Harness {
+    /// A harness without connection state recovery.
     fn new() -> Self {
+        Self::with_recovery(std::time::Duration::ZERO)
+    }
+
+    fn with_recovery(window: std::time::Duration) -> Self {
         let handler = Arc::new(TestHandler::default());
-        let io = SocketIo::new(
+        let limits = PacketLimits { recovery_window: window, ..PacketLimits::default() };
+        let io = SocketIo::with_limits(
             vec![("/t".to_owned(), Arc::clone(&handler) as Arc<dyn Handler>)],
             Arc::new(Metrics::default()),
+            limits,
         );
         let outbox = Outbox::new(1 << 20);
         let session = Session { sid: Sid::random(), handshake: Arc::default(), outbox: outbox.clone() };
-        Self { handler, session: io.open(&session), outbox }
+        Self { handler, session: io.open(&session), io, outbox }
+    }
+
+    /// Another session on the same server.
+    fn another(&self) -> Self {
+        let outbox = Outbox::new(1 << 20);
+        let session = Session { sid: Sid::random(), handshake: Arc::default(), outbox: outbox.clone() };
+        Self {
+            handler: Arc::clone(&self.handler),
+            session: self.io.open(&session),
+            io: self.io.clone(),
+            outbox,
+        }
+    }
+
+    /// Connects to `/t` with `payload`; returns the CONNECT answer's data
+    /// and what was queued after it.
+    fn connect(&mut self, payload: &str) -> (serde_json::Value, Vec<String>) {
+        self.session.on_text(&format!("0/t,{payload}")).expect("valid packet");
+        let mut sent = self.sent();
+        let answer = sent.remove(0);
+        let answer = answer.strip_prefix("40/t,").expect("CONNECT answered");
+        (serde_json::from_str(answer).expect("JSON"), sent)
     }
 
     /// The text of every frame queued since the last call.
@@ -184,4 +222,58 @@ fn random_garbage_never_panics() {
         let _ = harness.session.on_text(&text);
         let _ = crate::protocol::engineio::decode(&text);
     }
+}
+
+/// The arguments of an EVENT text frame.
+fn args(text: &str) -> Vec<serde_json::Value> {
+    let json = text.strip_prefix("42/t,").expect("an event");
+    serde_json::from_str(json).expect("JSON array")
+}
+
+#[tokio::test]
+async fn recoverable_events_carry_an_offset_and_acks_do_not() {
+    let mut harness = Harness::with_recovery(std::time::Duration::from_secs(60));
+    let (answer, _) = harness.connect("");
+    assert!(answer["pid"].is_string() && answer["sid"].is_string(), "{answer}");
+    harness.session.on_text(r#"2/t,5["echo","a"]"#).expect("valid packet");
+    harness.session.on_text(r#"2/t,["join","r"]"#).expect("valid packet");
+    harness.session.on_text(r#"2/t,["say","r","hi"]"#).expect("valid packet");
+    harness.session.on_text(r#"2/t,["ask"]"#).expect("valid packet");
+    let sent = harness.sent();
+    assert_eq!(sent[0], r#"43/t,5[["a"]]"#, "an ack carries no offset");
+    let said = args(&sent[1]);
+    assert_eq!(said.len(), 3, "event, data, offset: {said:?}");
+    assert!(said[2].as_str().is_some_and(|offset| offset.parse::<u64>().is_ok()), "{said:?}");
+    assert_eq!(sent[2], r#"42/t,0["question",1]"#, "an event waiting for an ack carries no offset");
+}
+
+#[tokio::test]
+async fn a_lost_session_is_recovered_once_with_what_it_missed() {
+    let mut alice = Harness::with_recovery(std::time::Duration::from_secs(60));
+    let (first, _) = alice.connect("");
+    alice.session.on_text(r#"2/t,["join","r"]"#).expect("valid packet");
+    let mut bob = alice.another();
+    bob.connect("");
+    bob.session.on_text(r#"2/t,["join","r"]"#).expect("valid packet");
+    bob.session.on_text(r#"2/t,["say","r","one"]"#).expect("valid packet");
+    let seen = alice.sent();
+    let last_offset = args(seen.last().expect("alice got one"))[2].clone();
+    bob.session.on_text(r#"2/t,["say","r","two"]"#).expect("valid packet");
+    alice.outbox.close(CloseReason::TransportError);
+    alice.session.on_close(CloseReason::TransportError);
+    assert!(alice.handler.disconnects.lock().is_empty(), "suspended, not disconnected");
+    bob.session.on_text(r#"2/t,["say","r","three"]"#).expect("valid packet");
+
+    let mut back = alice.another();
+    let payload = serde_json::json!({ "pid": first["pid"], "offset": last_offset }).to_string();
+    let (answer, replay) = back.connect(&payload);
+    assert_eq!((&answer["sid"], &answer["pid"]), (&first["sid"], &first["pid"]), "same session");
+    let replayed: Vec<serde_json::Value> = replay.iter().map(|text| args(text)[1].clone()).collect();
+    assert_eq!(replayed, ["two", "three"], "what it missed, once, in order");
+    bob.session.on_text(r#"2/t,["say","r","four"]"#).expect("valid packet");
+    assert_eq!(args(&back.sent()[0])[1], "four", "back in the room");
+
+    let mut again = alice.another();
+    let (answer, _) = again.connect(&payload);
+    assert_ne!(answer["sid"], first["sid"], "a pid recovers once");
 }

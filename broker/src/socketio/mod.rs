@@ -15,6 +15,7 @@
 mod adapter;
 mod connection;
 mod namespace;
+mod recovery;
 mod socket;
 
 use std::any::Any;
@@ -58,8 +59,16 @@ pub trait Handler: Send + Sync + 'static {
     fn on_event(&self, socket: &Arc<Socket>, event: Event<'_>);
 
     /// The socket is leaving: it is still in its rooms, which the layer
-    /// empties silently right after this returns.
+    /// empties silently right after this returns. With recovery on, a
+    /// session whose connection was lost leaves only when its recovery
+    /// window closes (or its recovery fails): this is called then.
     fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason);
+
+    /// A client took its suspended session up again: the same socket, its
+    /// rooms, and what it missed are queued.
+    fn on_recover(&self, socket: &Arc<Socket>) {
+        let _ = socket;
+    }
 
     /// The socket reached the `expires_at` its [`Accepted`] gave. The layer
     /// then disconnects it and closes the session.
@@ -112,6 +121,10 @@ pub struct PacketLimits {
     pub max_connect_failures: u32,
     /// How long a session may stay without a namespace.
     pub connect_timeout: std::time::Duration,
+    /// How long a lost session waits for its client; zero turns recovery off.
+    pub recovery_window: std::time::Duration,
+    /// Bytes each namespace's replay store keeps at most.
+    pub recovery_max_bytes: usize,
 }
 
 impl Default for PacketLimits {
@@ -129,6 +142,8 @@ impl From<&crate::Config> for PacketLimits {
             max_attachment_bytes: config.max_payload,
             max_connect_failures: config.max_connect_failures,
             connect_timeout: config.connect_timeout,
+            recovery_window: config.recovery_window,
+            recovery_max_bytes: config.recovery_max_bytes,
         }
     }
 }
@@ -139,6 +154,9 @@ pub struct Accepted {
     pub data: Box<dyn Any + Send + Sync>,
     /// When the socket must be disconnected (e.g. token expiry).
     pub expires_at: Option<Instant>,
+    /// Who the client is (a user id): a suspended session is recovered only
+    /// by a client the middleware accepts as its owner.
+    pub owner: Option<String>,
 }
 
 /// A refusal of CONNECT: `{"message": …, "data": …}` on the wire.
@@ -213,8 +231,8 @@ impl SocketIo {
         let namespaces = namespaces
             .into_iter()
             .map(|(name, handler)| {
-                let namespace =
-                    Arc::new(Namespace::new(&name, handler, adapter(&name), Arc::clone(&metrics)));
+                let adapter = adapter(&name).with_recovery(limits.recovery_window, limits.recovery_max_bytes);
+                let namespace = Arc::new(Namespace::new(&name, handler, adapter, Arc::clone(&metrics)));
                 if let Some(cluster) = namespace.adapter().cluster() {
                     let sockets: Arc<dyn crate::adapter::LocalSockets> = namespace.clone();
                     cluster.attach(Arc::downgrade(&sockets));

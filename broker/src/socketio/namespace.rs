@@ -9,6 +9,7 @@ use ahash::RandomState;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::recovery::Sessions;
 use super::{Adapter, Handler, Socket, event_frame};
 use crate::adapter::{FetchedSocket, LocalSockets, Selection};
 use crate::ids::{RoomId, Sid};
@@ -30,6 +31,8 @@ pub struct Namespace {
     sockets: Box<[RegistryStripe]>,
     hasher: RandomState,
     metrics: Arc<Metrics>,
+    /// Sessions waiting for their clients, when recovery is on.
+    sessions: Option<Sessions>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -45,9 +48,11 @@ impl Namespace {
         adapter: Adapter,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let sessions = adapter.ring().map(|ring| Sessions::new(ring.window()));
         Self {
             name: Box::from(name),
             handler,
+            sessions,
             adapter,
             sockets: (0..REGISTRY_STRIPES).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
@@ -75,6 +80,16 @@ impl Namespace {
 
     pub(super) fn handler(&self) -> &Arc<dyn Handler> {
         &self.handler
+    }
+
+    pub(super) fn sessions(&self) -> Option<&Sessions> {
+        self.sessions.as_ref()
+    }
+
+    /// Sessions suspended and waiting for their clients to recover them.
+    #[must_use]
+    pub fn suspended_count(&self) -> usize {
+        self.sessions.as_ref().map_or(0, Sessions::len)
     }
 
     /// Emits `event` to every member of `room` but `except`, encoding the
@@ -169,7 +184,7 @@ impl LocalSockets for Namespace {
             ([room], [] | [_], false) if is_table_room(room) => self
                 .adapter
                 .local_half()
-                .broadcast(room, except_sids.first().copied(), |_| frame.clone())
+                .broadcast(room, except_sids.first().copied(), |_| frame.clone().into())
                 .unwrap_or(0),
             ([], [], false) => self.deliver_to_all(frame),
             _ => self.selected(selection).iter().filter(|socket| socket.send_frame(frame).is_ok()).count(),

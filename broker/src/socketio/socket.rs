@@ -12,10 +12,10 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Namespace, ack_frame, disconnect_frame, event_frame, frames_with_attachments};
+use super::{Namespace, ack_frame, disconnect_frame, frames_with_attachments};
 use crate::adapter::FetchedSocket;
 use crate::engineio::{CloseReason, Handshake, Outbox, PushError};
-use crate::ids::{RoomId, Sid};
+use crate::ids::{Pid, RoomId, Sid};
 use crate::protocol::Frame;
 use crate::protocol::socketio::PacketType;
 use crate::rooms::{Joined, Member};
@@ -23,6 +23,12 @@ use crate::rooms::{Joined, Member};
 /// A connected client in one namespace.
 pub struct Socket {
     sid: Sid,
+    /// The private session id, when recovery is on.
+    pid: Option<Pid>,
+    /// The first offset this session could have been sent.
+    since: u64,
+    /// Who the session belongs to (the middleware's [`super::Accepted::owner`]).
+    owner: Option<Box<str>>,
     namespace: Arc<Namespace>,
     outbox: Outbox,
     handshake: Arc<Handshake>,
@@ -39,29 +45,35 @@ pub struct Socket {
 /// (which checks membership) nor a disconnect (which leaves every room) grows
 /// with the square of the room count.
 #[derive(Debug, Default)]
-struct JoinedRooms {
-    /// Room to its join sequence number.
-    by_room: HashMap<RoomId, u64, RandomState>,
+pub(super) struct JoinedRooms {
+    /// Room to its join sequence number and the room's first offset owed
+    /// to this socket (what came before the join is not for it).
+    by_room: HashMap<RoomId, (u64, u64), RandomState>,
     /// Join sequence number to room: the join order.
     by_order: BTreeMap<u64, RoomId>,
     next: u64,
 }
 
 impl JoinedRooms {
-    fn insert(&mut self, room: &RoomId) {
+    fn insert(&mut self, room: &RoomId, since: u64) {
         if self.by_room.contains_key(room) {
             return;
         }
         let order = self.next;
         self.next += 1;
-        self.by_room.insert(room.clone(), order);
+        self.by_room.insert(room.clone(), (order, since));
         self.by_order.insert(order, room.clone());
     }
 
     fn remove(&mut self, room: &str) -> bool {
-        let Some(order) = self.by_room.remove(room) else { return false };
+        let Some((order, _)) = self.by_room.remove(room) else { return false };
         self.by_order.remove(&order);
         true
+    }
+
+    /// Each room joined, with its first offset owed to the socket.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&RoomId, u64)> {
+        self.by_room.iter().map(|(room, &(_, since))| (room, since))
     }
 }
 
@@ -82,11 +94,15 @@ impl Socket {
         namespace: Arc<Namespace>,
         outbox: Outbox,
         handshake: Arc<Handshake>,
-        data: Box<dyn Any + Send + Sync>,
-        expires_at: Option<Instant>,
+        accepted: super::Accepted,
     ) -> Self {
+        let adapter = namespace.adapter();
+        let super::Accepted { data, expires_at, owner } = accepted;
         Self {
             sid: Sid::random(),
+            pid: adapter.ring().map(|_| Pid::random()),
+            since: adapter.local_half().current_offset(),
+            owner: owner.map(Box::from),
             namespace,
             outbox,
             handshake,
@@ -97,10 +113,62 @@ impl Socket {
         }
     }
 
+    /// The session of `old`, suspended, taken up again on a new
+    /// connection: the same ids and rooms (which `old` no longer lists),
+    /// the new connection's outbox, handshake and application data.
+    pub(super) fn resume(
+        old: &Self,
+        outbox: Outbox,
+        handshake: Arc<Handshake>,
+        data: Box<dyn Any + Send + Sync>,
+        expires_at: Option<Instant>,
+    ) -> Self {
+        Self {
+            sid: old.sid,
+            pid: old.pid,
+            since: old.since,
+            owner: old.owner.clone(),
+            namespace: Arc::clone(&old.namespace),
+            outbox,
+            handshake,
+            rooms: Mutex::new(std::mem::take(&mut *old.rooms.lock())),
+            data,
+            expires_at,
+            acks: Mutex::default(),
+        }
+    }
+
     /// The socket id.
     #[must_use]
     pub fn sid(&self) -> Sid {
         self.sid
+    }
+
+    /// The private session id a client recovers this session with, when
+    /// recovery is on.
+    #[must_use]
+    pub fn pid(&self) -> Option<Pid> {
+        self.pid
+    }
+
+    /// The first offset this session could have been sent.
+    pub(super) fn since(&self) -> u64 {
+        self.since
+    }
+
+    /// Who the session belongs to.
+    pub(super) fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// The outbox of the socket's connection.
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Runs `f` on the rooms joined (locked meanwhile: `f` must not call the socket).
+    pub(super) fn with_rooms<R>(&self, f: impl FnOnce(&JoinedRooms) -> R) -> R {
+        f(&self.rooms.lock())
     }
 
     /// The socket's namespace.
@@ -145,8 +213,10 @@ impl Socket {
     ///
     /// # Errors
     /// As [`send_frame`](Self::send_frame).
+    /// With recovery on, the event is recoverable: it carries an offset and
+    /// is kept for replay.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), PushError> {
-        self.send_frame(&event_frame(self.namespace.name(), None, event, data))
+        self.namespace.adapter().emit_to(self.sid, &self.outbox, event, data)
     }
 
     /// Emits `event` with several arguments and binary attachments (which
@@ -244,9 +314,9 @@ impl Socket {
         let member = Member { sid: self.sid, outbox: self.outbox.clone() };
         let adapter = self.namespace.adapter();
         let presence = adapter.cluster().and_then(|_| self.namespace.handler().presence(self));
-        let joined = adapter.join_with_presence(room, member, presence.as_deref(), event, notice);
+        let (joined, since) = adapter.join_with_presence(room, member, presence.as_deref(), event, notice);
         if joined.is_new {
-            self.rooms.lock().insert(room);
+            self.rooms.lock().insert(room, since);
         }
         joined
     }
