@@ -41,6 +41,8 @@ pub struct Metrics {
     pub write_delay_us: AtomicU64,
     /// Sessions that panicked; each was closed (1011) and cleaned up alone.
     pub session_panics: AtomicU64,
+    /// Suspended sessions taken up again by their clients.
+    pub recoveries: AtomicU64,
     /// Refusals by each limit of [`Limit`], indexed by `Limit as usize`.
     pub limit_refusals: [AtomicU64; Limit::ALL.len()],
 }
@@ -131,6 +133,12 @@ pub struct Gauges {
     pub outbox_bytes: u64,
     /// Tasks the broker tracks (sessions, writers, background tasks).
     pub tasks: u64,
+    /// Sessions suspended, waiting for their clients to recover them.
+    pub suspended_sessions: u64,
+    /// Packets kept for replay.
+    pub replay_packets: u64,
+    /// Bytes the replay stores hold (frames and their entries).
+    pub replay_bytes: u64,
     /// The Redis bus, with the `redis` adapter.
     pub redis: Option<RedisCounters>,
 }
@@ -183,7 +191,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut registry = Registry::default();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             ("broker_connections", "Sessions accepted", &self.connections_total),
             ("broker_upgrades", "Long-polling sessions upgraded to WebSocket", &self.upgrades),
             ("broker_auth_refusals", "Connects refused by auth", &self.auth_refusals),
@@ -195,6 +203,7 @@ impl Metrics {
             ("broker_messages", "Chat messages broadcast", &self.messages),
             ("broker_deliveries", "Frames queued by broadcasts", &self.deliveries),
             ("broker_session_panics", "Sessions closed after a panic", &self.session_panics),
+            ("broker_recoveries", "Sessions recovered by their clients", &self.recoveries),
         ];
         for (name, help, value) in counters {
             registry.register(name, help, ConstCounter::new(value.load(Relaxed)));
@@ -212,6 +221,13 @@ impl Metrics {
             ("broker_room_members", "Room memberships", gauges.room_members),
             ("broker_outbox_bytes", "Bytes queued for writers", gauges.outbox_bytes),
             ("broker_tasks", "Tasks tracked by the broker", gauges.tasks),
+            (
+                "broker_suspended_sessions",
+                "Sessions waiting for their clients to recover them",
+                gauges.suspended_sessions,
+            ),
+            ("broker_replay_packets", "Packets kept for connection state recovery", gauges.replay_packets),
+            ("broker_replay_bytes", "Bytes kept for connection state recovery", gauges.replay_bytes),
         ];
         for (name, help, value) in gauge_rows {
             registry.register(name, help, ConstGauge::new(value));

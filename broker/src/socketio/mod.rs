@@ -287,6 +287,12 @@ impl SocketIo {
             let table = namespace.adapter().local_half().table();
             gauges.rooms += table.len() as u64;
             gauges.room_members += table.memberships() as u64;
+            gauges.suspended_sessions += namespace.suspended_count() as u64;
+            if let Some(ring) = namespace.adapter().ring() {
+                let (packets, bytes) = ring.usage();
+                gauges.replay_packets += packets as u64;
+                gauges.replay_bytes += bytes as u64;
+            }
         }
         gauges.redis = self.cluster.as_ref().map(|cluster| cluster.metrics().snapshot());
         gauges

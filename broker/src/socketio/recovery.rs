@@ -219,6 +219,7 @@ impl Namespace {
         first.push((connect_frame(self.name(), &socket), None));
         first.extend(missed);
         debug!(%sid, replayed = first.len().saturating_sub(1), "session recovered");
+        crate::metrics::Metrics::add(&self.metrics().recoveries, 1);
         self.insert(Arc::clone(&socket));
         // A full outbox closes the new connection; the client tries again
         // and gets a fresh session, as after any slow read.
