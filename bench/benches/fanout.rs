@@ -16,6 +16,15 @@
 //! frame (no socket buffer copy, no TCP). Neither counts the task wake-up
 //! and scheduling of N writer tasks, which needs a runtime.
 //!
+//! `encode_and_enqueue/{recovery_off,recovery_on}/N`: the whole room emit
+//! through the namespace's [`Adapter`] as the gateway makes it: take a
+//! message id, encode the `message` once, queue it for N members. With
+//! recovery on, the frame also carries its offset, is recorded once in the
+//! replay ring (which, after the first 64 MiB, drops its oldest entry on
+//! every record), and each outbox notes the offset in its trail. Both run
+//! in the same process, side by side, so the difference is recovery's cost
+//! on the hot path.
+//!
 //! `devnull_write/{writev_batch,write_per_frame}/64`: one writer with 64
 //! frames queued, sent with one `writev` or with one `write` per frame: what
 //! batching in the writer saves per frame.
@@ -30,6 +39,7 @@ use broker::engineio::{Outbox, write_batch_blocking};
 use broker::ids::{RoomId, Sid};
 use broker::protocol::Frame;
 use broker::rooms::Member;
+use broker::socketio::{Adapter, MessageId};
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -70,7 +80,57 @@ impl Fixture {
 }
 
 fn broadcast(table: &LocalAdapter, frame: &Frame) -> usize {
-    table.broadcast(ROOM, None, |_| frame.clone()).expect("the room exists")
+    table.broadcast(ROOM, None, |_| frame.clone().into()).expect("the room exists")
+}
+
+/// The gateway's `message` payload.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageOut<'a> {
+    id: MessageId,
+    room_id: &'a str,
+    content: &'a str,
+    sender_id: &'a str,
+    timestamp: u64,
+}
+
+const CONTENT: &str =
+    "The quick brown fox jumps over the lazy dogs, then it jumps back again and waits for the next one!!!";
+
+fn encode_and_enqueue(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("fanout/encode_and_enqueue");
+    for members in [1, 100, 10_000] {
+        for (name, recovery) in [("recovery_off", false), ("recovery_on", true)] {
+            let mut adapter = Adapter::local("/api/v1/chat");
+            if recovery {
+                adapter = adapter.with_recovery(std::time::Duration::from_secs(120), 64 << 20);
+            }
+            let room = RoomId::from(ROOM);
+            let outboxes: Vec<Outbox> = (0..members).map(|_| Outbox::new(OUTBOX_LIMIT_BYTES)).collect();
+            for outbox in &outboxes {
+                let member = Member { sid: Sid::random(), outbox: outbox.clone() };
+                adapter.join(&room, member, "user_joined", |_| None::<()>);
+            }
+            let mut batches: Vec<VecDeque<Bytes>> = (0..members).map(|_| VecDeque::new()).collect();
+            group.throughput(Throughput::Elements(members as u64));
+            group.bench_function(BenchmarkId::new(name, members), |bench| {
+                bench.iter_batched(
+                    || drain_and_write(&outboxes, &mut batches, &mut io::sink()),
+                    |()| {
+                        adapter.broadcast(ROOM, None, "message", |stamp| MessageOut {
+                            id: stamp.message_id(),
+                            room_id: ROOM,
+                            content: CONTENT,
+                            sender_id: "user-4711",
+                            timestamp: 1_718_000_000_123,
+                        })
+                    },
+                    BatchSize::NumIterations(ENQUEUE_BATCH),
+                );
+            });
+        }
+    }
+    group.finish();
 }
 
 /// Drains each outbox and sends its frames to `sink` with the broker's
@@ -142,5 +202,5 @@ fn devnull_write(criterion: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, enqueue, enqueue_and_drain, devnull_write);
+criterion_group!(benches, enqueue, encode_and_enqueue, enqueue_and_drain, devnull_write);
 criterion_main!(benches);

@@ -184,7 +184,7 @@ async fn a_forged_or_missing_token_with_a_pid_is_refused() {
 /// refusal's message and what arrived before it.
 async fn refused_before_anything(server: &TestServer, payload: Value) -> (Value, Vec<String>) {
     let mut client = Client::builder(server).label("comeback").open().await;
-    let refusal = client.connect_namespace(CHAT, Some(payload)).await.err().expect("refused");
+    let refusal = client.connect_namespace(CHAT, Some(payload)).await.expect_err("refused");
     (refusal.connect_error()["message"].clone(), client.backlog())
 }
 
