@@ -25,7 +25,9 @@ import {
   userId,
 } from './helpers.mjs';
 
-const broker = useBroker();
+// A lost connection's rooms hear user_left when its recovery window closes
+// (socket.disconnect() is a leave, heard at once): a short window here.
+const broker = useBroker({ BROKER_RECOVERY_WINDOW_MS: 300 });
 const it = (name, fn) => chatTest(broker, name, fn);
 
 const MEMBER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'member.mjs');

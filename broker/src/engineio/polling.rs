@@ -157,7 +157,14 @@ impl PollingSession {
             }
             state.polling = true;
         }
-        let _held = Held { session: self };
+        let mut held = Held { session: self, answered: false };
+        let answer = self.hold_get().await;
+        held.answered = true;
+        answer
+    }
+
+    /// The wait of a held `GET`, until there is something to answer.
+    async fn hold_get(&self) -> Result<Bytes, PollingError> {
         let timeout = tokio::time::sleep(self.max_wait);
         tokio::pin!(timeout);
         loop {
@@ -352,11 +359,20 @@ fn encode(batch: &VecDeque<Bytes>, last: Option<&str>) -> Bytes {
 /// with its connection).
 struct Held<'a> {
     session: &'a PollingSession,
+    /// False while the `GET` waits: dropped then, its connection is gone.
+    answered: bool,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.session.state.lock().polling = false;
+        if !self.answered {
+            // The client's connection went away under a held GET (socket.io's
+            // "poll connection closed prematurely"): the transport is lost
+            // now, not a heartbeat later, so a recovering client finds its
+            // session suspended when it comes back.
+            self.session.outbox.close(CloseReason::TransportError);
+        }
     }
 }
 

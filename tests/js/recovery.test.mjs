@@ -1,0 +1,144 @@
+// Connection state recovery with the stock client and its default options:
+// "a client that reconnects within the window ... gets the same sid and pid
+// back, its rooms, and every missed recoverable event once, in order, before
+// anything newer; its rooms' members see no user_left/user_joined for it."
+//
+// The client reaches the broker through a TCP relay that the test severs
+// mid-stream (both sides of every connection destroyed at once, no close
+// frame, no Engine.IO close): the client notices, reconnects by itself after
+// its usual delay, and recovers.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+
+import {
+  TRANSPORT_MODE,
+  brokerOnly,
+  chatTest,
+  connect,
+  connectUser,
+  joinAll,
+  once,
+  onceWhere,
+  roomId,
+  token,
+  transportOptions,
+  useBroker,
+  userId,
+} from './helpers.mjs';
+
+const broker = useBroker();
+const it = (name, fn) => chatTest(broker, name, { skip: brokerOnly('connection state recovery') }, fn);
+
+/**
+ * A TCP relay to the broker on 127.0.0.1:0. `sever()` resets every
+ * connection through it, both sides, and every new one until `heal()`.
+ */
+async function relay(target) {
+  const { hostname, port } = new URL(target);
+  const pairs = new Set();
+  let severed = false;
+  const server = net.createServer((client) => {
+    if (severed) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.connect(Number(port), hostname);
+    const pair = [client, upstream];
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const forget = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', forget);
+    upstream.on('error', forget);
+    client.on('close', forget);
+    upstream.on('close', forget);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    sever() {
+      severed = true;
+      for (const pair of pairs) for (const socket of pair) socket.resetAndDestroy();
+      pairs.clear();
+    },
+    heal() {
+      severed = false;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/**
+ * Bob streams 30 messages into a room Alice (through the relay, with the
+ * client's default reconnection) is in; after she has seen 5, the relay is
+ * severed; Bob streams 30 more. Alice must come back recovered and see all 60,
+ * each once, in order, then Bob's marker; Bob must hear nothing of her absence.
+ */
+async function killMidStreamAndRecover(transport) {
+  const tcp = await relay(broker.url);
+  try {
+    const { socket: bob } = await connectUser(broker);
+    const sub = userId('alice');
+    const alice = await connect(tcp.url, {
+      ...transport,
+      reconnection: true,
+      query: { token: token({ sub }, broker.secret) },
+    });
+    alice.sub = sub;
+    const firstSid = alice.id;
+    assert.equal(alice.recovered, false, 'a first connection is not a recovery');
+    const room = roomId('stream');
+    await joinAll(room, bob, alice);
+
+    const sent = [];
+    const stream = (from, to) => {
+      for (let i = from; i < to; i += 1) {
+        const content = `m${String(i).padStart(2, '0')}`;
+        sent.push(content);
+        bob.emit('send_message', { roomId: room, content });
+      }
+    };
+    stream(0, 30);
+    const seen = [];
+    while (seen.length < 5) seen.push((await once(alice, 'message')).content);
+    // A long-polling client may be between two requests: the next one fails too.
+    tcp.sever();
+    await once(alice, 'disconnect');
+    stream(30, 60);
+    tcp.heal();
+
+    await once(alice, 'connect');
+    assert.equal(alice.recovered, true, 'the session was recovered');
+    assert.equal(alice.id, firstSid, 'the same socket id');
+    bob.emit('send_message', { roomId: room, content: 'end' });
+
+    // Everything Alice saw, in order, up to the marker: each message once.
+    for (;;) {
+      const message = await once(alice, 'message');
+      if (message.content === 'end') break;
+      seen.push(message.content);
+    }
+    assert.deepEqual(seen, sent, 'every message once, in order');
+
+    await onceWhere(bob, 'message', (m) => m?.content === 'end', 'his marker');
+    const about = (event) => bob.inbox.log.filter((e) => e.event === event && e.payload?.userId === sub).length;
+    assert.equal(about('user_left'), 0, 'no user_left for a recovered member');
+    assert.equal(about('user_joined'), 1, 'no second user_joined for a recovered member');
+  } finally {
+    tcp.sever();
+    await tcp.close();
+  }
+}
+
+it(`a client cut off mid-stream recovers and sees every message once (${TRANSPORT_MODE})`, async () => {
+  await killMidStreamAndRecover(transportOptions());
+});
+
+it('a client cut off mid-stream recovers and sees every message once (long-polling only)', async () => {
+  await killMidStreamAndRecover({ transports: ['polling'] });
+});
