@@ -54,6 +54,12 @@ impl Entry {
     }
 }
 
+/// The fixed bytes one stored packet costs beside its frame (for the README).
+#[must_use]
+pub fn entry_size() -> usize {
+    std::mem::size_of::<Entry>()
+}
+
 /// One namespace's recent recoverable frames, by offset.
 #[derive(Debug)]
 pub struct ReplayRing {

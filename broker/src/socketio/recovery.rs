@@ -94,6 +94,9 @@ impl Namespace {
         if !is_recoverable(reason) {
             return false;
         }
+        // What its connection did not write stays out of memory: the ring
+        // holds it once for everyone.
+        socket.outbox().discard_queued();
         let deadline = Instant::now() + sessions.window;
         sessions.suspended.lock().insert(pid, Suspended { socket: Arc::clone(socket), reason, deadline });
         let mut expiries = sessions.expiries.lock();
@@ -236,4 +239,30 @@ pub(super) fn connect_frame(namespace: &str, socket: &Socket) -> Frame {
         None => serde_json::json!({ "sid": sid }),
     };
     packet_frame(PacketType::Connect, namespace, None, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixed sizes the README's memory figures are computed from
+    /// (x86-64): a change here is a change there.
+    #[test]
+    fn struct_sizes_for_the_readme() {
+        assert_eq!(std::mem::size_of::<Socket>(), 272);
+        assert_eq!(std::mem::size_of::<(Pid, Suspended)>(), 48);
+        assert_eq!(crate::adapter::recovery::entry_size(), 88);
+        println!(
+            "Socket {} Suspended {} map entry {} expiry {} JoinedRooms {} room entry by_room {} by_order {} Member {} ring entry {}",
+            std::mem::size_of::<Socket>(),
+            std::mem::size_of::<Suspended>(),
+            std::mem::size_of::<(Pid, Suspended)>(),
+            std::mem::size_of::<(Instant, Pid)>(),
+            std::mem::size_of::<super::super::socket::JoinedRooms>(),
+            std::mem::size_of::<(RoomId, (u64, u64))>(),
+            std::mem::size_of::<(u64, RoomId)>(),
+            std::mem::size_of::<crate::rooms::Member>(),
+            crate::adapter::recovery::entry_size(),
+        );
+    }
 }
