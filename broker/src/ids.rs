@@ -35,13 +35,7 @@ impl Sid {
     /// anything else.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 11 {
-            return None;
-        }
-        let mut bytes = [0u8; 9];
-        let written = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
-        let bytes: [u8; 8] = bytes.get(..written)?.try_into().ok()?;
-        Some(Self(u64::from_be_bytes(bytes)))
+        decode_id(text).map(|bytes| Self(u64::from_be_bytes(bytes)))
     }
 
     /// The id as a number (for hashing and logs).
@@ -52,18 +46,28 @@ impl Sid {
 }
 
 impl fmt::Display for Sid {
-    #[allow(
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        reason = "8 bytes always encode to 11 ASCII characters"
-    )]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = [0u8; 11];
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(self.0.to_be_bytes(), &mut text)
-            .expect("8 bytes encode to 11 characters");
-        f.write_str(std::str::from_utf8(&text[..written]).expect("base64 is ASCII"))
+        write_id(f, &self.0.to_be_bytes())
     }
+}
+
+/// Writes id bytes (at most 16) as unpadded URL-safe base64.
+fn write_id(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut text = [0u8; 24];
+    let written = URL_SAFE_NO_PAD.encode_slice(bytes, &mut text).map_err(|_| fmt::Error)?;
+    let text = text.get(..written).and_then(|text| std::str::from_utf8(text).ok()).ok_or(fmt::Error)?;
+    f.write_str(text)
+}
+
+/// Reads `N` id bytes back from what [`write_id`] wrote; `None` for anything else.
+fn decode_id<const N: usize>(text: &str) -> Option<[u8; N]> {
+    // N bytes are ceil(4N/3) characters unpadded.
+    if text.len() != (4 * N).div_ceil(3) {
+        return None;
+    }
+    let mut bytes = [0u8; 18];
+    let written = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
+    bytes.get(..written)?.try_into().ok()
 }
 
 impl fmt::Debug for Sid {
@@ -89,28 +93,13 @@ impl Pid {
     /// anything else.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 22 {
-            return None;
-        }
-        let mut bytes = [0u8; 18];
-        let written = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
-        let bytes: [u8; 16] = bytes.get(..written)?.try_into().ok()?;
-        Some(Self(u128::from_be_bytes(bytes)))
+        decode_id(text).map(|bytes| Self(u128::from_be_bytes(bytes)))
     }
 }
 
 impl fmt::Display for Pid {
-    #[allow(
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        reason = "16 bytes always encode to 22 ASCII characters"
-    )]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = [0u8; 22];
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(self.0.to_be_bytes(), &mut text)
-            .expect("16 bytes encode to 22 characters");
-        f.write_str(std::str::from_utf8(&text[..written]).expect("base64 is ASCII"))
+        write_id(f, &self.0.to_be_bytes())
     }
 }
 
