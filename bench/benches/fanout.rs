@@ -117,8 +117,8 @@ fn encode_and_enqueue(criterion: &mut Criterion) {
                 bench.iter_batched(
                     || drain_and_write(&outboxes, &mut batches, &mut io::sink()),
                     |()| {
-                        adapter.broadcast(ROOM, None, "message", |stamp| MessageOut {
-                            id: stamp.message_id(),
+                        adapter.send_message(ROOM, "message", |id| MessageOut {
+                            id: id.clone(),
                             room_id: ROOM,
                             content: CONTENT,
                             sender_id: "user-4711",
