@@ -32,6 +32,9 @@ async fn soak_with_faults_loses_nothing_and_returns_to_idle() {
         // Small, so that a client that stops reading overflows it before its
         // heartbeat runs out.
         outbox_bytes: 64 << 10,
+        // Dropped clients' sessions wait this long for them before their
+        // rooms are emptied: short, so the gauges are back at idle in time.
+        recovery_window: Duration::from_millis(500),
         ..broker::Config::default()
     };
     let shutdown = CancellationToken::new();
