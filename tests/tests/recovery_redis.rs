@@ -1,13 +1,21 @@
 //! The Redis store of suspended recovery sessions
 //! (`broker::adapter::redis::session`), against the test Redis: a session is
 //! stored under `sio:session:<pid>` for the window, reads back as written,
-//! and is taken once, even when several connections (brokers) ask at once.
+//! and is taken once, even when several connections (brokers) ask at once;
+//! through a broker's bus, a Redis that cannot be reached fails the store
+//! within the command timeout (the session then stays on its own broker).
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use broker::adapter::redis::bus::{Bus, Receiver, Subscriptions};
 use broker::adapter::redis::session::{self, SessionData, StoredSession};
 use broker::ids::Pid;
-use tests::redis::redis_url;
+use tests::WAIT;
+use tests::redis::{Link, redis_url};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 async fn connection() -> Option<redis::aio::MultiplexedConnection> {
     let url = redis_url()?;
@@ -69,4 +77,44 @@ async fn a_discarded_session_is_not_found() {
     session::store(&mut redis, &stored(pid), Duration::from_secs(120)).await.expect("stored");
     session::discard(&mut redis, pid).await.expect("discarded");
     assert_eq!(session::take(&mut redis, pid).await.expect("asked"), None);
+}
+
+/// A bus that subscribes to nothing, for its commands.
+struct Deaf;
+
+impl Receiver for Deaf {
+    fn receive(&self, _channel: &str, _payload: &[u8]) {}
+
+    fn receive_unordered(&self, _channel: &str, _prefix: &[u8], _suffix: &[u8]) -> String {
+        String::new()
+    }
+}
+
+#[tokio::test]
+async fn through_the_bus_a_session_is_stored_and_taken_and_an_unreachable_redis_fails_the_store() {
+    let Some(url) = redis_url() else { return };
+    let link = Link::to(&url).await;
+    let stop = CancellationToken::new();
+    let bus = Bus::connect(
+        &link.url(),
+        Subscriptions::default(),
+        Arc::new(Deaf),
+        &TaskTracker::new(),
+        stop.clone(),
+    )
+    .await
+    .expect("valid URL");
+    let pid = Pid::random();
+    bus.store_session(&stored(pid), Duration::from_secs(120)).await.expect("stored");
+    assert_eq!(bus.take_session(pid).await.expect("taken"), Some(stored(pid)));
+
+    link.cut();
+    let other = Pid::random();
+    let outcome = tokio::time::timeout(WAIT, bus.store_session(&stored(other), Duration::from_secs(120)))
+        .await
+        .expect("the store gives up within the command timeout");
+    assert!(outcome.is_err(), "a store Redis never got is an error, not a silent success");
+    let Some(mut redis) = connection().await else { return };
+    assert_eq!(session::take(&mut redis, other).await.expect("asked"), None, "nothing reached Redis");
+    stop.cancel();
 }

@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::session::StoredSession;
+use crate::ids::Pid;
+
 /// First wait before reconnecting the subscriber.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two reconnection attempts.
@@ -281,6 +284,27 @@ impl Bus {
         let (_, count): (String, usize) =
             redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(&mut commands).await?;
         Ok(count)
+    }
+
+    /// Stores a suspended session for `window` (see [`super::session`]).
+    ///
+    /// # Errors
+    /// When Redis fails or does not answer in time (the command timeout):
+    /// the session is then kept by this broker alone, and only a client
+    /// that comes back here recovers it.
+    pub async fn store_session(&self, session: &StoredSession, window: Duration) -> redis::RedisResult<()> {
+        let mut commands = self.commands.clone();
+        super::session::store(&mut commands, session, window).await
+    }
+
+    /// Takes the session `pid` out of Redis, once across the cluster (see
+    /// [`super::session::take`]).
+    ///
+    /// # Errors
+    /// When Redis fails or does not answer in time.
+    pub async fn take_session(&self, pid: Pid) -> redis::RedisResult<Option<StoredSession>> {
+        let mut commands = self.commands.clone();
+        super::session::take(&mut commands, pid).await
     }
 
     /// Whether the subscriber connection is up.
