@@ -300,6 +300,9 @@ pub enum Connection {
     WebSocket(WsConnection),
     /// A long-polling client (boxed: it is the larger, and the rarer).
     Polling(Box<PollingConnection>),
+    /// No connection: it was dropped ([`Connection::take`]) and none has
+    /// replaced it yet. Reads see the end, writes fail.
+    Gone,
 }
 
 impl Connection {
@@ -344,7 +347,18 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.connected.as_ref().map(|connected| &connected.accepted),
             Self::Polling(conn) => Some(conn.accepted()),
+            Self::Gone => None,
         }
+    }
+
+    /// Takes the connection out, leaving [`Connection::Gone`].
+    pub fn take(&mut self) -> Self {
+        std::mem::replace(self, Self::Gone)
+    }
+
+    /// Whether there is no connection.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::Gone)
     }
 
     /// The next text frame already received, or `None` when more must be
@@ -356,6 +370,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.next_buffered(),
             Self::Polling(conn) => conn.next_buffered(),
+            Self::Gone => Ok(Some(Incoming::Closed)),
         }
     }
 
@@ -367,6 +382,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.fill().await,
             Self::Polling(conn) => conn.fill().await,
+            Self::Gone => Ok(()),
         }
     }
 
@@ -378,6 +394,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.send(text).await,
             Self::Polling(conn) => conn.send(text).await,
+            Self::Gone => Err(TransportError::Io(io::ErrorKind::NotConnected.into())),
         }
     }
 
@@ -386,6 +403,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.next_ack_id(),
             Self::Polling(conn) => conn.next_ack_id(),
+            Self::Gone => 0,
         }
     }
 
@@ -394,6 +412,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.close(namespace, linger).await,
             Self::Polling(conn) => conn.close(namespace).await,
+            Self::Gone => {}
         }
     }
 
@@ -430,6 +449,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.connect_namespace(target, token).await,
             Self::Polling(_) => Ok(()),
+            Self::Gone => Err(ConnectError::Closed),
         }
     }
 
@@ -445,7 +465,7 @@ impl Connection {
     pub fn heartbeat(&self) -> Option<Duration> {
         match self {
             Self::WebSocket(conn) => conn.heartbeat(),
-            Self::Polling(_) => None,
+            Self::Polling(_) | Self::Gone => None,
         }
     }
 
@@ -453,7 +473,7 @@ impl Connection {
     pub fn close_code(&self) -> Option<u16> {
         match self {
             Self::WebSocket(conn) => conn.close_code(),
-            Self::Polling(_) => None,
+            Self::Polling(_) | Self::Gone => None,
         }
     }
 
@@ -463,6 +483,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.abort_with_reset(),
             Self::Polling(conn) => drop(conn),
+            Self::Gone => {}
         }
     }
 
@@ -473,7 +494,7 @@ impl Connection {
     pub async fn send_raw(&mut self, opcode: Opcode, payload: &[u8]) -> Result<(), TransportError> {
         match self {
             Self::WebSocket(conn) => conn.send_raw(opcode, payload).await,
-            Self::Polling(_) => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
+            Self::Polling(_) | Self::Gone => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
         }
     }
 
@@ -484,7 +505,7 @@ impl Connection {
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         match self {
             Self::WebSocket(conn) => conn.send_bytes(bytes).await,
-            Self::Polling(_) => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
+            Self::Polling(_) | Self::Gone => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
         }
     }
 
@@ -493,6 +514,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.wait_closed(timeout).await,
             Self::Polling(conn) => conn.wait_closed(timeout).await,
+            Self::Gone => true,
         }
     }
 }

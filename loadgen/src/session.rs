@@ -10,11 +10,10 @@
 //! one clock reading (they all arrived with that read), and its message
 //! latencies are recorded under one lock. The receive path allocates nothing.
 //!
-//! A session outlives its connection when the server offers connection state
-//! recovery: [`Session::detach`] drops the socket and keeps the rest as a
-//! [`Detached`] session, which reconnects the way socket.io-client does (the
-//! CONNECT carries the last ack's `pid` and the last event's offset) and
-//! counts whether the server recovered it.
+//! A session outlives its connection: [`Session::drop_connection`] drops the
+//! socket at the TCP level and [`Session::reconnect`] connects again the way
+//! socket.io-client does (the CONNECT carries the last ack's `pid` and the
+//! last event's offset) and counts whether the server recovered it.
 
 use std::future::Future;
 use std::ops::Range;
@@ -332,20 +331,60 @@ impl Session {
     }
 
     /// Drops the connection at the TCP level, with a reset or a plain close
-    /// (FIN) and no goodbye either way, and keeps the rest of the session
-    /// for [`Detached::attach`].
-    pub fn detach(self, reset: bool) -> Detached {
-        let Self { id, conn, mut inbox, stamp_buf, frame_buf } = self;
+    /// (FIN) and no goodbye either way, as a network that goes away does;
+    /// the session keeps its bookkeeping for [`Session::reconnect`].
+    pub fn drop_connection(&mut self, reset: bool) {
+        let conn = self.conn.take();
+        if conn.is_gone() {
+            return;
+        }
         if reset {
             conn.abort_with_reset();
         } else {
             conn.abort();
         }
+        let inbox = &mut self.inbox;
         inbox.finish_catch_up();
         inbox.counts.drops += 1;
         inbox.pending_join = None;
         inbox.join_ack = None;
-        Detached { id, inbox, stamp_buf, frame_buf }
+    }
+
+    /// Connects again as socket.io-client does after a drop: the CONNECT
+    /// carries the last ack's `pid` and the last offset when the server
+    /// offered recovery. Returns whether the server recovered the session
+    /// (its ack carried the same `pid`, as socket.io-client decides
+    /// `socket.recovered`); a session not recovered must join its rooms
+    /// again. A failed attempt is counted and leaves the session without a
+    /// connection.
+    ///
+    /// # Errors
+    /// As [`Connection::reopen`].
+    pub async fn reconnect(&mut self, token: &str) -> Result<bool, crate::client::ConnectError> {
+        self.drop_connection(false);
+        let shared = Arc::clone(&self.inbox.shared);
+        let since_ns = shared.clock.now_ns();
+        let recovery = &self.inbox.recovery;
+        let resume = recovery.pid.as_deref().map(|pid| Resume { pid, offset: recovery.offset.as_deref() });
+        let conn = match Connection::reopen(&shared.target, self.id, token, resume).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.inbox.counts.reconnect_failures += 1;
+                return Err(e);
+            }
+        };
+        let pid = conn.accepted().and_then(|accepted| accepted.pid.clone());
+        let inbox = &mut self.inbox;
+        let recovered = pid.is_some() && pid == inbox.recovery.pid;
+        inbox.recovery.pid = pid;
+        if recovered {
+            inbox.counts.recovered += 1;
+            inbox.catch_up = Some(CatchUp { since_ns, last_ns: None });
+        } else {
+            inbox.counts.fresh_sessions += 1;
+        }
+        self.conn = conn;
+        Ok(recovered)
     }
 
     /// Whether the server offers connection state recovery (its CONNECT ack
@@ -701,62 +740,6 @@ impl Session {
     /// The shared run state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.inbox.shared
-    }
-}
-
-/// A session whose connection was dropped: its bookkeeping, waiting for a
-/// new connection.
-#[derive(Debug)]
-pub struct Detached {
-    /// Client id.
-    pub id: u32,
-    inbox: Inbox,
-    stamp_buf: String,
-    frame_buf: String,
-}
-
-impl Detached {
-    /// What the next CONNECT asks to recover, as socket.io-client sends it:
-    /// `None` when the server never offered recovery.
-    pub fn resume(&self) -> Option<Resume<'_>> {
-        let recovery = &self.inbox.recovery;
-        Some(Resume { pid: recovery.pid.as_deref()?, offset: recovery.offset.as_deref() })
-    }
-
-    /// Notes a reconnect attempt that failed.
-    pub fn note_reconnect_failure(&mut self) {
-        self.inbox.counts.reconnect_failures += 1;
-    }
-
-    /// Takes up `conn`, opened with [`Detached::resume`] at `reconnect_ns`
-    /// (clock ns). Returns the session and whether the server recovered it
-    /// (its ack carried the same `pid`, as socket.io-client decides
-    /// `socket.recovered`); a session not recovered must join its rooms
-    /// again.
-    pub fn attach(self, conn: Connection, reconnect_ns: u64) -> (Session, bool) {
-        let Self { id, mut inbox, stamp_buf, frame_buf } = self;
-        let pid = conn.accepted().and_then(|accepted| accepted.pid.clone());
-        let recovered = pid.is_some() && pid == inbox.recovery.pid;
-        inbox.recovery.pid = pid;
-        if recovered {
-            inbox.counts.recovered += 1;
-            inbox.catch_up = Some(CatchUp { since_ns: reconnect_ns, last_ns: None });
-        } else {
-            inbox.counts.fresh_sessions += 1;
-        }
-        (Session { id, conn, inbox, stamp_buf, frame_buf }, recovered)
-    }
-
-    /// The final state of a session that did not get back.
-    pub fn into_record(self) -> SessionRecord {
-        let inbox = self.inbox;
-        SessionRecord {
-            id: self.id,
-            trackers: inbox.trackers,
-            join_watch: inbox.join_watch,
-            leave_watch: inbox.leave_watch,
-            counts: inbox.counts,
-        }
     }
 }
 
