@@ -458,6 +458,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.pings(),
             Self::Polling(conn) => conn.pings(),
+            Self::Gone => 0,
         }
     }
 

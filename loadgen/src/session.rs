@@ -338,6 +338,7 @@ impl Session {
         if conn.is_gone() {
             return;
         }
+        self.inbox.counts.pings += conn.pings();
         if reset {
             conn.abort_with_reset();
         } else {

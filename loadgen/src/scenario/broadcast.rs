@@ -9,10 +9,18 @@
 //! accepted (sent minus refused). The member lifecycle is [`super::members`].
 //! Over several targets a room's members alternate between the servers, so
 //! every room with at least as many members as targets spans them all.
+//!
+//! With `--drop-every`, the members that do not publish lose their
+//! connection at the TCP level about that often while publishing lasts, and
+//! reconnect as socket.io-client does, recovering their session when the
+//! server offers it ([`super::drops`]). The same members, schedule and
+//! accounting serve runs with and without drops, so the two compare
+//! directly; the report adds each member's delivered ÷ expected.
 
 use std::sync::Arc;
 
-use super::members::{Members, PublishPlan, tally_join_notices_by_pairs, tally_members};
+use super::drops::DropPlan;
+use super::members::{Members, PublishPlan, tally_drops, tally_join_notices_by_pairs, tally_members};
 use super::{Harness, Layout, Outcome};
 use crate::accounting::IdSet;
 use crate::config::BroadcastConfig;
@@ -32,6 +40,8 @@ pub async fn run(harness: &Arc<Harness>, config: &BroadcastConfig) -> anyhow::Re
         duration: config.duration,
         size: config.size,
         ack: !config.no_ack,
+        drops: (!config.drop_every.is_zero())
+            .then_some(DropPlan { every: config.drop_every, reconnect_delay: config.reconnect_delay }),
     };
     let members = Members::set_up(harness, layout, plan, config.connect_rate, |id| {
         (Watch::Set(IdSet::new(layout.members(layout.room_of(id)))), Watch::Off)
@@ -53,5 +63,6 @@ pub async fn run(harness: &Arc<Harness>, config: &BroadcastConfig) -> anyhow::Re
     if harness.shared.target.endpoints().len() > 1 {
         outcome.join_notices = Some(tally_join_notices_by_pairs(&results, layout));
     }
+    outcome.drops = tally_drops(&results, &plan, &outcome.counts);
     Ok(outcome)
 }
