@@ -14,7 +14,8 @@
 //! - [`token`]: HS256 JWTs, one `sub` per client (and flawed ones).
 //! - [`gauges`]: the target's `/metrics` gauges and RSS, for the soak.
 //! - [`client`]: one connection: TCP, upgrade, open, auth, pings.
-//! - [`session`]: one chat user: join, publish, receive, leave.
+//! - [`session`]: one chat user: join, publish, receive, leave; dropped
+//!   and reconnected with connection state recovery.
 //! - [`scenario`]: the six scenarios, each `async fn run(…) -> Outcome`,
 //!   and the member lifecycle three of them share.
 //! - [`report`], [`plot`], [`selfcheck`]: the table, JSON, SVG and the

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::chart;
 use super::climb::StepRecord;
+use super::drops::{self, DropRun};
 use super::efficiency::FixedLoad;
 use super::figures;
 use super::plan::Plan;
@@ -115,6 +116,8 @@ pub struct Comparison<'a> {
     pub servers: &'a [ServerResults],
     /// The fixed-load steps, per shape.
     pub fixed_loads: &'a [FixedLoad],
+    /// Delivery under forced drops, per server.
+    pub drops: &'a [DropRun],
 }
 
 /// The markdown report: heading, table, notes, and every broadcast step.
@@ -134,10 +137,15 @@ pub fn markdown(comparison: &Comparison<'_>) -> String {
     );
     let settings: Vec<String> = comparison.servers.iter().map(|r| r.server.settings()).collect();
     let _ = writeln!(out, "Settings: {}.\n", settings.join("; "));
-    out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
-    out.push('\n');
-    notes(&mut out, comparison.servers);
-    steps(&mut out, comparison.servers, comparison.fixed_loads);
+    if !comparison.servers.is_empty() {
+        out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
+        out.push('\n');
+    }
+    drops::markdown(&mut out, &comparison.plan.drops, comparison.drops);
+    if !comparison.servers.is_empty() {
+        notes(&mut out, comparison.servers);
+        steps(&mut out, comparison.servers, comparison.fixed_loads);
+    }
     out
 }
 
