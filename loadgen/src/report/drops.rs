@@ -110,7 +110,8 @@ pub struct DropReport {
     pub reconnect_failures: u64,
     /// Delivered ÷ expected of the members that were dropped.
     pub dropped: DeliverySpread,
-    /// The same for the members never dropped (the publishers).
+    /// The same for the members never dropped: the publishers, and
+    /// listeners whose first drop would have come after publishing ended.
     pub never_dropped: DeliverySpread,
 }
 

@@ -18,6 +18,7 @@
 //! directly; the report adds each member's delivered ÷ expected.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::drops::DropPlan;
 use super::members::{Members, PublishPlan, tally_drops, tally_join_notices_by_pairs, tally_members};
@@ -54,6 +55,14 @@ pub async fn run(harness: &Arc<Harness>, config: &BroadcastConfig) -> anyhow::Re
     harness.run_until("publish", end, harness.rate_message(Phase::Message, "msg")).await;
 
     harness.begin_stage("drain");
+    if plan.drops.is_some() {
+        // Members dropped near the end are owed what was sent while they
+        // were away: wait for every one to be back from its last drop.
+        let dropping = &members.book.dropping;
+        let all_back = || u64::from(dropping.load(Ordering::Relaxed) == 0);
+        let message = || format!("{} members still dropping", dropping.load(Ordering::Relaxed));
+        harness.wait_for("reconnects", 1, harness.options.drain, all_back, message).await;
+    }
     let owed = members.drain_publishers(harness).await;
     harness.drain_then_stop("drain", owed, || harness.shared.recorder.fresh(Phase::Message)).await;
 

@@ -18,6 +18,7 @@
 //! Afterwards [`spread`] turns each member's trackers into delivered ÷
 //! expected, and summarizes dropped and never-dropped members separately.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Harness, room_name};
@@ -39,9 +40,10 @@ pub(crate) struct DropPlan {
     pub reconnect_delay: Duration,
 }
 
-/// Listens until the run is cancelled, dropped per `plan` between
-/// `start_ns` and `end_ns` (clock ns). `token` authenticates the reconnects
-/// and `room` is joined again after a fresh session.
+/// Listens until the run is cancelled, dropped per `plan` within `window`
+/// (start and end, clock ns). `token` authenticates the reconnects, `room`
+/// is joined again after a fresh session, and `dropping` counts this member
+/// until it is back from its last drop (or the run is cancelled).
 ///
 /// # Errors
 /// [`Ended`] when the connection ends other than by a planned drop, or a
@@ -50,7 +52,7 @@ pub(crate) async fn listen(
     harness: &Harness,
     session: &mut Session,
     token: &str,
-    room: u32,
+    (room, dropping): (u32, &AtomicU64),
     window: (u64, u64),
     plan: DropPlan,
 ) -> Result<(), Ended> {
@@ -60,6 +62,8 @@ pub(crate) async fn listen(
     let mut dice = Dice::new(session.id);
     let mut next_ns = start_ns + dice.below(every_ns);
     let mut drops = 0u64;
+    dropping.fetch_add(1, Ordering::Relaxed);
+    let still_dropping = Decrement(dropping);
     while next_ns < end_ns {
         session.pump_until(clock.sleep_until(next_ns)).await?;
         session.drop_connection(drops % 2 == 1);
@@ -67,7 +71,17 @@ pub(crate) async fn listen(
         come_back(harness, session, token, room, plan, &mut dice).await?;
         next_ns = clock.now_ns() + dice.jitter(every_ns);
     }
+    drop(still_dropping);
     session.pump_until(std::future::pending::<()>()).await
+}
+
+/// Takes one off a counter when dropped, however the holder ends.
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Reconnects `session` after a drop, retrying with a growing pause; joins

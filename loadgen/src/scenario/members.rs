@@ -38,6 +38,9 @@ pub(crate) struct Book {
     pub owed_join_notices: AtomicU64,
     /// Join acks that said how many members the room has.
     pub counted_joins: AtomicU64,
+    /// Listeners that may still be dropped or are not back yet
+    /// (`--drop-every`): from the start of publishing to their last return.
+    pub dropping: AtomicU64,
 }
 
 impl Book {
@@ -49,6 +52,7 @@ impl Book {
             published: AtomicU64::new(0),
             owed_join_notices: AtomicU64::new(0),
             counted_joins: AtomicU64::new(0),
+            dropping: AtomicU64::new(0),
         }
     }
 
@@ -131,7 +135,8 @@ async fn member(
         match plan.drops {
             Some(drop_plan) if !publisher => {
                 let window = (start_ns, start_ns + duration_ns(plan.duration));
-                drops::listen(&harness, &mut session, &spec.token, room, window, drop_plan).await
+                let dropping = &book.dropping;
+                drops::listen(&harness, &mut session, &spec.token, (room, dropping), window, drop_plan).await
             }
             _ => session.pump_until(std::future::pending::<()>()).await,
         }
