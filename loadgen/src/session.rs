@@ -163,6 +163,9 @@ pub struct Counts {
     pub fresh_sessions: u64,
     /// Reconnect attempts that failed (each is retried).
     pub reconnect_failures: u64,
+    /// CONNECT acks that carried a `pid` (connection state recovery on),
+    /// first connects and reconnects alike.
+    pub pid_acks: u64,
 }
 
 impl Counts {
@@ -207,6 +210,7 @@ impl Counts {
         self.recovered += other.recovered;
         self.fresh_sessions += other.fresh_sessions;
         self.reconnect_failures += other.reconnect_failures;
+        self.pid_acks += other.pid_acks;
         for &(code, n) in &other.errors {
             match self.errors.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, total)) => *total += n,
@@ -310,21 +314,20 @@ struct CatchUp {
 impl Session {
     /// Wraps an open connection for client `id`.
     pub fn new(id: u32, conn: Connection, shared: Arc<Shared>) -> Self {
+        let pid = conn.accepted().and_then(|accepted| accepted.pid.clone());
+        let counts = Counts { pid_acks: u64::from(pid.is_some()), ..Counts::default() };
         let inbox = Inbox {
             shared,
             trackers: Vec::new(),
             join_watch: Watch::Off,
             leave_watch: Watch::Off,
-            counts: Counts::default(),
+            counts,
             pending_join: None,
             join_ack: None,
             latencies: Vec::new(),
             fresh: 0,
             last_message_id: None,
-            recovery: Recovery {
-                pid: conn.accepted().and_then(|accepted| accepted.pid.clone()),
-                offset: None,
-            },
+            recovery: Recovery { pid, offset: None },
             catch_up: None,
         };
         Self { id, conn, inbox, stamp_buf: String::new(), frame_buf: String::new() }
@@ -377,6 +380,7 @@ impl Session {
         let pid = conn.accepted().and_then(|accepted| accepted.pid.clone());
         let inbox = &mut self.inbox;
         let recovered = pid.is_some() && pid == inbox.recovery.pid;
+        inbox.counts.pid_acks += u64::from(pid.is_some());
         inbox.recovery.pid = pid;
         if recovered {
             inbox.counts.recovered += 1;

@@ -424,10 +424,15 @@ async fn dropped_members_come_back_and_their_deliveries_add_up() {
         if recovers {
             // A recovering server replays every gap: nothing is lost.
             assert_eq!(drops.fresh_sessions, 0, "{transport:?}");
+            assert_eq!(drops.pid_acks, 12 + drops.drops, "{transport:?}: every CONNECT ack has a pid");
             assert_eq!((messages.lost, drops.dropped.complete), (0, 10), "{transport:?}");
             assert!(!report.loss, "{transport:?}: {:?}", report.loss_reasons);
         } else {
-            assert_eq!(drops.recovered, 0, "{transport:?}: no pid, nothing to recover");
+            assert_eq!(
+                (drops.recovered, drops.pid_acks),
+                (0, 0),
+                "{transport:?}: no pid, nothing to recover"
+            );
         }
     }
 }

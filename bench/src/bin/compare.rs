@@ -90,7 +90,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             None => suite::run(&env, kind),
         })
         .collect();
-    let fixed_loads = efficiency::run(&env, &results);
+    let fixed_loads = if cli.drops_only { Vec::new() } else { efficiency::run(&env, &results) };
     let drop_runs = drops::run(&env, &kinds);
     let comparison = Comparison {
         machine: &machine,

@@ -26,7 +26,7 @@ use super::table::format_number;
 pub struct DropRun {
     /// Which server.
     pub server: ServerKind,
-    /// Whether its recovery was turned on.
+    /// Whether its recovery was asked for (it has one).
     pub recovery: bool,
     /// The figures, when the run finished.
     pub figures: Option<DropFigures>,
@@ -45,6 +45,8 @@ pub struct DropFigures {
     pub recovered: u64,
     /// Reconnects that got a fresh session.
     pub fresh_sessions: u64,
+    /// CONNECT acks with a `pid`: 0 when the server offered no recovery.
+    pub pid_acks: u64,
     /// Messages owed to every member (dropped or not).
     pub expected: u64,
     /// Distinct messages delivered.
@@ -77,6 +79,7 @@ impl DropFigures {
             drops: count(drops, "drops"),
             recovered: count(drops, "recovered"),
             fresh_sessions: count(drops, "fresh_sessions"),
+            pid_acks: count(drops, "pid_acks"),
             expected: count(messages, "expected"),
             delivered: count(messages, "unique"),
             dropped_members: count(dropped, "clients"),
@@ -177,7 +180,11 @@ pub fn markdown(out: &mut String, plan: &DropsPlan, runs: &[DropRun]) {
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for run in runs {
         let name = run.server.name();
-        let recovery = if run.recovery { "on" } else { "none" };
+        let recovery = match (run.recovery, &run.figures) {
+            (false, _) => "none",
+            (true, Some(f)) if f.pid_acks == 0 => "asked for, but no pid in its CONNECT ack",
+            (true, _) => "on",
+        };
         let Some(f) = &run.figures else {
             let error = run.error.as_deref().unwrap_or("not run");
             let _ = writeln!(out, "| {name} | {recovery} | {error} | | | | | | | | |");
@@ -215,7 +222,7 @@ mod tests {
             "messages": {"expected": 1000, "unique": 900, "lost": 100},
             "phases": [{"name": "message", "p50_ms": 1.0, "p99_ms": 2.0},
                        {"name": "replay", "p50_ms": 40.0, "p99_ms": 90.5}],
-            "drops": {"drops": 30, "recovered": 0, "fresh_sessions": 30,
+            "drops": {"drops": 30, "recovered": 0, "fresh_sessions": 30, "pid_acks": 0,
                       "dropped": {"clients": 9, "complete": 1, "min": 0.5, "p50": 0.9}},
         });
         let figures = DropFigures::from_report(&report).expect("a drops report");

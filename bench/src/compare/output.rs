@@ -136,7 +136,9 @@ pub fn markdown(comparison: &Comparison<'_>) -> String {
         machine.commit, machine.placement, comparison.elapsed_secs
     );
     let settings: Vec<String> = comparison.servers.iter().map(|r| r.server.settings()).collect();
-    let _ = writeln!(out, "Settings: {}.\n", settings.join("; "));
+    if !settings.is_empty() {
+        let _ = writeln!(out, "Settings: {}.\n", settings.join("; "));
+    }
     if !comparison.servers.is_empty() {
         out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
         out.push('\n');

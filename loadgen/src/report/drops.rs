@@ -108,6 +108,9 @@ pub struct DropReport {
     pub fresh_sessions: u64,
     /// Reconnect attempts that failed (and were retried).
     pub reconnect_failures: u64,
+    /// CONNECT acks that carried a `pid`: none means the server offered no
+    /// recovery at all.
+    pub pid_acks: u64,
     /// Delivered ÷ expected of the members that were dropped.
     pub dropped: DeliverySpread,
     /// The same for the members never dropped: the publishers, and
@@ -132,13 +135,14 @@ impl fmt::Display for DropReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "drops (every {:.1} s, reconnect after {:.1} s): {} dropped, {} recovered, {} fresh sessions, {} failed attempts",
+            "drops (every {:.1} s, reconnect after {:.1} s): {} dropped, {} recovered, {} fresh sessions, {} failed attempts; {} CONNECT acks with a pid",
             self.every_s,
             self.reconnect_delay_s,
             self.drops,
             self.recovered,
             self.fresh_sessions,
-            self.reconnect_failures
+            self.reconnect_failures,
+            self.pid_acks
         )?;
         writeln!(f, "delivered/expected, dropped members: {}", self.dropped)?;
         writeln!(f, "delivered/expected, never dropped:   {}", self.never_dropped)

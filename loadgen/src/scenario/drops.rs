@@ -188,6 +188,7 @@ pub(crate) fn spread(plan: DropPlan, counts: &Counts, members: &[MemberDeliverie
         recovered: counts.recovered,
         fresh_sessions: counts.fresh_sessions,
         reconnect_failures: counts.reconnect_failures,
+        pid_acks: counts.pid_acks,
         dropped: of(true),
         never_dropped: of(false),
     }
