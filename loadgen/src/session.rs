@@ -81,7 +81,7 @@ impl Shared {
     }
 
     /// Records `phase` observed at `now_ns`, from `intended_ns`.
-    pub fn record_at(&self, now_ns: u64, phase: Phase, intended_ns: u64, fresh: bool) {
+    fn record_at(&self, now_ns: u64, phase: Phase, intended_ns: u64, fresh: bool) {
         let sample = Sample { phase, latency_ns: now_ns.saturating_sub(intended_ns), at_ns: now_ns, fresh };
         self.recorder.record(sample);
     }
@@ -390,12 +390,6 @@ impl Session {
         }
         self.conn = conn;
         Ok(recovered)
-    }
-
-    /// Whether the server offers connection state recovery (its CONNECT ack
-    /// carried a `pid`).
-    pub fn is_recoverable(&self) -> bool {
-        self.inbox.recovery.pid.is_some()
     }
 
     /// Tracks the sequences of these publishers.

@@ -276,7 +276,11 @@ pub fn write(
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = serde_json::to_string_pretty(comparison).context("serializing the comparison")?;
-    let files = [("md", markdown.to_owned()), ("json", json), ("svg", chart::render(comparison.servers))];
+    let mut files = vec![("md", markdown.to_owned()), ("json", json)];
+    // The chart draws the suites' ladders and memory; a drops-only run has none.
+    if !comparison.servers.is_empty() {
+        files.push(("svg", chart::render(comparison.servers)));
+    }
     let mut written = Vec::new();
     for (extension, text) in files {
         let path = dir.join(format!("{stem}.{extension}"));
