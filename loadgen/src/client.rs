@@ -948,12 +948,7 @@ fn queue(outgoing: &mut Vec<u8>, mask_state: &mut u64, opcode: Opcode, payload: 
 /// The next masking key: xorshift64, which is plenty for keeping proxies
 /// from mistaking frames for something else (all masking is for).
 fn next_mask(state: &mut u64) -> [u8; 4] {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    ((x >> 32) as u32).to_ne_bytes()
+    ((crate::noise::xorshift64(state) >> 32) as u32).to_ne_bytes()
 }
 
 /// The TCP stream during the upgrade, keeping a copy of everything read, so

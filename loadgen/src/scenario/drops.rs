@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::{Harness, room_name};
 use crate::accounting::SeqTracker;
+use crate::noise;
 use crate::report::{DeliverySpread, DropReport};
 use crate::schedule::duration_ns;
 use crate::session::{Counts, Ended, Session};
@@ -113,22 +114,18 @@ async fn come_back(
     }
 }
 
-/// A small deterministic random sequence per member (splitmix64), so a run
-/// drops the same members at the same points whatever the server.
+/// A deterministic random sequence per member, so a run drops the same
+/// members at the same points whatever the server.
 #[derive(Debug)]
 struct Dice(u64);
 
 impl Dice {
     fn new(id: u32) -> Self {
-        Self(u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d)
+        Self(noise::seed(u64::from(id)))
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        noise::xorshift64(&mut self.0)
     }
 
     /// Uniform in `0..bound` (`bound` > 0).
