@@ -126,6 +126,7 @@ impl DropReport {
         self.recovered += other.recovered;
         self.fresh_sessions += other.fresh_sessions;
         self.reconnect_failures += other.reconnect_failures;
+        self.pid_acks += other.pid_acks;
         self.dropped = self.dropped.merge(&other.dropped);
         self.never_dropped = self.never_dropped.merge(&other.never_dropped);
     }
