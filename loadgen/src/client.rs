@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
 use crate::config::{AuthMode, TargetOptions, TransportMode};
 use crate::polling::PollingConnection;
 use crate::token::TokenMinter;
-use crate::wire::{self, Namespace, Packet};
+use crate::wire::{self, Accepted, Namespace, Packet, Resume};
 use crate::ws::{self, FrameReader, Kind, Opcode};
 
 /// Connections per loopback source address when picking them automatically:
@@ -300,6 +300,9 @@ pub enum Connection {
     WebSocket(WsConnection),
     /// A long-polling client (boxed: it is the larger, and the rarer).
     Polling(Box<PollingConnection>),
+    /// No connection: it was dropped ([`Connection::take`]) and none has
+    /// replaced it yet. Reads see the end, writes fail.
+    Gone,
 }
 
 impl Connection {
@@ -309,14 +312,53 @@ impl Connection {
     /// # Errors
     /// [`ConnectError`] for whichever step failed, or [`ConnectError::Timeout`].
     pub async fn open(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
+        Self::reopen(target, id, token, None).await
+    }
+
+    /// [`Connection::open`] for a client that had a session: with `resume`,
+    /// the CONNECT asks the server to recover it (see [`Resume`]); whether it
+    /// did shows in [`Connection::accepted`]. Events the server sends before
+    /// its CONNECT ack (socket.io replays missed packets first) are kept and
+    /// come out of [`Connection::next_buffered`] first, as socket.io-client
+    /// buffers them until it is connected.
+    ///
+    /// # Errors
+    /// [`ConnectError`] for whichever step failed, or [`ConnectError::Timeout`].
+    pub async fn reopen(
+        target: &Target,
+        id: u32,
+        token: &str,
+        resume: Option<Resume<'_>>,
+    ) -> Result<Self, ConnectError> {
         if target.polls(id) {
-            tokio::time::timeout(target.connect_timeout, PollingConnection::handshake(target, id, token))
+            let handshake = PollingConnection::handshake(target, id, token, resume);
+            tokio::time::timeout(target.connect_timeout, handshake)
                 .await
                 .unwrap_or(Err(ConnectError::Timeout))
                 .map(|conn| Self::Polling(Box::new(conn)))
         } else {
-            WsConnection::open(target, id, token).await.map(Self::WebSocket)
+            WsConnection::open(target, id, token, resume).await.map(Self::WebSocket)
         }
+    }
+
+    /// What the namespace's CONNECT ack said (`sid`, and `pid` when the
+    /// server offers recovery); `None` before the CONNECT.
+    pub fn accepted(&self) -> Option<&Accepted> {
+        match self {
+            Self::WebSocket(conn) => conn.connected.as_ref().map(|connected| &connected.accepted),
+            Self::Polling(conn) => Some(conn.accepted()),
+            Self::Gone => None,
+        }
+    }
+
+    /// Takes the connection out, leaving [`Connection::Gone`].
+    pub fn take(&mut self) -> Self {
+        std::mem::replace(self, Self::Gone)
+    }
+
+    /// Whether there is no connection.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::Gone)
     }
 
     /// The next text frame already received, or `None` when more must be
@@ -328,6 +370,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.next_buffered(),
             Self::Polling(conn) => conn.next_buffered(),
+            Self::Gone => Ok(Some(Incoming::Closed)),
         }
     }
 
@@ -339,6 +382,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.fill().await,
             Self::Polling(conn) => conn.fill().await,
+            Self::Gone => Ok(()),
         }
     }
 
@@ -350,6 +394,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.send(text).await,
             Self::Polling(conn) => conn.send(text).await,
+            Self::Gone => Err(TransportError::Io(io::ErrorKind::NotConnected.into())),
         }
     }
 
@@ -358,6 +403,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.next_ack_id(),
             Self::Polling(conn) => conn.next_ack_id(),
+            Self::Gone => 0,
         }
     }
 
@@ -366,6 +412,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.close(namespace, linger).await,
             Self::Polling(conn) => conn.close(namespace).await,
+            Self::Gone => {}
         }
     }
 
@@ -402,6 +449,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.connect_namespace(target, token).await,
             Self::Polling(_) => Ok(()),
+            Self::Gone => Err(ConnectError::Closed),
         }
     }
 
@@ -410,6 +458,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.pings(),
             Self::Polling(conn) => conn.pings(),
+            Self::Gone => 0,
         }
     }
 
@@ -417,7 +466,7 @@ impl Connection {
     pub fn heartbeat(&self) -> Option<Duration> {
         match self {
             Self::WebSocket(conn) => conn.heartbeat(),
-            Self::Polling(_) => None,
+            Self::Polling(_) | Self::Gone => None,
         }
     }
 
@@ -425,7 +474,7 @@ impl Connection {
     pub fn close_code(&self) -> Option<u16> {
         match self {
             Self::WebSocket(conn) => conn.close_code(),
-            Self::Polling(_) => None,
+            Self::Polling(_) | Self::Gone => None,
         }
     }
 
@@ -435,6 +484,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.abort_with_reset(),
             Self::Polling(conn) => drop(conn),
+            Self::Gone => {}
         }
     }
 
@@ -445,7 +495,7 @@ impl Connection {
     pub async fn send_raw(&mut self, opcode: Opcode, payload: &[u8]) -> Result<(), TransportError> {
         match self {
             Self::WebSocket(conn) => conn.send_raw(opcode, payload).await,
-            Self::Polling(_) => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
+            Self::Polling(_) | Self::Gone => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
         }
     }
 
@@ -456,7 +506,7 @@ impl Connection {
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         match self {
             Self::WebSocket(conn) => conn.send_bytes(bytes).await,
-            Self::Polling(_) => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
+            Self::Polling(_) | Self::Gone => Err(TransportError::Io(io::ErrorKind::Unsupported.into())),
         }
     }
 
@@ -465,6 +515,7 @@ impl Connection {
         match self {
             Self::WebSocket(conn) => conn.wait_closed(timeout).await,
             Self::Polling(conn) => conn.wait_closed(timeout).await,
+            Self::Gone => true,
         }
     }
 }
@@ -488,6 +539,19 @@ pub struct WsConnection {
     /// Engine.IO pings answered.
     pings: u64,
     next_ack: u32,
+    /// The namespace's answer, once it came (boxed: a pointer is all an
+    /// idle connection pays for it).
+    connected: Option<Box<Connected>>,
+}
+
+/// The CONNECT ack's fields, and the text frames received before it
+/// (handed out first), with the one handed out last (a frame borrowed by
+/// the caller must live in the connection).
+#[derive(Debug, Default)]
+struct Connected {
+    accepted: Accepted,
+    early: std::collections::VecDeque<String>,
+    current: String,
 }
 
 /// Socket options for clients that misbehave on purpose.
@@ -513,10 +577,15 @@ impl WsConnection {
     ///
     /// # Errors
     /// [`ConnectError`] for whichever step failed, or [`ConnectError::Timeout`].
-    pub async fn open(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
+    pub async fn open(
+        target: &Target,
+        id: u32,
+        token: &str,
+        resume: Option<Resume<'_>>,
+    ) -> Result<Self, ConnectError> {
         tokio::time::timeout(target.connect_timeout, async {
             let mut conn = Self::upgrade(target, id, Some(token), &Tuning::default()).await?;
-            conn.connect_namespace(target, Some(token)).await?;
+            conn.resume_namespace(target, Some(token), resume).await?;
             Ok(conn)
         })
         .await
@@ -585,6 +654,7 @@ impl WsConnection {
             heartbeat: None,
             pings: 0,
             next_ack: 0,
+            connected: None,
         };
 
         match conn.recv_owned().await {
@@ -614,20 +684,35 @@ impl WsConnection {
         target: &Target,
         token: Option<&str>,
     ) -> Result<(), ConnectError> {
+        self.resume_namespace(target, token, None).await
+    }
+
+    /// [`WsConnection::connect_namespace`], asking to recover a session when
+    /// `resume` is given; events before the ack are kept (see
+    /// [`Connection::reopen`]).
+    ///
+    /// # Errors
+    /// As [`WsConnection::connect_namespace`].
+    pub async fn resume_namespace(
+        &mut self,
+        target: &Target,
+        token: Option<&str>,
+        resume: Option<Resume<'_>>,
+    ) -> Result<(), ConnectError> {
         let payload_token = if target.auth == AuthMode::Payload { token } else { None };
-        self.send(&target.namespace.connect_frame(payload_token)).await.map_err(|_| ConnectError::Closed)?;
+        let frame = target.namespace.resuming_connect_frame(payload_token, resume);
+        self.send(&frame).await.map_err(|_| ConnectError::Closed)?;
+        let mut early = std::collections::VecDeque::new();
         loop {
             let Ok(Some(frame)) = self.recv_owned().await else {
                 return Err(ConnectError::Closed);
             };
-            match wire::scan(&frame, &target.namespace) {
-                Packet::Connected(_) => return Ok(()),
-                Packet::ConnectError(payload) => {
-                    let message = wire::string_field(payload, wire::keys::MESSAGE).unwrap_or(payload);
-                    return Err(ConnectError::Refused(message.to_owned()));
+            match await_ack(frame, &target.namespace, &mut early)? {
+                Some(accepted) => {
+                    self.connected = Some(Box::new(Connected { accepted, early, current: String::new() }));
+                    return Ok(());
                 }
-                Packet::Close | Packet::Disconnected => return Err(ConnectError::Closed),
-                _ => {}
+                None => continue,
             }
         }
     }
@@ -656,6 +741,12 @@ impl WsConnection {
     /// # Errors
     /// The server broke the WebSocket framing rules.
     pub fn next_buffered(&mut self) -> Result<Option<Incoming<'_>>, TransportError> {
+        if let Some(connected) = self.connected.as_deref_mut()
+            && let Some(frame) = connected.early.pop_front()
+        {
+            connected.current = frame;
+            return Ok(Some(Incoming::Text(&connected.current)));
+        }
         if self.closed {
             return Ok(Some(Incoming::Closed));
         }
@@ -824,6 +915,31 @@ impl WsConnection {
     }
 }
 
+/// One frame read while waiting for the CONNECT ack: the ack's fields, a
+/// refusal, or `None` to keep waiting (an event of ours is kept in `early`).
+///
+/// # Errors
+/// [`ConnectError::Refused`] or [`ConnectError::Closed`].
+pub(crate) fn await_ack(
+    frame: String,
+    namespace: &Namespace,
+    early: &mut std::collections::VecDeque<String>,
+) -> Result<Option<Accepted>, ConnectError> {
+    match wire::scan(&frame, namespace) {
+        Packet::Connected(payload) => Ok(Some(Accepted::parse(payload))),
+        Packet::ConnectError(payload) => {
+            let message = wire::string_field(payload, wire::keys::MESSAGE).unwrap_or(payload);
+            Err(ConnectError::Refused(message.to_owned()))
+        }
+        Packet::Close | Packet::Disconnected => Err(ConnectError::Closed),
+        Packet::Event { .. } => {
+            early.push_back(frame);
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Appends a frame to `outgoing`, masked with the next key from `mask_state`.
 fn queue(outgoing: &mut Vec<u8>, mask_state: &mut u64, opcode: Opcode, payload: &[u8]) {
     ws::encode_client_frame(outgoing, opcode, payload, next_mask(mask_state));
@@ -832,12 +948,7 @@ fn queue(outgoing: &mut Vec<u8>, mask_state: &mut u64, opcode: Opcode, payload: 
 /// The next masking key: xorshift64, which is plenty for keeping proxies
 /// from mistaking frames for something else (all masking is for).
 fn next_mask(state: &mut u64) -> [u8; 4] {
-    let mut x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    ((x >> 32) as u32).to_ne_bytes()
+    ((crate::noise::xorshift64(state) >> 32) as u32).to_ne_bytes()
 }
 
 /// The TCP stream during the upgrade, keeping a copy of everything read, so

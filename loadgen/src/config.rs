@@ -318,6 +318,18 @@ pub struct BroadcastConfig {
     /// Send without ack ids; refusals are then counted from `error` events
     #[arg(long)]
     pub no_ack: bool,
+    /// Force-close each non-publishing member's connection at the TCP level
+    /// about this often while publishing lasts (±50 %), and reconnect it as
+    /// socket.io-client does, recovering the session when the server offers
+    /// it; 0 = never
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub drop_every: Duration,
+    /// Pause before a dropped member reconnects (±50 %, doubling up to 5 s
+    /// while attempts fail), as socket.io-client's reconnectionDelay
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_humantime")]
+    pub reconnect_delay: Duration,
 }
 
 impl Default for BroadcastConfig {
@@ -331,6 +343,8 @@ impl Default for BroadcastConfig {
             size: 64,
             connect_rate: 1000.0,
             no_ack: false,
+            drop_every: Duration::ZERO,
+            reconnect_delay: Duration::from_secs(1),
         }
     }
 }

@@ -12,9 +12,11 @@
 //! - [`schedule`]: the run clock and open-loop schedules.
 //! - [`stats`]: sharded HdrHistograms and per-second counts.
 //! - [`token`]: HS256 JWTs, one `sub` per client (and flawed ones).
+//! - [`noise`]: cheap reproducible pseudo-random numbers.
 //! - [`gauges`]: the target's `/metrics` gauges and RSS, for the soak.
 //! - [`client`]: one connection: TCP, upgrade, open, auth, pings.
-//! - [`session`]: one chat user: join, publish, receive, leave.
+//! - [`session`]: one chat user: join, publish, receive, leave; dropped
+//!   and reconnected with connection state recovery.
 //! - [`scenario`]: the six scenarios, each `async fn run(…) -> Outcome`,
 //!   and the member lifecycle three of them share.
 //! - [`report`], [`plot`], [`selfcheck`]: the table, JSON, SVG and the
@@ -28,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod content;
 pub mod gauges;
+pub mod noise;
 pub mod plot;
 pub mod polling;
 pub mod progress;

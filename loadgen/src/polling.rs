@@ -21,9 +21,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::client::{ConnectError, Endpoint, Incoming, Target, TransportError};
+use crate::client::{ConnectError, Endpoint, Incoming, Target, TransportError, await_ack};
 use crate::config::AuthMode;
-use crate::wire::{self, Namespace, Packet};
+use crate::wire::{Accepted, Namespace, Resume};
 
 /// Largest response head or body read; a polling answer is far smaller.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -125,6 +125,7 @@ pub struct PollingConnection {
     next_ack: u32,
     /// Engine.IO pings the polling task answered.
     pings: Arc<AtomicU64>,
+    accepted: Accepted,
     poller: JoinHandle<()>,
 }
 
@@ -142,11 +143,17 @@ impl Drop for PollingConnection {
 
 impl PollingConnection {
     /// Opens a polling session for client `id` with `token` and CONNECTs to
-    /// the namespace (the caller bounds this with the connect timeout).
+    /// the namespace, asking to recover a session with `resume` (the caller
+    /// bounds this with the connect timeout).
     ///
     /// # Errors
     /// [`ConnectError`] for whichever step failed.
-    pub async fn handshake(target: &Target, id: u32, token: &str) -> Result<Self, ConnectError> {
+    pub async fn handshake(
+        target: &Target,
+        id: u32,
+        token: &str,
+        resume: Option<Resume<'_>>,
+    ) -> Result<Self, ConnectError> {
         let endpoint = target.endpoint(id);
         let source = endpoint.source_ip(id);
         let mut posts = HttpConnection::open(endpoint, source).await.map_err(ConnectError::Tcp)?;
@@ -187,15 +194,20 @@ impl PollingConnection {
             closed: false,
             next_ack: 0,
             pings,
+            accepted: Accepted::default(),
             poller,
         };
         let payload_token = (target.auth() == AuthMode::Payload).then_some(token);
-        conn.send(&target.namespace.connect_frame(payload_token)).await.map_err(|_| ConnectError::Closed)?;
+        let frame = target.namespace.resuming_connect_frame(payload_token, resume);
+        conn.send(&frame).await.map_err(|_| ConnectError::Closed)?;
         conn.await_connected(&target.namespace).await?;
         Ok(conn)
     }
 
+    /// Reads until the CONNECT ack; events before it stay queued, in order,
+    /// ahead of whatever came after.
     async fn await_connected(&mut self, namespace: &Namespace) -> Result<(), ConnectError> {
+        let mut early = VecDeque::new();
         loop {
             let frame = match self.next_buffered() {
                 Ok(Some(Incoming::Text(text))) => text.to_owned(),
@@ -205,16 +217,19 @@ impl PollingConnection {
                     continue;
                 }
             };
-            match wire::scan(&frame, namespace) {
-                Packet::Connected(_) => return Ok(()),
-                Packet::ConnectError(payload) => {
-                    let message = wire::string_field(payload, wire::keys::MESSAGE).unwrap_or(payload);
-                    return Err(ConnectError::Refused(message.to_owned()));
+            if let Some(accepted) = await_ack(frame, namespace, &mut early)? {
+                self.accepted = accepted;
+                while let Some(frame) = early.pop_back() {
+                    self.pending.push_front(frame);
                 }
-                Packet::Close | Packet::Disconnected => return Err(ConnectError::Closed),
-                _ => {}
+                return Ok(());
             }
         }
+    }
+
+    /// What the namespace's CONNECT ack said.
+    pub fn accepted(&self) -> &Accepted {
+        &self.accepted
     }
 
     /// The next packet already received, or `None` when more must be

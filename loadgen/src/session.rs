@@ -9,6 +9,11 @@
 //! as a batch: every complete frame in it is scanned in place, stamped with
 //! one clock reading (they all arrived with that read), and its message
 //! latencies are recorded under one lock. The receive path allocates nothing.
+//!
+//! A session outlives its connection: [`Session::drop_connection`] drops the
+//! socket at the TCP level and [`Session::reconnect`] connects again the way
+//! socket.io-client does (the CONNECT carries the last ack's `pid` and the
+//! last event's offset) and counts whether the server recovered it.
 
 use std::future::Future;
 use std::ops::Range;
@@ -24,7 +29,7 @@ use crate::client::{Connection, Incoming, Target};
 use crate::content::Stamp;
 use crate::schedule::{Clock, Schedule};
 use crate::stats::{Phase, Recorder, Sample};
-use crate::wire::{self, Packet, keys};
+use crate::wire::{self, Packet, Resume, keys};
 
 /// State every session of one run shares.
 #[derive(Debug)]
@@ -150,6 +155,17 @@ pub struct Counts {
     pub out_of_room_order: u64,
     /// Engine.IO pings answered (heartbeats kept).
     pub pings: u64,
+    /// Connections dropped on purpose (at the TCP level) to reconnect.
+    pub drops: u64,
+    /// Reconnects the server recovered (same `pid` in the CONNECT ack).
+    pub recovered: u64,
+    /// Reconnects that got a fresh session instead.
+    pub fresh_sessions: u64,
+    /// Reconnect attempts that failed (each is retried).
+    pub reconnect_failures: u64,
+    /// CONNECT acks that carried a `pid` (connection state recovery on),
+    /// first connects and reconnects alike.
+    pub pid_acks: u64,
 }
 
 impl Counts {
@@ -190,6 +206,11 @@ impl Counts {
         self.sends_refused += other.sends_refused;
         self.out_of_room_order += other.out_of_room_order;
         self.pings += other.pings;
+        self.drops += other.drops;
+        self.recovered += other.recovered;
+        self.fresh_sessions += other.fresh_sessions;
+        self.reconnect_failures += other.reconnect_failures;
+        self.pid_acks += other.pid_acks;
         for &(code, n) in &other.errors {
             match self.errors.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, total)) => *total += n,
@@ -254,24 +275,121 @@ struct Inbox {
     fresh: u64,
     /// The id of the last message, when it was a decimal string.
     last_message_id: Option<u64>,
+    /// Connection state recovery: the `pid` and the last offset.
+    recovery: Recovery,
+    /// Since the last recovered reconnect: catching up on what was missed.
+    catch_up: Option<CatchUp>,
+}
+
+/// What socket.io-client keeps to recover its session: the `pid` of the
+/// last CONNECT ack (none when the server offers no recovery) and the last
+/// event's offset.
+#[derive(Debug, Default)]
+struct Recovery {
+    pid: Option<String>,
+    offset: Option<String>,
+}
+
+impl Recovery {
+    /// Keeps `offset` as the last one, reusing the buffer.
+    fn note_offset(&mut self, offset: &str) {
+        match &mut self.offset {
+            Some(last) => {
+                last.clear();
+                last.push_str(offset);
+            }
+            None => self.offset = Some(offset.to_owned()),
+        }
+    }
+}
+
+/// A recovered session catching up: from the reconnect (`since_ns`) to the
+/// arrival of the last message published before it.
+#[derive(Debug, Clone, Copy)]
+struct CatchUp {
+    since_ns: u64,
+    last_ns: Option<u64>,
 }
 
 impl Session {
     /// Wraps an open connection for client `id`.
     pub fn new(id: u32, conn: Connection, shared: Arc<Shared>) -> Self {
+        let pid = conn.accepted().and_then(|accepted| accepted.pid.clone());
+        let counts = Counts { pid_acks: u64::from(pid.is_some()), ..Counts::default() };
         let inbox = Inbox {
             shared,
             trackers: Vec::new(),
             join_watch: Watch::Off,
             leave_watch: Watch::Off,
-            counts: Counts::default(),
+            counts,
             pending_join: None,
             join_ack: None,
             latencies: Vec::new(),
             fresh: 0,
             last_message_id: None,
+            recovery: Recovery { pid, offset: None },
+            catch_up: None,
         };
         Self { id, conn, inbox, stamp_buf: String::new(), frame_buf: String::new() }
+    }
+
+    /// Drops the connection at the TCP level, with a reset or a plain close
+    /// (FIN) and no goodbye either way, as a network that goes away does;
+    /// the session keeps its bookkeeping for [`Session::reconnect`].
+    pub fn drop_connection(&mut self, reset: bool) {
+        let conn = self.conn.take();
+        if conn.is_gone() {
+            return;
+        }
+        self.inbox.counts.pings += conn.pings();
+        if reset {
+            conn.abort_with_reset();
+        } else {
+            conn.abort();
+        }
+        let inbox = &mut self.inbox;
+        inbox.finish_catch_up();
+        inbox.counts.drops += 1;
+        inbox.pending_join = None;
+        inbox.join_ack = None;
+    }
+
+    /// Connects again as socket.io-client does after a drop: the CONNECT
+    /// carries the last ack's `pid` and the last offset when the server
+    /// offered recovery. Returns whether the server recovered the session
+    /// (its ack carried the same `pid`, as socket.io-client decides
+    /// `socket.recovered`); a session not recovered must join its rooms
+    /// again. A failed attempt is counted and leaves the session without a
+    /// connection.
+    ///
+    /// # Errors
+    /// As [`Connection::reopen`].
+    pub async fn reconnect(&mut self, token: &str) -> Result<bool, crate::client::ConnectError> {
+        self.drop_connection(false);
+        let shared = Arc::clone(&self.inbox.shared);
+        let since_ns = shared.clock.now_ns();
+        let recovery = &self.inbox.recovery;
+        let resume = recovery.pid.as_deref().map(|pid| Resume { pid, offset: recovery.offset.as_deref() });
+        let conn = match Connection::reopen(&shared.target, self.id, token, resume).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.inbox.counts.reconnect_failures += 1;
+                return Err(e);
+            }
+        };
+        let pid = conn.accepted().and_then(|accepted| accepted.pid.clone());
+        let inbox = &mut self.inbox;
+        let recovered = pid.is_some() && pid == inbox.recovery.pid;
+        inbox.counts.pid_acks += u64::from(pid.is_some());
+        inbox.recovery.pid = pid;
+        if recovered {
+            inbox.counts.recovered += 1;
+            inbox.catch_up = Some(CatchUp { since_ns, last_ns: None });
+        } else {
+            inbox.counts.fresh_sessions += 1;
+        }
+        self.conn = conn;
+        Ok(recovered)
     }
 
     /// Tracks the sequences of these publishers.
@@ -354,15 +472,7 @@ impl Inbox {
     /// Handles one received frame, which arrived at `now_ns`.
     fn handle(&mut self, frame: &str, now_ns: u64) -> Result<(), Ended> {
         match wire::scan(frame, &self.shared.target.namespace) {
-            Packet::Event { name: "message", args, .. } => self.on_message(args),
-            Packet::Event { name: "user_joined", args, .. } => {
-                self.on_notice(args, Phase::JoinNotice, now_ns);
-            }
-            Packet::Event { name: "user_left", args, .. } => self.on_notice(args, Phase::LeaveNotice, now_ns),
-            Packet::Event { name: "error", args, .. } => {
-                let code = wire::number_field(args, keys::CODE).unwrap_or(0);
-                self.counts.count_error(code);
-            }
+            Packet::Event { name, args, .. } => self.on_event(name, args, now_ns),
             Packet::Ack { id, args } => self.on_ack(id, args),
             Packet::Close | Packet::Disconnected | Packet::ConnectError(_) => return Err(Ended::Closed),
             _ => {}
@@ -370,7 +480,39 @@ impl Inbox {
         Ok(())
     }
 
-    fn on_message(&mut self, args: &str) {
+    fn on_event(&mut self, name: &str, args: &str, now_ns: u64) {
+        // With recovery on, a string last argument is the packet's offset,
+        // not part of the event (socket.io-client keeps it as `_lastOffset`).
+        let args = if self.recovery.pid.is_some() {
+            let (args, offset) = wire::split_offset(args);
+            if let Some(offset) = offset {
+                self.recovery.note_offset(offset);
+            }
+            args
+        } else {
+            args
+        };
+        match name {
+            "message" => self.on_message(args, now_ns),
+            "user_joined" => self.on_notice(args, Phase::JoinNotice, now_ns),
+            "user_left" => self.on_notice(args, Phase::LeaveNotice, now_ns),
+            "error" => {
+                let code = wire::number_field(args, keys::CODE).unwrap_or(0);
+                self.counts.count_error(code);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records how long the last recovery took to catch up, if it had
+    /// anything to catch up on.
+    fn finish_catch_up(&mut self) {
+        if let Some(CatchUp { since_ns, last_ns: Some(last_ns) }) = self.catch_up.take() {
+            self.shared.record_at(last_ns, Phase::Replay, since_ns, true);
+        }
+    }
+
+    fn on_message(&mut self, args: &str, now_ns: u64) {
         self.counts.deliveries += 1;
         if let Some(id) = wire::string_field(args, keys::ID).and_then(decimal) {
             if self.last_message_id.is_some_and(|last| id <= last) {
@@ -395,6 +537,12 @@ impl Inbox {
                 }
             }
         };
+        if fresh
+            && let Some(catch_up) = &mut self.catch_up
+            && stamp.intended_ns < catch_up.since_ns
+        {
+            catch_up.last_ns = Some(now_ns);
+        }
         // The latency is taken in `record_messages`, against the read's time.
         self.latencies.push(stamp.intended_ns);
         self.fresh += u64::from(fresh);
@@ -568,10 +716,11 @@ impl Session {
     /// Splits into the connection and the final state.
     pub fn into_parts(self) -> (Connection, SessionRecord) {
         let mut inbox = self.inbox;
-        inbox.counts.pings = self.conn.pings();
+        inbox.counts.pings += self.conn.pings();
         let counters = inbox.shared.counters_of(self.id);
         counters.deliveries.fetch_add(inbox.counts.deliveries, Ordering::Relaxed);
         counters.pings.fetch_add(inbox.counts.pings, Ordering::Relaxed);
+        inbox.finish_catch_up();
         let report = SessionRecord {
             id: self.id,
             trackers: inbox.trackers,

@@ -44,6 +44,9 @@ pub enum Phase {
     Message,
     /// Intended close time → another member's `user_left`.
     LeaveNotice,
+    /// A recovered reconnect's start → the arrival of the last message
+    /// published before it (the server's replay of what was missed).
+    Replay,
     /// Intended time → actual time of the load generator's own actions
     /// (connects, joins, publishes, closes). Large values mean the load
     /// generator, not the target, fell behind.
@@ -52,12 +55,13 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in report order.
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Connect,
         Phase::JoinAck,
         Phase::JoinNotice,
         Phase::Message,
         Phase::LeaveNotice,
+        Phase::Replay,
         Phase::ScheduleLag,
     ];
 
@@ -69,6 +73,7 @@ impl Phase {
             Phase::JoinNotice => "join_notice",
             Phase::Message => "message",
             Phase::LeaveNotice => "leave_notice",
+            Phase::Replay => "replay",
             Phase::ScheduleLag => "schedule_lag",
         }
     }

@@ -31,12 +31,40 @@ impl Namespace {
 
     /// The Socket.IO CONNECT frame, with the token in its payload when given.
     pub fn connect_frame(&self, token: Option<&str>) -> String {
+        self.resuming_connect_frame(token, None)
+    }
+
+    /// The CONNECT frame of a client that reconnects: with `resume`, its
+    /// payload starts with `pid` and `offset` and the auth fields follow, as
+    /// socket.io-client writes `Object.assign({pid, offset}, auth)` (an
+    /// offset it never got is left out, as `JSON.stringify` drops
+    /// `undefined`).
+    pub fn resuming_connect_frame(&self, token: Option<&str>, resume: Option<Resume<'_>>) -> String {
         let mut frame = format!("40{}", self.prefix);
-        if let Some(token) = token {
-            frame.push_str("{\"token\":");
-            push_json_string(&mut frame, token);
-            frame.push('}');
+        if token.is_none() && resume.is_none() {
+            return frame;
         }
+        frame.push('{');
+        let mut fields = 0;
+        let mut field = |frame: &mut String, key: &str, value: &str| {
+            if fields > 0 {
+                frame.push(',');
+            }
+            fields += 1;
+            push_json_string(frame, key);
+            frame.push(':');
+            push_json_string(frame, value);
+        };
+        if let Some(resume) = resume {
+            field(&mut frame, "pid", resume.pid);
+            if let Some(offset) = resume.offset {
+                field(&mut frame, "offset", offset);
+            }
+        }
+        if let Some(token) = token {
+            field(&mut frame, "token", token);
+        }
+        frame.push('}');
         frame
     }
 
@@ -98,6 +126,71 @@ impl Namespace {
         out.push_str("[\"");
         out.push_str(event);
         out.push('"');
+    }
+}
+
+/// What a client that reconnects sends to recover its session: the private
+/// session id of the CONNECT ack it last got, and the offset of the last
+/// event it received (socket.io-client's `_pid` and `_lastOffset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume<'a> {
+    /// `pid` from the last CONNECT ack.
+    pub pid: &'a str,
+    /// The last argument of the last event received, when it was a string.
+    pub offset: Option<&'a str>,
+}
+
+/// The fields of a CONNECT ack (`40…{"sid":…,"pid":…}`) a client keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// The socket id.
+    pub sid: String,
+    /// The private session id, present when the server offers connection
+    /// state recovery.
+    pub pid: Option<String>,
+}
+
+impl Accepted {
+    /// Reads the ack's payload; fields it lacks stay empty.
+    pub fn parse(payload: &str) -> Self {
+        Self {
+            sid: string_field(payload, keys::SID).unwrap_or_default().to_owned(),
+            pid: string_field(payload, keys::PID).filter(|pid| !pid.is_empty()).map(str::to_owned),
+        }
+    }
+}
+
+/// Splits an event's arguments (as [`Packet::Event`] gives them) into the
+/// arguments proper and the last one when it is a string: with connection
+/// state recovery on, that is the packet's offset (socket.io-client keeps
+/// the last argument of every event it receives as its offset when it is a
+/// string). The offset is returned raw, as it sits between its quotes.
+pub fn split_offset(args: &str) -> (&str, Option<&str>) {
+    let trimmed = args.trim_ascii_end();
+    let Some(body) = trimmed.strip_suffix('"') else {
+        return (args, None);
+    };
+    // The opening quote is the last one not escaped by an odd number of
+    // backslashes: a string holds no other unescaped quote.
+    let bytes = body.as_bytes();
+    let mut at = bytes.len();
+    let open = loop {
+        let Some(quote) = bytes[..at].iter().rposition(|&byte| byte == b'"') else {
+            return (args, None);
+        };
+        let backslashes = bytes[..quote].iter().rev().take_while(|&&byte| byte == b'\\').count();
+        if backslashes % 2 == 0 {
+            break quote;
+        }
+        at = quote;
+    };
+    let offset = &body[open + 1..];
+    let before = body[..open].trim_ascii_end();
+    match before.strip_suffix(',') {
+        Some(rest) => (rest.trim_ascii_end(), Some(offset)),
+        None if before.is_empty() => ("", Some(offset)),
+        // Not a separate argument (cannot happen in valid JSON).
+        None => (args, None),
     }
 }
 
@@ -344,6 +437,10 @@ pub mod keys {
     pub const ROOM_ID: &str = "\"roomId\"";
     /// `"id"`.
     pub const ID: &str = "\"id\"";
+    /// `"sid"`.
+    pub const SID: &str = "\"sid\"";
+    /// `"pid"`.
+    pub const PID: &str = "\"pid\"";
 }
 
 #[cfg(test)]
@@ -369,6 +466,39 @@ mod tests {
         let root = Namespace::new("/");
         assert_eq!(root.connect_frame(None), "40");
         assert_eq!(root.join_frame(None, "a"), r#"42["join_room",{"roomId":"a"}]"#);
+    }
+
+    #[test]
+    fn reconnects_like_the_stock_client() {
+        let ns = chat();
+        let resume = Resume { pid: "p1", offset: Some("17-0") };
+        assert_eq!(
+            ns.resuming_connect_frame(Some("a.b"), Some(resume)),
+            r#"40/api/v1/chat,{"pid":"p1","offset":"17-0","token":"a.b"}"#
+        );
+        let no_offset = Resume { pid: "p1", offset: None };
+        assert_eq!(ns.resuming_connect_frame(None, Some(no_offset)), r#"40/api/v1/chat,{"pid":"p1"}"#);
+        assert_eq!(ns.resuming_connect_frame(None, None), "40/api/v1/chat,");
+        assert_eq!(
+            Accepted::parse(r#"{"sid":"s1","pid":"p1"}"#),
+            Accepted { sid: "s1".to_owned(), pid: Some("p1".to_owned()) }
+        );
+        assert_eq!(Accepted::parse(r#"{"sid":"s1"}"#).pid, None);
+    }
+
+    #[test]
+    fn splits_the_offset_off_an_events_arguments() {
+        assert_eq!(split_offset(r#"{"id":"1"},"42""#), (r#"{"id":"1"}"#, Some("42")));
+        assert_eq!(split_offset(r#"{"a":"x\"y"} , "MzQ-1" "#), (r#"{"a":"x\"y"}"#, Some("MzQ-1")));
+        // An escaped quote inside the offset, and one ending in a backslash.
+        assert_eq!(split_offset(r#"{},"a\"b""#), ("{}", Some(r#"a\"b"#)));
+        assert_eq!(split_offset(r#"{},"a\\""#), ("{}", Some(r#"a\\"#)));
+        assert_eq!(split_offset(r#""only""#), ("", Some("only")));
+        // Without a trailing string there is no offset.
+        assert_eq!(split_offset(r#"{"content":"x"}"#), (r#"{"content":"x"}"#, None));
+        assert_eq!(split_offset(""), ("", None));
+        assert_eq!(split_offset(r#"""#), (r#"""#, None));
+        assert_eq!(split_offset(r#"x""#), (r#"x""#, None));
     }
 
     #[test]

@@ -120,6 +120,7 @@ async fn a_broadcast_to_polling_and_websocket_members_delivers_every_message() {
         size: 100,
         connect_rate: 300.0,
         no_ack: false,
+        ..BroadcastConfig::default()
     };
     let target = TargetOptions { transport: TransportMode::Mixed, ..broker.target(AuthMode::Payload) };
     let report =
@@ -190,6 +191,7 @@ async fn broadcast_scenario_delivers_every_message_to_every_member() {
         size: 100,
         connect_rate: 300.0,
         no_ack: false,
+        ..BroadcastConfig::default()
     };
     let report = run(&broker, AuthMode::Payload, Scenario::Broadcast(config)).await;
     assert!(!report.loss, "{:?}", report.loss_reasons);
@@ -220,6 +222,7 @@ async fn broadcast_without_acks_still_adds_up() {
         size: 16,
         connect_rate: 0.0,
         no_ack: true,
+        ..BroadcastConfig::default()
     };
     let report = run(&broker, AuthMode::Query, Scenario::Broadcast(config)).await;
     assert!(!report.loss, "{:?}", report.loss_reasons);
@@ -375,4 +378,74 @@ async fn two_worker_processes_merge_into_one_report() {
     // Both workers' own join notices: 4 rooms × (0 + 1 + … + 9).
     assert_eq!(report["join_notices"]["expected"], 180);
     assert_eq!(report["join_notices"]["lost"], 0);
+}
+
+/// Whether the target's CONNECT ack carries a `pid`: connection state
+/// recovery is on.
+async fn offers_recovery(target: &TargetOptions) -> bool {
+    let target = loadgen::client::Target::resolve(target, 1).await.expect("target resolves");
+    let token = target.minter.mint(0).expect("token mints");
+    let conn = loadgen::client::Connection::open(&target, 0, &token).await.expect("probe connects");
+    conn.accepted().is_some_and(|accepted| accepted.pid.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_members_come_back_and_their_deliveries_add_up() {
+    for transport in [TransportMode::Websocket, TransportMode::Polling] {
+        // A broker each: a recovering broker keeps the first run's sessions
+        // waiting for their clients, and counts them as members.
+        let broker = Broker::start().await;
+        let recovers = offers_recovery(&broker.target(AuthMode::Payload)).await;
+        let config = BroadcastConfig {
+            clients: 12,
+            rooms: 2,
+            publishers: 1,
+            rate: 20.0,
+            duration: Duration::from_secs(2),
+            size: 64,
+            connect_rate: 300.0,
+            drop_every: Duration::from_millis(500),
+            reconnect_delay: Duration::from_millis(100),
+            ..BroadcastConfig::default()
+        };
+        let target = TargetOptions { transport, ..broker.target(AuthMode::Payload) };
+        let report =
+            loadgen::run(&Scenario::Broadcast(config), &target, &options()).await.expect("scenario runs");
+        println!("{report}");
+        let drops = report.drops.as_ref().expect("the drops are reported");
+        // 10 listeners, each first dropped within the first 500 ms of 2 s.
+        assert!(drops.drops >= 10, "{transport:?}: {} drops", drops.drops);
+        assert_eq!(
+            drops.recovered + drops.fresh_sessions,
+            drops.drops,
+            "{transport:?}: every drop came back"
+        );
+        assert_eq!((drops.dropped.clients, drops.never_dropped.clients), (10, 2), "{transport:?}");
+        assert_eq!(drops.never_dropped.complete, 2, "{transport:?}: publishers stay and get everything");
+        assert!(report.clients.ended_early.is_empty(), "{transport:?}: {:?}", report.clients.ended_early);
+        let messages = report.messages.expect("messages are tallied");
+        // 2 rooms × 40 sends, each owed to the 6 members of its room.
+        assert_eq!(messages.expected, 2 * 40 * 6, "{transport:?}");
+        assert_eq!((messages.duplicated, messages.unexpected), (0, 0), "{transport:?}");
+        assert_eq!(messages.unique + messages.lost, messages.expected, "{transport:?}");
+        if !recovers {
+            assert_eq!(
+                (drops.recovered, drops.pid_acks),
+                (0, 0),
+                "{transport:?}: no pid, nothing to recover"
+            );
+            continue;
+        }
+        assert_eq!(drops.pid_acks, 12 + drops.drops, "{transport:?}: every CONNECT ack has a pid");
+        assert!(drops.recovered > 0, "{transport:?}");
+        // A dropped WebSocket is the session's end, seen at once. A polling
+        // client dropped between two GETs is seen only at the heartbeat, so
+        // a quick reconnect may find its session still open and get a fresh
+        // one, as with socket.io: only recovered sessions must miss nothing.
+        if transport == TransportMode::Websocket || drops.fresh_sessions == 0 {
+            assert_eq!(drops.fresh_sessions, 0, "{transport:?}");
+            assert_eq!((messages.lost, drops.dropped.complete), (0, 10), "{transport:?}");
+            assert!(!report.loss, "{transport:?}: {:?}", report.loss_reasons);
+        }
+    }
 }

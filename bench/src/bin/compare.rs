@@ -1,4 +1,4 @@
-//! `bench/compare [--quick] [--servers broker,socketioxide,nestjs,raw] [--out DIR]`
+//! `bench/compare [--quick] [--servers broker,socketioxide,nestjs,raw] [--out DIR] [--drops-only]`
 //!
 //! Thin: parse flags, build, run each server's suite in turn, then the
 //! fixed-load steps, print the markdown report and write it with the JSON
@@ -9,12 +9,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use bench::compare::efficiency;
 use bench::compare::env::{Env, LOADGEN_CPU, SERVER_CPU};
 use bench::compare::output::{self, Comparison, Machine};
 use bench::compare::plan::Plan;
 use bench::compare::server::ServerKind;
 use bench::compare::suite::{self, ServerResults};
+use bench::compare::{drops, efficiency};
 use clap::Parser;
 
 /// The JWT secret every server and loadgen share; local loopback only.
@@ -36,6 +36,10 @@ struct Cli {
     /// Use the binaries as built (skip cargo and npm)
     #[arg(long)]
     no_build: bool,
+    /// Run only the delivery-under-forced-drops table (files named
+    /// DATE-Ncores[-quick]-drops)
+    #[arg(long)]
+    drops_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,14 +71,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     eprintln!("compare: {placement}");
     let machine = Machine::detect(&root, placement);
-    let stem = output::file_stem(&machine, &plan);
+    let mut stem = output::file_stem(&machine, &plan);
+    if cli.drops_only {
+        stem.push_str("-drops");
+    }
     let work = std::env::temp_dir().join(format!("bench-compare-{stem}-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     eprintln!("compare: loadgen reports and server logs in {}", work.display());
     let build_errors = if cli.no_build { Vec::new() } else { build(&root, &kinds)? };
     let env =
         Env { root, work, secret: SECRET.to_owned(), pinning, fd_hard_limit: machine.fd_hard_limit, plan };
-    let results: Vec<ServerResults> = kinds
+    let suites = if cli.drops_only { &[][..] } else { &kinds[..] };
+    let results: Vec<ServerResults> = suites
         .iter()
         .zip(build_errors.into_iter().chain(std::iter::repeat(None)))
         .map(|(&kind, build_error)| match build_error {
@@ -82,13 +90,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             None => suite::run(&env, kind),
         })
         .collect();
-    let fixed_loads = efficiency::run(&env, &results);
+    let fixed_loads = if cli.drops_only { Vec::new() } else { efficiency::run(&env, &results) };
+    let drop_runs = drops::run(&env, &kinds);
     let comparison = Comparison {
         machine: &machine,
         plan: &env.plan,
         elapsed_secs: started.elapsed().as_secs_f64(),
         servers: &results,
         fixed_loads: &fixed_loads,
+        drops: &drop_runs,
     };
     let markdown = output::markdown(&comparison);
     print!("{markdown}");

@@ -76,6 +76,17 @@ impl Env {
         Server::start(kind, &self.root, self.cpus(placement).0, &self.secret, &self.work)
     }
 
+    /// Starts `kind` pinned, its connection state recovery (if it has one)
+    /// on with a window of `window_ms`.
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub fn start_recovering(&self, kind: ServerKind, window_ms: u64) -> anyhow::Result<Server> {
+        let cpu = self.cpus(Placement::Pinned).0;
+        let env: Vec<(String, String)> = kind.recovery_window_env(window_ms).into_iter().collect();
+        Server::start_with_env(kind, &self.root, cpu, &self.secret, &self.work, &env)
+    }
+
     /// A loadgen run against `server`, its report named after `name`.
     pub fn loadgen(
         &self,

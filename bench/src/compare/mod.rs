@@ -17,6 +17,7 @@
 //! processes), [`probe`] (`/proc` and `/metrics`), [`env`] (placement),
 //! [`climb`] (one ladder), [`suite`] (one server's parts, using `climb`),
 //! [`efficiency`] (CPU per delivery at one load, after every suite),
+//! [`drops`] (delivery under forced drops, each server's recovery on),
 //! [`figures`], [`chart`] and [`output`] (reporting). Imports point one
 //! way, down this list. The
 //! invariant: no server outlives the harness's handle on it, and no
@@ -24,6 +25,7 @@
 
 pub mod chart;
 pub mod climb;
+pub mod drops;
 pub mod efficiency;
 pub mod env;
 pub mod figures;

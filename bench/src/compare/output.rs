@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::chart;
 use super::climb::StepRecord;
+use super::drops::{self, DropRun};
 use super::efficiency::FixedLoad;
 use super::figures;
 use super::plan::Plan;
@@ -115,6 +116,8 @@ pub struct Comparison<'a> {
     pub servers: &'a [ServerResults],
     /// The fixed-load steps, per shape.
     pub fixed_loads: &'a [FixedLoad],
+    /// Delivery under forced drops, per server.
+    pub drops: &'a [DropRun],
 }
 
 /// The markdown report: heading, table, notes, and every broadcast step.
@@ -133,11 +136,18 @@ pub fn markdown(comparison: &Comparison<'_>) -> String {
         machine.commit, machine.placement, comparison.elapsed_secs
     );
     let settings: Vec<String> = comparison.servers.iter().map(|r| r.server.settings()).collect();
-    let _ = writeln!(out, "Settings: {}.\n", settings.join("; "));
-    out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
-    out.push('\n');
-    notes(&mut out, comparison.servers);
-    steps(&mut out, comparison.servers, comparison.fixed_loads);
+    if !settings.is_empty() {
+        let _ = writeln!(out, "Settings: {}.\n", settings.join("; "));
+    }
+    if !comparison.servers.is_empty() {
+        out.push_str(&table::render(&names, &figures::rows(comparison.servers, comparison.fixed_loads)));
+        out.push('\n');
+    }
+    drops::markdown(&mut out, &comparison.plan.drops, comparison.drops);
+    if !comparison.servers.is_empty() {
+        notes(&mut out, comparison.servers);
+        steps(&mut out, comparison.servers, comparison.fixed_loads);
+    }
     out
 }
 
@@ -266,7 +276,11 @@ pub fn write(
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = serde_json::to_string_pretty(comparison).context("serializing the comparison")?;
-    let files = [("md", markdown.to_owned()), ("json", json), ("svg", chart::render(comparison.servers))];
+    let mut files = vec![("md", markdown.to_owned()), ("json", json)];
+    // The chart draws the suites' ladders and memory; a drops-only run has none.
+    if !comparison.servers.is_empty() {
+        files.push(("svg", chart::render(comparison.servers)));
+    }
     let mut written = Vec::new();
     for (extension, text) in files {
         let path = dir.join(format!("{stem}.{extension}"));

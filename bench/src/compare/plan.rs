@@ -41,6 +41,26 @@ impl Series {
     }
 }
 
+/// The forced-drops run (`broadcast --drop-every`): rooms of members, one
+/// publisher each, while every other member is dropped and reconnects.
+#[derive(Debug, Clone, Serialize)]
+pub struct DropsPlan {
+    /// Rooms.
+    pub rooms: u32,
+    /// Members per room, the publisher included.
+    pub members: u32,
+    /// Messages per second per room.
+    pub rate: f64,
+    /// Publishing time.
+    pub duration: Duration,
+    /// Mean time a member stays connected.
+    pub drop_every: Duration,
+    /// Mean pause before it reconnects.
+    pub reconnect_delay: Duration,
+    /// The recovery window servers that have one are given, ms.
+    pub recovery_window_ms: u64,
+}
+
 /// Everything one comparison runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -75,6 +95,8 @@ pub struct Plan {
     pub drain: Duration,
     /// Connects per second while a step sets up.
     pub setup_connect_rate: f64,
+    /// Delivery under forced drops.
+    pub drops: DropsPlan,
 }
 
 impl Plan {
@@ -101,6 +123,8 @@ impl Plan {
             step_duration: Duration::from_secs(8),
             drain: Duration::from_secs(5),
             setup_connect_rate: 2_000.0,
+            // The public benchmark this follows dropped sockets every ~15 s.
+            drops: drops(20, 50, Duration::from_secs(60), Duration::from_secs(15)),
         }
     }
 
@@ -128,6 +152,7 @@ impl Plan {
             step_duration: Duration::from_secs(3),
             drain: Duration::from_secs(2),
             setup_connect_rate: 4_000.0,
+            drops: drops(10, 20, Duration::from_secs(20), Duration::from_secs(5)),
         }
     }
 }
@@ -135,6 +160,20 @@ impl Plan {
 /// A duration as loadgen's flags take it (`--duration 3000ms`).
 pub fn duration_arg(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
+}
+
+/// 10 messages/s per room, reconnecting after 1 s (socket.io-client's
+/// `reconnectionDelay`), within socket.io's and the broker's 120 s window.
+fn drops(rooms: u32, members: u32, duration: Duration, drop_every: Duration) -> DropsPlan {
+    DropsPlan {
+        rooms,
+        members,
+        rate: 10.0,
+        duration,
+        drop_every,
+        reconnect_delay: Duration::from_secs(1),
+        recovery_window_ms: 120_000,
+    }
 }
 
 fn series(rooms: u32, members: u32, ladder: Ladder, multicore: bool) -> Series {

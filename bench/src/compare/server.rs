@@ -116,6 +116,23 @@ impl ServerKind {
         }
     }
 
+    /// The environment variable that sets its connection state recovery
+    /// window to `window_ms`; `None` when it has no recovery (the broker's
+    /// default window is 120 s, NestJS's default is socket.io's, off).
+    pub fn recovery_window_env(self, window_ms: u64) -> Option<(String, String)> {
+        let name = match self {
+            ServerKind::Broker => "BROKER_RECOVERY_WINDOW_MS",
+            ServerKind::Nestjs => "RECOVERY_WINDOW_MS",
+            ServerKind::Socketioxide | ServerKind::Raw => return None,
+        };
+        Some((name.to_owned(), window_ms.to_string()))
+    }
+
+    /// Whether it has connection state recovery to turn on.
+    pub fn recovers(self) -> bool {
+        self.recovery_window_env(0).is_some()
+    }
+
     /// The command that starts it, pinned to `cpu` when given.
     fn command(self, root: &Path, cpu: Option<u32>, secret: &str) -> Command {
         match self {

@@ -16,8 +16,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+pub mod drops;
 pub mod soak;
 
+pub use self::drops::{DeliverySpread, DropReport};
 use self::soak::SoakReport;
 use crate::accounting::Tally;
 use crate::config::{RunOptions, Scenario, TargetOptions};
@@ -46,6 +48,8 @@ pub struct Outcome {
     /// so this never travels from a worker).
     #[serde(skip)]
     pub soak: Option<SoakReport>,
+    /// Forced drops and what each member got despite them.
+    pub drops: Option<DropReport>,
 }
 
 /// Everything a finished run measured, as plain values; what a worker
@@ -129,6 +133,11 @@ impl Outcome {
         }
         self.counts.add(&other.counts);
         self.joined += other.joined;
+        match (self.drops.as_mut(), other.drops) {
+            (Some(total), Some(drops)) => total.merge(&drops),
+            (None, drops) => self.drops = drops,
+            (Some(_), None) => {}
+        }
     }
 }
 
@@ -297,6 +306,10 @@ pub struct Report {
     /// The soak's gauges (before, peak, after) and faulty clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<SoakReport>,
+    /// Forced drops (`broadcast --drop-every`): reconnects, and delivered ÷
+    /// expected per member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<DropReport>,
     /// The load generator's own CPU and lag.
     pub self_check: SelfCheck,
     /// Whether anything was lost.
@@ -389,6 +402,7 @@ pub fn build(context: &Context<'_>, measured: Measurements) -> Report {
         leave_notices: outcome.leave_notices,
         counts: outcome.counts,
         soak: outcome.soak,
+        drops: outcome.drops,
         self_check,
         loss: false,
         loss_reasons: Vec::new(),
@@ -557,6 +571,9 @@ impl fmt::Display for Report {
         }
         if let Some(soak) = &self.soak {
             write!(f, "{soak}")?;
+        }
+        if let Some(drops) = &self.drops {
+            write!(f, "{drops}")?;
         }
         let s = &self.self_check;
         writeln!(

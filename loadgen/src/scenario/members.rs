@@ -17,9 +17,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::drops::{self, DropPlan};
 use super::{Harness, Layout, Outcome, mint_tokens, room_counters, room_name};
 use crate::accounting::Tally;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, duration_ns};
 use crate::session::{Ended, Session, SessionRecord, Watch};
 
 /// Live per-room counters the orchestrator watches.
@@ -37,6 +38,9 @@ pub(crate) struct Book {
     pub owed_join_notices: AtomicU64,
     /// Join acks that said how many members the room has.
     pub counted_joins: AtomicU64,
+    /// Listeners that may still be dropped or are not back yet
+    /// (`--drop-every`): from the start of publishing to their last return.
+    pub dropping: AtomicU64,
 }
 
 impl Book {
@@ -48,6 +52,7 @@ impl Book {
             published: AtomicU64::new(0),
             owed_join_notices: AtomicU64::new(0),
             counted_joins: AtomicU64::new(0),
+            dropping: AtomicU64::new(0),
         }
     }
 
@@ -61,7 +66,8 @@ impl Book {
     }
 }
 
-/// What members publish.
+/// What members publish, and whether the listeners among them are dropped
+/// while they do.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PublishPlan {
     pub publishers_per_room: u32,
@@ -69,6 +75,7 @@ pub(crate) struct PublishPlan {
     pub duration: Duration,
     pub size: usize,
     pub ack: bool,
+    pub drops: Option<DropPlan>,
 }
 
 /// One member's script inputs.
@@ -125,7 +132,14 @@ async fn member(
             let schedule = Schedule::for_duration(start_ns, plan.rate, plan.duration).staggered(slot, slots);
             publish(&harness, &book, &mut session, room, schedule, plan).await?;
         }
-        session.pump_until(std::future::pending::<()>()).await
+        match plan.drops {
+            Some(drop_plan) if !publisher => {
+                let window = (start_ns, start_ns + duration_ns(plan.duration));
+                let dropping = &book.dropping;
+                drops::listen(&harness, &mut session, &spec.token, (room, dropping), window, drop_plan).await
+            }
+            _ => session.pump_until(std::future::pending::<()>()).await,
+        }
     };
     harness.play(id, script).await;
     result.record = Some(session.into_record());
@@ -319,14 +333,19 @@ pub(crate) async fn collect(mut tasks: JoinSet<MemberResult>) -> anyhow::Result<
     Ok(results)
 }
 
-/// Tallies deliveries per member against its room's accepted sends, and
-/// join notices against the join acks' member counts.
-pub(crate) fn tally_members(results: &[MemberResult], acked: bool, book: Option<&Book>) -> Outcome {
-    let accepted: HashMap<u32, u64> = results
+/// Sends each publisher's server accepted, by publisher id.
+fn accepted_sends(results: &[MemberResult], acked: bool) -> HashMap<u32, u64> {
+    results
         .iter()
         .filter(|result| result.publisher)
         .filter_map(|result| Some((result.id, result.record.as_ref()?.counts.accepted_sends(acked))))
-        .collect();
+        .collect()
+}
+
+/// Tallies deliveries per member against its room's accepted sends, and
+/// join notices against the join acks' member counts.
+pub(crate) fn tally_members(results: &[MemberResult], acked: bool, book: Option<&Book>) -> Outcome {
+    let accepted = accepted_sends(results, acked);
     let mut outcome = Outcome::default();
     let mut messages = Tally::default();
     let (mut notices_seen, mut notice_repeats) = (0, 0);
@@ -388,4 +407,25 @@ pub(crate) fn tally_join_notices_by_pairs(results: &[MemberResult], layout: Layo
         }
     }
     tally
+}
+
+/// What the drops of `plan` did, per member (see [`drops::spread`]); `None`
+/// without drops. `counts` are the members' counters, summed.
+pub(crate) fn tally_drops(
+    results: &[MemberResult],
+    plan: &PublishPlan,
+    counts: &crate::session::Counts,
+) -> Option<crate::report::DropReport> {
+    let drop_plan = plan.drops?;
+    let accepted = accepted_sends(results, plan.ack);
+    let members: Vec<drops::MemberDeliveries> = results
+        .iter()
+        .filter(|result| result.joined.is_some())
+        .filter_map(|result| result.record.as_ref())
+        .map(|record| {
+            let owed = |publisher| accepted.get(&publisher).copied().unwrap_or(0);
+            drops::MemberDeliveries::new(&record.trackers, owed, &record.counts)
+        })
+        .collect();
+    Some(drops::spread(drop_plan, counts, &members))
 }

@@ -45,6 +45,7 @@ pub async fn run(harness: &Arc<Harness>, config: &MixedConfig) -> anyhow::Result
         duration: config.duration,
         size: config.size,
         ack: true,
+        drops: None,
     };
     let churners = churn_count(config);
     let churn_ids = config.clients..config.clients + u32::try_from(churners)?;

@@ -10,6 +10,7 @@
 pub mod broadcast;
 pub mod connect;
 pub mod disconnect;
+mod drops;
 pub mod join;
 mod members;
 pub mod mixed;

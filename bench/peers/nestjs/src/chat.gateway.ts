@@ -65,6 +65,10 @@ function overLimit(text: string, limit: number): boolean {
   maxHttpBufferSize: config.maxPayload,
   perMessageDeflate: false,
   serveClient: false,
+  // socket.io's own recovery with its defaults, middlewares skipped on a recovered session included.
+  ...(config.recoveryWindowMs > 0
+    ? { connectionStateRecovery: { maxDisconnectionDuration: config.recoveryWindowMs } }
+    : {}),
 })
 @UseFilters(new ChatExceptionFilter())
 export class ChatGateway
@@ -112,7 +116,9 @@ export class ChatGateway
     for (const roomId of rooms) {
       this.server.to(ROOM_PREFIX + roomId).emit('user_left', { userId: user.sub, roomId, timestamp });
     }
-    client.data.rooms = [];
+    // With recovery on, socket.io has kept this very `data` object for the session it may restore
+    // (it is handed back as the recovered socket's `data`): its room list must survive.
+    if (config.recoveryWindowMs === 0) client.data.rooms = [];
   }
 
   /**

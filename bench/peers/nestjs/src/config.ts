@@ -33,4 +33,9 @@ export const config = {
   pingInterval: intEnv('PING_INTERVAL_MS', 25000),
   pingTimeout: intEnv('PING_TIMEOUT_MS', 20000),
   maxPayload: intEnv('MAX_PAYLOAD', 1_000_000),
+  /**
+   * socket.io's connection state recovery: how long a dropped client's session (rooms, missed
+   * packets) is kept; 0 (the default, as socket.io's) turns it off. The broker's default is 120000.
+   */
+  recoveryWindowMs: intEnv('RECOVERY_WINDOW_MS', 0),
 } as const;

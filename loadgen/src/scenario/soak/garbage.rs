@@ -378,12 +378,7 @@ impl Noise {
     fn bytes(&mut self, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            out.extend_from_slice(&x.to_le_bytes());
+            out.extend_from_slice(&crate::noise::xorshift64(&mut self.0).to_le_bytes());
         }
         out.truncate(len);
         out

@@ -77,6 +77,7 @@ pub async fn run(harness: &Arc<Harness>, config: &SoakConfig) -> anyhow::Result<
         duration: config.duration,
         size: config.size,
         ack: true,
+        drops: None,
     };
     let members =
         Members::set_up(harness, layout, plan, config.connect_rate, |_| (Watch::Off, Watch::Off)).await?;
