@@ -146,14 +146,7 @@ mod tests {
     use crate::compare::steps::{Bound, Observation};
 
     fn passed(rate: f64) -> Observation {
-        Observation {
-            rate,
-            deliveries_per_s: rate * 2000.0,
-            p99_ms: Some(5.0),
-            loss: None,
-            loadgen_saturated: false,
-            loadgen_late: false,
-        }
+        Observation::clean(rate, rate * 2000.0, 5.0)
     }
 
     #[test]

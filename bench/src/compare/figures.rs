@@ -369,14 +369,7 @@ mod tests {
     fn ladder(kind: ServerKind, pass: f64, fail: f64) -> ServerResults {
         use crate::compare::env::Placement;
         use crate::compare::steps::Observation;
-        let observed = |rate: f64| Observation {
-            rate,
-            deliveries_per_s: rate * 2000.0,
-            p99_ms: Some(5.0),
-            loss: None,
-            loadgen_saturated: false,
-            loadgen_late: false,
-        };
+        let observed = |rate: f64| Observation::clean(rate, rate * 2000.0, 5.0);
         let series = SeriesResult {
             label: "20x100".to_owned(),
             placement: Placement::Pinned,
@@ -391,14 +384,7 @@ mod tests {
     fn fixed(kind: ServerKind, user_us: f64, p99_ms: f64) -> super::super::efficiency::FixedLoadRun {
         use crate::compare::probe::CpuCost;
         use crate::compare::steps::{Observation, Step};
-        let observation = Observation {
-            rate: 6.0,
-            deliveries_per_s: 12_000.0,
-            p99_ms: Some(p99_ms),
-            loss: None,
-            loadgen_saturated: false,
-            loadgen_late: false,
-        };
+        let observation = Observation::clean(6.0, 12_000.0, p99_ms);
         let record = StepRecord {
             step: Step::new(observation),
             batch_size: None,

@@ -69,6 +69,21 @@ pub struct Observation {
     pub loadgen_late: bool,
 }
 
+#[cfg(test)]
+impl Observation {
+    /// A clean run for the tests: no loss, loadgen keeping up.
+    pub(crate) fn clean(rate: f64, deliveries_per_s: f64, p99_ms: f64) -> Self {
+        Self {
+            rate,
+            deliveries_per_s,
+            p99_ms: Some(p99_ms),
+            loss: None,
+            loadgen_saturated: false,
+            loadgen_late: false,
+        }
+    }
+}
+
 /// The judgement of one step.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "verdict", content = "why", rename_all = "snake_case")]
@@ -273,14 +288,7 @@ mod tests {
     };
 
     fn observed(rate: f64, p99_ms: f64) -> Observation {
-        Observation {
-            rate,
-            deliveries_per_s: rate * 1000.0,
-            p99_ms: Some(p99_ms),
-            loss: None,
-            loadgen_saturated: false,
-            loadgen_late: false,
-        }
+        Observation::clean(rate, rate * 1000.0, p99_ms)
     }
 
     fn steps(observations: &[Observation]) -> Vec<Step> {
