@@ -133,3 +133,20 @@ async fn unsolicited_client_ack_is_ignored() {
     offender.send("lobby", "after a stray ack").await;
     bystander.expect_message("after a stray ack").await;
 }
+
+#[tokio::test]
+async fn an_integer_beyond_64_bits_is_valid_json_and_the_event_is_handled() {
+    // socket.io's JSON.parse reads such a number as a float; Python's json.dumps writes one
+    // for any big int. The event is handled as it is there, not taken for garbage.
+    let server = TestServer::start(config()).await;
+    let (mut sender, mut bystander) = offender_and_bystander(&server).await;
+    let huge = "123456789012345678901234567890";
+    sender.send_raw(&format!(r#"42{CHAT},7["join_room",{{"roomId":"attic","n":{huge}}}]"#)).await;
+    let ack = sender.expect_ack(7).await;
+    assert_eq!(ack.first().map(|arg| arg["roomId"].clone()), Some(json!("attic")), "ack {ack:?}");
+    sender
+        .send_raw(&format!(r#"42{CHAT},["send_message",{{"roomId":"lobby","content":"big","n":-{huge}}}]"#))
+        .await;
+    let message = bystander.expect_event("message").await;
+    assert_eq!(message["content"], "big");
+}
