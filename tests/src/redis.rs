@@ -22,6 +22,23 @@ pub fn redis_url() -> Option<String> {
     }
 }
 
+/// Two brokers of `base` on one private channel prefix of the test Redis
+/// (`--adapter redis`), or `None` when no Redis runs (outside CI).
+pub async fn cluster_pair(base: crate::Config) -> Option<(crate::TestServer, crate::TestServer)> {
+    let url = redis_url()?;
+    let key = format!("cluster-test-{:016x}", rand_u64());
+    let config = crate::Config {
+        adapter: broker::config::AdapterKind::Redis,
+        redis_url: url,
+        redis_key: key,
+        rate_limit_per_sec: 0,
+        ..base
+    };
+    let first = crate::TestServer::start(config.clone()).await;
+    let second = crate::TestServer::start(config).await;
+    Some((first, second))
+}
+
 /// A namespace name no other test uses, so tests sharing one Redis never
 /// see each other's channels.
 #[must_use]

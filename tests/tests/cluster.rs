@@ -4,31 +4,18 @@
 //! once), acks count the whole room, and another node's requests reach our
 //! sockets. Each test has a Redis channel prefix of its own.
 
-use broker::config::AdapterKind;
-use tests::redis::redis_url;
 use tests::{Client, Config, TestServer, Value};
 
 /// Two brokers on one private channel prefix of the test Redis, or `None`
 /// when no Redis runs (outside CI).
+/// Recovery is off here: these tests see a dropped client leave at once
+/// (recovery across brokers is tests/tests/recovery_cluster.rs).
 async fn pair() -> Option<(TestServer, TestServer)> {
-    pair_with(Config::default()).await
+    pair_with(Config { recovery_window: std::time::Duration::ZERO, ..Config::default() }).await
 }
 
 async fn pair_with(base: Config) -> Option<(TestServer, TestServer)> {
-    let url = redis_url()?;
-    let key = format!("cluster-test-{:016x}", rand_key());
-    let config =
-        Config { adapter: AdapterKind::Redis, redis_url: url, redis_key: key, rate_limit_per_sec: 0, ..base };
-    let first = TestServer::start(config.clone()).await;
-    let second = TestServer::start(config).await;
-    Some((first, second))
-}
-
-fn rand_key() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u8(0);
-    hasher.finish()
+    tests::redis::cluster_pair(base).await
 }
 
 async fn next_message(client: &mut Client) -> Value {

@@ -33,6 +33,7 @@ fn stored(pid: Pid) -> StoredSession {
             offset: Some("42".to_owned()),
             since: 7,
             expires_at_ms: 1,
+            rooms_since: vec![7],
         },
     }
 }
@@ -85,7 +86,7 @@ struct Deaf;
 impl Receiver for Deaf {
     fn receive(&self, _channel: &str, _payload: &[u8]) {}
 
-    fn receive_unordered(&self, _channel: &str, _prefix: &[u8], _suffix: &[u8]) -> String {
+    fn receive_unordered(&self, _channel: &str, _parts: &[bytes::Bytes]) -> String {
         String::new()
     }
 }

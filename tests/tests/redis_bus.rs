@@ -19,8 +19,8 @@ impl Receiver for Forward {
         let _ = self.0.send((channel.to_owned(), payload.to_vec()));
     }
 
-    fn receive_unordered(&self, channel: &str, prefix: &[u8], suffix: &[u8]) -> String {
-        panic!("an ordered message on {channel} was not published ({prefix:?} … {suffix:?})")
+    fn receive_unordered(&self, channel: &str, parts: &[bytes::Bytes]) -> String {
+        panic!("an ordered message on {channel} was not published ({parts:?})")
     }
 }
 
@@ -97,14 +97,8 @@ async fn ordered_ids_increase_in_the_order_redis_relays_whoever_publishes() {
     for index in 0..50_u8 {
         for (bus, name) in [(&first, b'a'), (&second, b'b')] {
             let (done, id) = tokio::sync::oneshot::channel();
-            let (prefix, suffix) = (vec![name], vec![index]);
-            assert!(bus.publish_ordered(
-                channels.room("r"),
-                Arc::clone(&counter),
-                prefix.into(),
-                suffix.into(),
-                done
-            ));
+            let parts = vec![vec![name].into(), vec![index].into()];
+            assert!(bus.publish_ordered(channels.room("r"), Arc::clone(&counter), parts, done));
             given.push(id);
         }
     }

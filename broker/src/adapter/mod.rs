@@ -26,8 +26,11 @@ pub use local::LocalAdapter;
 
 use serde_json::value::RawValue;
 
-use crate::ids::Sid;
+use std::time::Duration;
+
+use crate::ids::{Pid, Sid};
 use crate::protocol::Frame;
+use redis::session::StoredSession;
 
 /// A boxed future, for the trait objects below.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -44,18 +47,37 @@ pub trait Cluster: Send + Sync + 'static {
     fn publish(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> bool;
 
     /// Publishes like [`Cluster::publish`] a message whose id Redis gives:
-    /// `packet` holds `placeholder` as the id, and Redis puts the next id of
-    /// the cluster's counter in its place as it relays it, so ids increase
-    /// in the order every node of ours delivers the messages. Resolves to
-    /// the id. `None` when it did not go out (the caller delivers locally,
-    /// with [`Cluster::fallback_message_id`]).
+    /// `packet` holds `placeholder` where the id goes (once or more), and
+    /// Redis puts the next id of the cluster's counter in its place as it
+    /// relays it, so ids increase in the order every node of ours delivers
+    /// the messages. With `recoverable`, the packet's last argument is one
+    /// of those places: the id is its recovery offset too. Resolves to the
+    /// id. `None` when it did not go out (the caller delivers locally, with
+    /// [`Cluster::fallback_message_id`]).
     fn publish_ordered(
         &self,
         rooms: &[&str],
         except: Option<Sid>,
         packet: &[u8],
         placeholder: &str,
+        recoverable: bool,
     ) -> Option<BoxFuture<String>>;
+
+    /// Keeps a suspended session in Redis for `window`, for any node to
+    /// recover. Resolves to whether it was stored.
+    fn store_session(&self, session: StoredSession, window: Duration) -> BoxFuture<bool>;
+
+    /// Takes the session `pid` out of Redis, once across the cluster,
+    /// within [`redis::session::LOOKUP_TIMEOUT`]. `Err` when Redis failed or
+    /// did not answer in time.
+    fn take_session(&self, pid: Pid) -> BoxFuture<Result<Option<StoredSession>, String>>;
+
+    /// Deletes the session `pid` from Redis (best effort).
+    fn discard_session(&self, pid: Pid) -> BoxFuture<bool>;
+
+    /// Tells the other nodes the session `pid` was recovered here: the one
+    /// holding it suspended ends it without a word to its rooms.
+    fn session_moved(&self, pid: Pid);
 
     /// A message id of this node's own (`<counter>-<node id>`), for messages
     /// Redis does not order: unique, and above every id Redis gave this node.
@@ -99,7 +121,16 @@ pub type FetchedSocket = redis::request::FetchedSocket;
 /// other nodes. Implemented by the Socket.IO layer's namespace.
 pub trait LocalSockets: Send + Sync + 'static {
     /// Queues `frame` for every selected socket; returns the deliveries.
-    fn deliver(&self, selection: Selection<'_>, frame: &Frame) -> usize;
+    /// `offset`: the frame is recoverable, with that offset (kept for
+    /// replay when recovery is on).
+    fn deliver(&self, selection: Selection<'_>, frame: &Frame, offset: Option<u64>) -> usize;
+    /// Frames of the namespace may have been missed or delivered without an
+    /// offset (the bus was down, a publish failed): what the replay store
+    /// holds is incomplete until the next frame from the bus.
+    fn frames_lost(&self);
+    /// Another node recovered the session `pid`: if it waits here, it ends
+    /// without a word to its rooms.
+    fn session_moved(&self, pid: &str);
     /// Emits the EVENT `[event, ...args]` (`data`) with an ack id to every
     /// selected socket; each receiver resolves with that client's answer.
     fn deliver_with_acks(

@@ -12,6 +12,13 @@
 //! them by binary search, or says the gap was trimmed (the client then gets
 //! a fresh session: never a partial replay).
 //!
+//! In a cluster the offsets are the ids Redis gives as it relays each room
+//! frame, and every broker records every room frame of the namespace the bus
+//! brings it, members here or not, so an offset a client holds is found on
+//! any broker. A broker's ring is complete only from the first frame it got
+//! after subscribing: what came before, or while the bus was down, counts
+//! as trimmed ([`ReplayRing::frames_lost`]).
+//!
 //! Lock order: a room shard lock, then the ring lock; nothing is called
 //! with the ring lock held.
 
@@ -76,6 +83,12 @@ struct RingState {
     /// The highest offset dropped so far: a gap reaching down to it may
     /// have lost frames.
     trimmed_through: u64,
+    /// The highest offset recorded so far.
+    highest: u64,
+    /// Frames may be missing since the last one recorded (a cluster's bus
+    /// was down): every replay is refused until the next frame, below
+    /// which everything then counts as trimmed.
+    lost: bool,
 }
 
 impl RingState {
@@ -152,6 +165,28 @@ impl ReplayRing {
         Self { state: Mutex::default(), window, max_bytes }
     }
 
+    /// An empty ring of a clustered namespace: complete only from the first
+    /// frame the bus brings.
+    #[must_use]
+    pub fn clustered(window: Duration, max_bytes: usize) -> Self {
+        let ring = Self::new(window, max_bytes);
+        ring.frames_lost();
+        ring
+    }
+
+    /// Frames may have been missed from now on (see [`RingState::lost`]).
+    pub fn frames_lost(&self) {
+        self.state.lock().lost = true;
+    }
+
+    /// One above the highest offset recorded. Read under a room's lock, in
+    /// a cluster, it splits the room's frames into those recorded (lower)
+    /// and those to come (this or higher).
+    #[must_use]
+    pub fn next_offset(&self) -> u64 {
+        self.state.lock().highest.saturating_add(1)
+    }
+
     /// How long frames are kept.
     #[must_use]
     pub fn window(&self) -> Duration {
@@ -164,6 +199,11 @@ impl ReplayRing {
         let now = Instant::now();
         let entry = Entry { offset, stored_at: now, target, frame: frame.clone() };
         let mut state = self.state.lock();
+        if state.lost {
+            state.lost = false;
+            state.trimmed_through = state.trimmed_through.max(offset.saturating_sub(1));
+        }
+        state.highest = state.highest.max(offset);
         state.bytes = state.bytes.saturating_add(entry.cost());
         // Rooms record under their own locks, so a frame may come in just
         // behind one of a higher offset: find its place from the back.
@@ -185,6 +225,9 @@ impl ReplayRing {
         mut is_for: impl FnMut(u64, &Target) -> bool,
     ) -> Option<Vec<(Frame, Option<u64>)>> {
         let mut state = self.state.lock();
+        if state.lost {
+            return None;
+        }
         state.trim(Instant::now(), self.window, self.max_bytes);
         let lowest = point.late.iter().copied().min().unwrap_or(point.from).min(point.from);
         if lowest == u64::MAX {
@@ -295,6 +338,26 @@ mod tests {
         assert!(ring.replay(&ResumePoint { from: 5, late: vec![1] }, |_, _| true).is_none());
         let kept = ring.replay(&ResumePoint { from: 3, late: vec![] }, |_, _| true).expect("kept");
         assert_eq!(offsets(&kept), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_clustered_ring_is_complete_from_its_first_frame_and_after_each_loss() {
+        let ring = ReplayRing::clustered(Duration::from_secs(60), 1 << 20);
+        let point = |from| ResumePoint { from, late: vec![] };
+        assert!(ring.replay(&point(u64::MAX), |_, _| true).is_none(), "nothing known yet");
+        ring.record(100, Target::Socket(Sid::random()), &Frame::text("100"));
+        ring.record(105, Target::Socket(Sid::random()), &Frame::text("105"));
+        assert_eq!(ring.next_offset(), 106);
+        assert!(ring.replay(&point(99), |_, _| true).is_none(), "before the first frame");
+        assert_eq!(
+            ring.replay(&point(100), |_, _| true).map(|frames| offsets(&frames)),
+            Some(vec![100, 105])
+        );
+        ring.frames_lost();
+        assert!(ring.replay(&point(106), |_, _| true).is_none(), "while frames may be missing");
+        ring.record(120, Target::Socket(Sid::random()), &Frame::text("120"));
+        assert!(ring.replay(&point(106), |_, _| true).is_none(), "the gap before 120 counts as trimmed");
+        assert_eq!(ring.replay(&point(120), |_, _| true).map(|frames| offsets(&frames)), Some(vec![120]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -112,6 +112,7 @@ enum Wake {
     WebSocket(Option<Result<Message, WsError>>),
     Probe(Option<Result<Message, WsError>>),
     Polling(Option<Inbound>),
+    Work(Result<(), CloseReason>),
     Timer,
 }
 
@@ -144,6 +145,7 @@ pub(super) async fn run(
             inbound = next_inbound(link.polling.as_mut()) => Wake::Polling(inbound),
             message = next_message(link.probe.as_mut().map(|probe| &mut probe.reader)) => Wake::Probe(message),
             () = &mut timer => Wake::Timer,
+            done = std::future::poll_fn(|cx| handler.poll_work(cx)) => Wake::Work(done),
         };
         let step = match wake {
             Wake::OutboxClosed => Err(outbox.close_reason().unwrap_or(CloseReason::ServerDisconnect)),
@@ -165,6 +167,7 @@ pub(super) async fn run(
                 Ok(())
             }
             Wake::Polling(None) => Err(CloseReason::TransportError),
+            Wake::Work(done) => done,
             Wake::Probe(message) => {
                 Box::pin(on_probe_message(message, &mut link, session, handler, &mut heartbeat, engine)).await
             }

@@ -193,6 +193,18 @@ pub trait SessionHandler: Send {
     /// A [`CloseReason`] closes the session.
     fn on_binary(&mut self, data: Bytes) -> Result<(), CloseReason>;
 
+    /// Work of the handler's own that waits on something else (a lookup in
+    /// Redis): polled by the session task beside its transport, so the
+    /// session keeps being served meanwhile. `Pending`, the default, when
+    /// there is none.
+    ///
+    /// # Errors
+    /// A [`CloseReason`] closes the session.
+    fn poll_work(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), CloseReason>> {
+        let _ = cx;
+        std::task::Poll::Pending
+    }
+
     /// The next instant [`on_deadline`](Self::on_deadline) wants to run.
     fn deadline(&self) -> Option<Instant>;
 

@@ -192,6 +192,20 @@ impl RoomTable {
         Some(entry.push_to_all(except, &outgoing))
     }
 
+    /// Runs `make` under `room`'s shard lock whether or not the room has
+    /// members, and queues its frame for every member but `except`. Returns
+    /// the deliveries (0 for no room).
+    pub fn broadcast_always(
+        &self,
+        room: &str,
+        except: Option<Sid>,
+        make: impl FnOnce() -> Outgoing,
+    ) -> usize {
+        let shard = self.shard(room).lock();
+        let outgoing = make();
+        shard.rooms.get(room).map_or(0, |entry| entry.push_to_all(except, &outgoing))
+    }
+
     /// Points `sid`'s membership of `room` at `outbox` (a recovered session's
     /// new one). `under_lock` runs with the shard lock held, after the
     /// switch: what it reads of the room's order holds until the next frame.

@@ -10,10 +10,14 @@
 //! bus, so every node sees a room's emits in the bus's one order; when it is
 //! not, it is delivered locally at once.
 //!
-//! With connection state recovery on (a single node for now), the adapter
-//! also owns the namespace's [`ReplayRing`]: each recoverable frame gets an
-//! offset (a message's id when it has one), carries it as its last
-//! argument, and is recorded once, under the room's lock.
+//! With connection state recovery on, the adapter also owns the
+//! namespace's [`ReplayRing`]: each recoverable frame gets an offset (a
+//! message's id when it has one), carries it as its last argument, and is
+//! recorded once, under the room's lock. In a cluster every room emit goes
+//! out through Redis's ordered publish, so its offset is the id Redis gives
+//! it, the same on every node, and each node records it as the bus brings
+//! it ([`Adapter::deliver_recorded`]); an event to one socket is not
+//! relayed, gets no id from Redis, and is not recoverable there.
 
 use std::fmt;
 use std::sync::Arc;
@@ -128,15 +132,29 @@ impl Adapter {
     }
 
     /// Turns connection state recovery on: recoverable frames get offsets
-    /// and are kept for `window`, `max_bytes` at most. Not for a clustered
-    /// adapter yet (its frames come back from the bus without offsets), nor
-    /// for a zero `window`.
+    /// and are kept for `window`, `max_bytes` at most. Not for a zero
+    /// `window`.
     #[must_use]
     pub fn with_recovery(mut self, window: Duration, max_bytes: usize) -> Self {
-        if self.cluster.is_none() && !window.is_zero() {
-            self.ring = Some(ReplayRing::new(window, max_bytes));
+        if !window.is_zero() {
+            self.ring = Some(match self.cluster {
+                Some(_) => ReplayRing::clustered(window, max_bytes),
+                None => ReplayRing::new(window, max_bytes),
+            });
         }
         self
+    }
+
+    /// The offset the next room frame will have at least: read under a
+    /// room's lock, it splits the room's frames into those before (lower)
+    /// and after. On one node the next message id; in a cluster, where
+    /// Redis gives the offsets, one above the highest the ring recorded.
+    #[must_use]
+    pub fn next_offset(&self) -> u64 {
+        match (&self.cluster, &self.ring) {
+            (Some(_), Some(ring)) => ring.next_offset(),
+            _ => self.local.current_offset(),
+        }
     }
 
     /// The replay store, when recovery is on.
@@ -203,7 +221,7 @@ impl Adapter {
             return (joined, since);
         };
         let joined = self.local.join(room, member, |_| {
-            since = self.local.current_offset();
+            since = self.next_offset();
             None
         });
         if !joined.is_new {
@@ -309,9 +327,18 @@ impl Adapter {
         if cluster.is_connected() {
             let placeholder = crate::adapter::redis::wire::id_placeholder();
             let data = make(&MessageId::given(placeholder.as_str()));
-            match packet_msgpack(event, &data) {
+            // With recovery on, the id is the offset too, written last.
+            let recoverable = self.ring.is_some();
+            let packet = if recoverable {
+                packet_msgpack_with_offset(event, &data, &placeholder)
+            } else {
+                packet_msgpack(event, &data)
+            };
+            match packet {
                 Ok(packet) => {
-                    if let Some(given) = cluster.publish_ordered(&[room], None, &packet, &placeholder) {
+                    if let Some(given) =
+                        cluster.publish_ordered(&[room], None, &packet, &placeholder, recoverable)
+                    {
                         let id: BoxFuture<MessageId> = Box::pin(async move { MessageId::given(given.await) });
                         return Some((0, IdPromise::Pending(id)));
                     }
@@ -348,6 +375,15 @@ impl Adapter {
         event: &str,
         data: &T,
     ) -> usize {
+        // With recovery on, a room emit takes its offset from Redis too.
+        if self.ring.is_some() && cluster.is_connected() {
+            let placeholder = crate::adapter::redis::wire::id_placeholder();
+            if let Ok(packet) = packet_msgpack_with_offset(event, data, &placeholder)
+                && cluster.publish_ordered(&[room], except, &packet, &placeholder, true).is_some()
+            {
+                return 0;
+            }
+        }
         match packet_msgpack(event, data) {
             Ok(packet) if cluster.publish(&[room], except, &packet) => 0,
             outcome => {
@@ -379,13 +415,26 @@ impl Adapter {
         event: &str,
         data: &T,
     ) -> Result<(), PushError> {
-        let Some(ring) = &self.ring else {
+        let Some(ring) = self.ring.as_ref().filter(|_| self.cluster.is_none()) else {
             return outbox.try_push(&event_frame(&self.namespace, None, event, data));
         };
         let offset = self.local.next_message_id();
         let frame = recoverable_frame(&self.namespace, event, data, offset);
         ring.record(offset, Target::Socket(sid), &frame);
         outbox.try_push_recoverable(&frame, offset)
+    }
+
+    /// Delivers a recoverable room frame the bus brought (`frame` carries
+    /// `offset` as its last argument) to this node's members of `room` but
+    /// `except`, and records it, members here or not: a client of the room
+    /// on another node may recover here. Returns the deliveries.
+    pub fn deliver_recorded(&self, room: &str, except: Option<Sid>, frame: &Frame, offset: u64) -> usize {
+        self.local.table().broadcast_always(room, except, || {
+            if let Some(ring) = &self.ring {
+                ring.record(offset, Target::Room { room: RoomId::from(room), except }, frame);
+            }
+            Outgoing { frame: frame.clone(), offset: Some(offset) }
+        })
     }
 
     /// The frame of a room emit; with recovery on, with an offset (`taken`,
@@ -422,6 +471,17 @@ impl Serialize for Offset {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&self.0)
     }
+}
+
+/// `[event, data, placeholder]` as MessagePack for the bus: Redis writes
+/// the message's id where `placeholder` is, the offset last.
+fn packet_msgpack_with_offset<T: Serialize + ?Sized>(
+    event: &str,
+    data: &T,
+    placeholder: &str,
+) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(&(event, data, placeholder)).map_err(|error| error.to_string())?;
+    crate::adapter::redis::wire::json_to_msgpack(&json).map_err(|error| error.to_string())
 }
 
 /// `[event, data]` as MessagePack for the bus. Through JSON, because some

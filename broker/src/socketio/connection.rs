@@ -10,10 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use simd_json::BorrowedValue;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::recovery::connect_frame;
 use super::{ConnectError, DisconnectReason, Event, Socket, SocketIo, disconnect_frame, packet_frame};
+use crate::adapter::redis::session::StoredSession;
 use crate::engineio::{CloseReason, Session, SessionHandler};
 use crate::ids::Pid;
 use crate::metrics::{Limit, Metrics};
@@ -74,6 +75,18 @@ pub(super) struct Connection {
     lonely_since: Instant,
     /// CONNECTs refused so far.
     connect_failures: u32,
+    /// A CONNECT waiting for its session from Redis.
+    lookup: Option<Lookup>,
+}
+
+/// A recovering CONNECT, accepted by the middleware, whose session is being
+/// taken from a cluster's Redis (bounded by the lookup timeout).
+struct Lookup {
+    namespace: Arc<super::Namespace>,
+    accepted: super::Accepted,
+    pid: Pid,
+    offset: Option<String>,
+    answer: crate::adapter::BoxFuture<Result<Option<StoredSession>, String>>,
 }
 
 struct PendingBinary {
@@ -93,6 +106,7 @@ impl Connection {
             pending: None,
             lonely_since: Instant::now(),
             connect_failures: 0,
+            lookup: None,
         }
     }
 
@@ -140,7 +154,11 @@ impl Connection {
     /// Closes the session for a payload nested too deep, or once the session
     /// has had more refusals than `max_connect_failures`.
     fn connect(&mut self, packet: &Packet<'_>) -> Result<(), CloseReason> {
-        let outbox = &self.session.outbox;
+        if self.lookup.is_some() {
+            // A client waits for its CONNECT's answer before anything else.
+            debug!(sid = %self.session.sid, "CONNECT while another is being looked up");
+            return Err(CloseReason::ProtocolError);
+        }
         let Some(namespace) = self.server.namespace(packet.namespace).cloned() else {
             let refusal = ConnectError { message: "Invalid namespace".to_owned(), data: None };
             return self.refuse_connect(packet.namespace, &refusal);
@@ -179,37 +197,103 @@ impl Connection {
                 self.refuse_connect(namespace.name(), &refusal)
             }
             Ok(accepted) => {
-                // Only now, with the token checked again, is a suspended
-                // session looked at; one of another user stays untouched.
-                let suspended = recovery
-                    .as_ref()
-                    .and_then(|(pid, _)| namespace.take_suspended(*pid, accepted.owner.as_deref()));
-                let accepted = match suspended {
-                    None => accepted,
-                    Some(session) => {
-                        let offset = recovery.as_ref().and_then(|(_, offset)| offset.as_deref());
-                        match namespace.resume(session, offset, outbox, &self.session.handshake, accepted) {
-                            Ok(socket) => {
-                                self.sockets.push(Arc::clone(&socket));
-                                namespace.handler().on_recover(&socket);
-                                return Ok(());
-                            }
-                            // Not recoverable after all: a fresh session.
-                            Err(accepted) => accepted,
-                        }
-                    }
-                };
-                let socket = Arc::new(Socket::new(
-                    Arc::clone(&namespace),
-                    outbox.clone(),
-                    Arc::clone(&self.session.handshake),
-                    accepted,
-                ));
-                namespace.insert(Arc::clone(&socket));
-                let _ = outbox.try_push(&connect_frame(namespace.name(), &socket));
-                self.sockets.push(Arc::clone(&socket));
-                namespace.handler().on_connect(&socket);
+                // In a cluster the session is taken from Redis first (it may
+                // have dropped on another broker): the answer comes in
+                // `poll_work`, and the session task serves its other
+                // namespaces meanwhile.
+                if let Some((pid, offset)) = &recovery
+                    && namespace.sessions().is_some()
+                    && let Some(cluster) =
+                        namespace.adapter().cluster().filter(|cluster| cluster.is_connected())
+                {
+                    let answer = cluster.take_session(*pid);
+                    let (pid, offset) = (*pid, offset.clone());
+                    self.lookup = Some(Lookup { namespace, accepted, pid, offset, answer });
+                    return Ok(());
+                }
+                self.accept(&namespace, accepted, recovery.as_ref());
                 Ok(())
+            }
+        }
+    }
+
+    /// Admits a client the middleware accepted: the suspended session of
+    /// `recovery` if it waits here for this user, else a fresh one.
+    fn accept(
+        &mut self,
+        namespace: &Arc<super::Namespace>,
+        accepted: super::Accepted,
+        recovery: Option<&(Pid, Option<String>)>,
+    ) {
+        let outbox = &self.session.outbox;
+        // Only now, with the token checked again, is a suspended session
+        // looked at; one of another user stays untouched.
+        let suspended =
+            recovery.and_then(|(pid, _)| namespace.take_suspended(*pid, accepted.owner.as_deref()));
+        let accepted = match suspended {
+            None => accepted,
+            Some(session) => {
+                let offset = recovery.and_then(|(_, offset)| offset.as_deref());
+                match namespace.resume(session, offset, outbox, &self.session.handshake, accepted) {
+                    Ok(socket) => return self.recovered(&socket),
+                    // Not recoverable after all: a fresh session.
+                    Err(accepted) => accepted,
+                }
+            }
+        };
+        let socket = Arc::new(Socket::new(
+            Arc::clone(namespace),
+            outbox.clone(),
+            Arc::clone(&self.session.handshake),
+            accepted,
+        ));
+        namespace.insert(Arc::clone(&socket));
+        let _ = outbox.try_push(&connect_frame(namespace.name(), &socket));
+        self.sockets.push(Arc::clone(&socket));
+        namespace.handler().on_connect(&socket);
+    }
+
+    fn recovered(&mut self, socket: &Arc<Socket>) {
+        self.sockets.push(Arc::clone(socket));
+        socket.namespace().handler().on_recover(socket);
+    }
+
+    /// Answers a recovering CONNECT once Redis answered the lookup of its
+    /// session (or failed to, in time).
+    fn finish_lookup(&mut self, lookup: Lookup, outcome: Result<Option<StoredSession>, String>) {
+        let Lookup { namespace, accepted, pid, offset, .. } = lookup;
+        let recovery = Some((pid, offset));
+        match outcome {
+            Ok(Some(stored)) if stored.data.sub.as_deref() != accepted.owner.as_deref() => {
+                // Another user's: back where it was, for its owner.
+                namespace.put_back(stored);
+                self.accept(&namespace, accepted, None);
+            }
+            // Its own broker: the Redis copy is gone, the session recovers here.
+            Ok(Some(_)) if namespace.is_stored(pid).is_some() => {
+                self.accept(&namespace, accepted, recovery.as_ref());
+            }
+            Ok(Some(stored)) => {
+                let offset = recovery.as_ref().and_then(|(_, offset)| offset.as_deref());
+                let outbox = &self.session.outbox;
+                match namespace.resume_remote(&stored, offset, outbox, &self.session.handshake, accepted) {
+                    Ok(socket) => self.recovered(&socket),
+                    Err(Some(accepted)) => self.accept(&namespace, accepted, None),
+                    Err(None) => {
+                        let refusal = ConnectError { message: "Internal error".to_owned(), data: None };
+                        let _ = self.refuse_connect(namespace.name(), &refusal);
+                    }
+                }
+            }
+            // Not in Redis: taken by another broker (or expired) when Redis
+            // had it; a session Redis never got recovers here only.
+            Ok(None) => {
+                let here = namespace.is_stored(pid) == Some(false);
+                self.accept(&namespace, accepted, recovery.as_ref().filter(|_| here));
+            }
+            Err(error) => {
+                warn!(sid = %self.session.sid, %error, "session lookup in Redis failed: recovering from this broker only");
+                self.accept(&namespace, accepted, recovery.as_ref());
             }
         }
     }
@@ -351,6 +435,17 @@ impl SessionHandler for Connection {
         }
         pending.attachments.push(data);
         self.finish_binary()
+    }
+
+    fn poll_work(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), CloseReason>> {
+        let Some(lookup) = self.lookup.as_mut() else { return std::task::Poll::Pending };
+        let std::task::Poll::Ready(outcome) = lookup.answer.as_mut().poll(cx) else {
+            return std::task::Poll::Pending;
+        };
+        if let Some(lookup) = self.lookup.take() {
+            self.finish_lookup(lookup, outcome);
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn deadline(&self) -> Option<Instant> {

@@ -142,6 +142,11 @@ impl Namespace {
         self.stripe(socket.sid()).lock().insert(socket.sid(), socket);
     }
 
+    /// Whether `sid` is connected here.
+    pub(super) fn has_socket(&self, sid: Sid) -> bool {
+        self.stripe(sid).lock().contains_key(&sid)
+    }
+
     pub(super) fn remove(&self, sid: Sid) {
         self.stripe(sid).lock().remove(&sid);
     }
@@ -168,7 +173,7 @@ impl Namespace {
 }
 
 impl LocalSockets for Namespace {
-    fn deliver(&self, selection: Selection<'_>, frame: &Frame) -> usize {
+    fn deliver(&self, selection: Selection<'_>, frame: &Frame, offset: Option<u64>) -> usize {
         // Excepted entries: our socket ids, and rooms with members here. Any
         // other (another server's socket id, say) excludes no one here.
         let mut except_sids = Vec::new();
@@ -179,19 +184,35 @@ impl LocalSockets for Namespace {
         }
         // A room that is a socket id (socket.io's own room of each socket) is not in the table.
         let is_table_room = |room: &str| Sid::parse(room).is_none() || self.adapter.local_members(room) > 0;
-        let delivered = match (selection.rooms, except_sids.as_slice(), except_rooms) {
+        let delivered = match (selection.rooms, except_sids.as_slice(), except_rooms, offset) {
+            // A recoverable room frame: recorded, members here or not.
+            ([room], [] | [_], false, Some(offset)) if Sid::parse(room).is_none() => {
+                self.adapter.deliver_recorded(room, except_sids.first().copied(), frame, offset)
+            }
             // The common cases go through the room table: one room, at most one socket left out.
-            ([room], [] | [_], false) if is_table_room(room) => self
+            ([room], [] | [_], false, _) if is_table_room(room) => self
                 .adapter
                 .local_half()
                 .broadcast(room, except_sids.first().copied(), |_| frame.clone().into())
                 .unwrap_or(0),
-            ([], [], false) => self.deliver_to_all(frame),
+            ([], [], false, _) => self.deliver_to_all(frame),
             _ => self.selected(selection).iter().filter(|socket| socket.send_frame(frame).is_ok()).count(),
         };
         // With a cluster, emits reach members here only through this path.
         Metrics::add(&self.metrics.deliveries, delivered as u64);
         delivered
+    }
+
+    fn frames_lost(&self) {
+        if let Some(ring) = self.adapter.ring() {
+            ring.frames_lost();
+        }
+    }
+
+    fn session_moved(&self, pid: &str) {
+        if let Some(pid) = crate::ids::Pid::parse(pid) {
+            self.end_moved(pid);
+        }
     }
 
     fn deliver_with_acks(

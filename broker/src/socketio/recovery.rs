@@ -10,8 +10,18 @@
 //! missed, in offset order, before anything newer. When the window closes
 //! first, or what it missed was trimmed, the session ends as any other:
 //! the handler's `on_disconnect`, then out of every room.
+//!
+//! In a cluster a suspended session is also stored in Redis
+//! (`sio:session:<pid>`, see [`crate::adapter::redis::session`]) for the
+//! window, and a CONNECT with a `pid` takes it from there first (once
+//! across the cluster). Taken on its own broker, it recovers as above; on
+//! another, [`Namespace::resume_remote`] joins its rooms there and replays
+//! from that broker's ring, and its old broker, told on the bus, ends its
+//! copy without a word to the rooms ([`Namespace::end_moved`]). With Redis
+//! out of reach, a session recovers on its own broker only.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,9 +31,10 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{Accepted, DisconnectReason, Namespace, Socket, packet_frame};
-use crate::adapter::recovery::{Target, resume_point};
+use crate::adapter::recovery::{ResumePoint, Target, resume_point};
+use crate::adapter::redis::session::{SessionData, StoredSession};
 use crate::engineio::{CloseReason, Handshake, Outbox};
-use crate::ids::{Pid, RoomId};
+use crate::ids::{Pid, RoomId, Sid};
 use crate::protocol::Frame;
 use crate::protocol::socketio::PacketType;
 
@@ -39,6 +50,8 @@ pub(super) struct Suspended {
     socket: Arc<Socket>,
     reason: CloseReason,
     deadline: Instant,
+    /// Set once a cluster's Redis holds the session too.
+    stored: Arc<AtomicBool>,
 }
 
 /// The suspended sessions of one namespace.
@@ -98,7 +111,25 @@ impl Namespace {
         // holds it once for everyone.
         socket.outbox().discard_queued();
         let deadline = Instant::now() + sessions.window;
-        sessions.suspended.lock().insert(pid, Suspended { socket: Arc::clone(socket), reason, deadline });
+        let stored = Arc::new(AtomicBool::new(false));
+        if let Some(cluster) = self.adapter().cluster() {
+            let (cluster, flag, namespace) = (Arc::clone(cluster), Arc::clone(&stored), Arc::downgrade(self));
+            let session = stored_session(socket, sessions.window);
+            let window = sessions.window;
+            runtime.spawn(async move {
+                if cluster.store_session(session, window).await {
+                    flag.store(true, Ordering::Release);
+                    // Taken up or ended here meanwhile: the copy must not outlive it.
+                    if namespace.upgrade().is_none_or(|namespace| namespace.is_stored(pid).is_none()) {
+                        cluster.discard_session(pid).await;
+                    }
+                }
+            });
+        }
+        sessions
+            .suspended
+            .lock()
+            .insert(pid, Suspended { socket: Arc::clone(socket), reason, deadline, stored });
         let mut expiries = sessions.expiries.lock();
         expiries.queue.push_back((deadline, pid));
         if !expiries.sweeping {
@@ -145,6 +176,117 @@ impl Namespace {
         session.socket.leave_all_silently();
     }
 
+    /// Whether the session `pid` waits here (`None` when not), and whether
+    /// Redis holds it too.
+    pub(super) fn is_stored(&self, pid: Pid) -> Option<bool> {
+        let suspended = self.sessions()?.suspended.lock();
+        suspended.get(&pid).map(|session| session.stored.load(Ordering::Acquire))
+    }
+
+    /// Another node recovered the session `pid`: if it waits here, it ends
+    /// without `on_disconnect` (its rooms hear nothing; the other nodes
+    /// count it there now).
+    pub(super) fn end_moved(&self, pid: Pid) {
+        let Some(sessions) = self.sessions() else { return };
+        let Some(session) = sessions.suspended.lock().remove(&pid) else { return };
+        debug!(sid = %session.socket.sid(), "suspended session recovered on another broker");
+        session.socket.leave_all_silently();
+    }
+
+    /// Puts back in Redis, for the rest of its window, a session taken for
+    /// a CONNECT that may not have it (another user's token).
+    pub(super) fn put_back(&self, session: StoredSession) {
+        let Some(cluster) = self.adapter().cluster() else { return };
+        let left = session.data.expires_at_ms.saturating_sub(now_ms());
+        if left == 0 {
+            return;
+        }
+        let cluster = Arc::clone(cluster);
+        tokio::spawn(async move {
+            cluster.store_session(session, Duration::from_millis(left)).await;
+        });
+    }
+
+    /// Takes up on this node a session suspended on another (`stored`, just
+    /// taken from Redis), on a new connection whose client processed
+    /// `offset` last: the same ids, its rooms joined here without a word to
+    /// their members, and what it missed from this node's ring, in offset
+    /// order, before anything newer. The other nodes are told, so the one
+    /// holding it ends its copy.
+    ///
+    /// # Errors
+    /// The middleware's answer back when what it missed cannot be told or
+    /// is not in this node's ring (the caller starts a fresh session);
+    /// `None` in its place when it could not be given back.
+    pub(super) fn resume_remote(
+        self: &Arc<Self>,
+        stored: &StoredSession,
+        offset: Option<&str>,
+        outbox: &Outbox,
+        handshake: &Arc<Handshake>,
+        accepted: Accepted,
+    ) -> Result<Arc<Socket>, Option<Accepted>> {
+        let (Some(sid), Some(pid), Some(ring)) =
+            (Sid::parse(&stored.sid), Pid::parse(&stored.pid), self.adapter().ring())
+        else {
+            return Err(Some(accepted));
+        };
+        let Some(from) = remote_resume_from(stored, offset) else {
+            debug!(%sid, "offset never sent to this session, starting a fresh session");
+            return Err(Some(accepted));
+        };
+        if self.has_socket(sid) {
+            return Err(Some(accepted));
+        }
+        outbox.hold();
+        let socket = Arc::new(Socket::from_stored(
+            Arc::clone(self),
+            sid,
+            pid,
+            stored.data.since,
+            stored.data.sub.as_deref(),
+            outbox.clone(),
+            Arc::clone(handshake),
+            accepted,
+        ));
+        let since = stored.data.rooms_since.iter().copied().chain(std::iter::repeat(stored.data.since));
+        let rooms: HashMap<RoomId, (u64, u64), RandomState> = stored
+            .rooms
+            .iter()
+            .zip(since)
+            .map(|(room, since)| {
+                let room = RoomId::from(room.as_str());
+                let cut = socket.rejoin(&room, since);
+                (room, (since, cut))
+            })
+            .collect();
+        let point = ResumePoint { from, late: Vec::new() };
+        let missed = ring.replay(&point, |offset, target| match target {
+            Target::Room { room, except } => {
+                *except != Some(sid)
+                    && rooms.get(room).is_some_and(|&(since, cut)| since <= offset && offset < cut)
+            }
+            Target::Socket(_) => false,
+        });
+        let Some(missed) = missed else {
+            debug!(%sid, "missed packets not in this broker's ring, starting a fresh session");
+            socket.leave_all_silently();
+            let _ = outbox.release(&[], false);
+            return Err(Arc::try_unwrap(socket).ok().map(Socket::into_accepted));
+        };
+        let mut first = Vec::with_capacity(missed.len().saturating_add(1));
+        first.push((connect_frame(self.name(), &socket), None));
+        first.extend(missed);
+        debug!(%sid, replayed = first.len().saturating_sub(1), "session recovered from another broker");
+        crate::metrics::Metrics::add(&self.metrics().recoveries, 1);
+        self.insert(Arc::clone(&socket));
+        let _ = outbox.release(&first, true);
+        if let Some(cluster) = self.adapter().cluster() {
+            cluster.session_moved(pid);
+        }
+        Ok(socket)
+    }
+
     /// Takes the session `pid` out of the store if it belongs to `owner`
     /// (the user the middleware has just accepted); a session of another
     /// user stays where it is.
@@ -185,9 +327,8 @@ impl Namespace {
         let rooms: HashMap<RoomId, (u64, u64), RandomState> = joined
             .into_iter()
             .filter_map(|(room, since)| {
-                let cut = table.replace_outbox(room.as_str(), sid, outbox.clone(), || {
-                    self.adapter().local_half().current_offset()
-                })?;
+                let cut = table
+                    .replace_outbox(room.as_str(), sid, outbox.clone(), || self.adapter().next_offset())?;
                 Some((room, (since, cut)))
             })
             .collect();
@@ -231,6 +372,51 @@ impl Namespace {
     }
 }
 
+/// The first offset a session taken up on another node replays from: after
+/// the last one its client processed (`offset`), or from its rooms' first
+/// when it processed none of this session. `None` for an offset never sent
+/// to it. In a cluster a session's frames reach it in offset order (the
+/// bus's), so no offset comes late.
+fn remote_resume_from(stored: &StoredSession, offset: Option<&str>) -> Option<u64> {
+    let data = &stored.data;
+    let highest_sent = data.offset.as_deref().and_then(|sent| sent.parse::<u64>().ok()).unwrap_or(0);
+    let after = match offset.map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(last)) if last < data.since => 0,
+        Some(Ok(last)) if last <= highest_sent => last.saturating_add(1),
+        Some(_) => return None,
+    };
+    // Nothing below a room's first offset is for the session.
+    let owed_from = data.rooms_since.iter().copied().min().unwrap_or(data.since).max(data.since);
+    Some(if stored.rooms.is_empty() { u64::MAX } else { after.max(owed_from) })
+}
+
+/// What Redis keeps of `socket`'s suspended session for `window`.
+fn stored_session(socket: &Socket, window: Duration) -> StoredSession {
+    let (rooms, rooms_since): (Vec<String>, Vec<u64>) = socket
+        .with_rooms(|rooms| rooms.iter().map(|(room, since)| (room.as_str().to_owned(), since)).collect());
+    let highest = socket.outbox().trail().highest;
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    StoredSession {
+        sid: socket.sid().to_string(),
+        pid: socket.pid().map(|pid| pid.to_string()).unwrap_or_default(),
+        rooms,
+        data: SessionData {
+            sub: socket.owner().map(str::to_owned),
+            offset: (highest > 0).then(|| highest.to_string()),
+            since: socket.since(),
+            expires_at_ms: now_ms().saturating_add(window_ms),
+            rooms_since,
+        },
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The CONNECT answer: `{"sid"}`, with `"pid"` when recovery is on.
 pub(super) fn connect_frame(namespace: &str, socket: &Socket) -> Frame {
     let sid = socket.sid().to_string();
@@ -250,7 +436,7 @@ mod tests {
     #[test]
     fn struct_sizes_for_the_readme() {
         assert_eq!(std::mem::size_of::<Socket>(), 272);
-        assert_eq!(std::mem::size_of::<(Pid, Suspended)>(), 48);
+        assert_eq!(std::mem::size_of::<(Pid, Suspended)>(), 64);
         assert_eq!(crate::adapter::recovery::entry_size(), 88);
         println!(
             "Socket {} Suspended {} map entry {} expiry {} JoinedRooms {} room entry by_room {} by_order {} Member {} ring entry {}",

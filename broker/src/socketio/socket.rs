@@ -101,7 +101,7 @@ impl Socket {
         Self {
             sid: Sid::random(),
             pid: adapter.ring().map(|_| Pid::random()),
-            since: adapter.local_half().current_offset(),
+            since: adapter.next_offset(),
             owner: owner.map(Box::from),
             namespace,
             outbox,
@@ -136,6 +136,55 @@ impl Socket {
             expires_at,
             acks: Mutex::default(),
         }
+    }
+
+    /// A session suspended on another node, taken up here: its ids, user
+    /// and first offset as stored, no rooms yet (see [`Socket::rejoin`]),
+    /// the new connection's outbox, handshake and application data.
+    #[allow(clippy::too_many_arguments, reason = "the stored session's parts and the new connection's")]
+    pub(super) fn from_stored(
+        namespace: Arc<Namespace>,
+        sid: Sid,
+        pid: Pid,
+        since: u64,
+        owner: Option<&str>,
+        outbox: Outbox,
+        handshake: Arc<Handshake>,
+        accepted: super::Accepted,
+    ) -> Self {
+        Self {
+            sid,
+            pid: Some(pid),
+            since,
+            owner: owner.map(Box::from),
+            namespace,
+            outbox,
+            handshake,
+            rooms: Mutex::default(),
+            data: accepted.data,
+            expires_at: accepted.expires_at,
+            acks: Mutex::default(),
+        }
+    }
+
+    /// What [`Socket::from_stored`] took from the middleware's answer, given
+    /// back when the recovery fails.
+    pub(super) fn into_accepted(self) -> super::Accepted {
+        super::Accepted { data: self.data, expires_at: self.expires_at, owner: self.owner.map(String::from) }
+    }
+
+    /// Joins `room` again, as a recovered session does on another node:
+    /// without telling its members (the other nodes count the member
+    /// again), owed the room's frames from `since` on. Returns the room's
+    /// cut: its frames below it came before the join (replayed), the rest
+    /// are delivered live.
+    pub(super) fn rejoin(&self, room: &RoomId, since: u64) -> u64 {
+        let member = Member { sid: self.sid, outbox: self.outbox.clone() };
+        let adapter = self.namespace.adapter();
+        let presence = adapter.cluster().and_then(|_| self.namespace.handler().presence(self));
+        let (_, cut) = adapter.join_with_presence(room, member, presence.as_deref(), "", |_| None::<()>);
+        self.rooms.lock().insert(room, since);
+        cut
     }
 
     /// The socket id.

@@ -73,15 +73,18 @@ pub trait Receiver: Send + Sync + 'static {
     fn receive(&self, channel: &str, payload: &[u8]);
     /// The subscriber (re)connected and is subscribed again.
     fn on_connected(&self) {}
+    /// The subscriber connection was lost: what is published meanwhile does
+    /// not reach this node.
+    fn on_disconnected(&self) {}
     /// A message this node queued could not be published (its pipeline
     /// failed): the receiver may still deliver it locally.
     fn receive_unsent(&self, channel: &str, payload: &[u8]) {
         let _ = (channel, payload);
     }
     /// An ordered message (see [`Bus::publish_ordered`]) could not be
-    /// published: the receiver gives it an id of its own, may deliver it
-    /// locally, and returns the id.
-    fn receive_unordered(&self, channel: &str, prefix: &[u8], suffix: &[u8]) -> String;
+    /// published: the receiver gives it an id of its own, puts it between
+    /// the `parts`, may deliver it locally, and returns the id.
+    fn receive_unordered(&self, channel: &str, parts: &[Bytes]) -> String;
 }
 
 /// Counters of the bus, shown in `/metrics`.
@@ -130,33 +133,44 @@ impl BusMetrics {
 #[derive(Debug)]
 struct Outgoing {
     channel: Arc<str>,
-    /// The whole message, or with `ordered` the part before its id.
+    /// The whole message, or with `ordered` the part before its first id.
     payload: Bytes,
     ordered: Option<Ordered>,
 }
 
-/// A message whose id Redis gives it ([`ORDERED_PUBLISH`]): `payload`, the id
-/// as a MessagePack string, then `suffix`.
+/// A message whose id Redis gives it ([`ORDERED_PUBLISH`]): `payload`, then
+/// each part of `rest` after the id as a MessagePack string.
 #[derive(Debug)]
 struct Ordered {
     counter: Arc<str>,
-    suffix: Bytes,
+    rest: Vec<Bytes>,
     done: oneshot::Sender<String>,
+}
+
+impl Outgoing {
+    /// The parts of an ordered message, the ids' places between them.
+    fn parts(&self) -> Vec<Bytes> {
+        let rest = self.ordered.as_ref().map_or(&[][..], |ordered| ordered.rest.as_slice());
+        std::iter::once(self.payload.clone()).chain(rest.iter().cloned()).collect()
+    }
 }
 
 /// Takes the next id of the counter `KEYS[1]` (the counter + 1, or Redis's
 /// clock in microseconds when that is larger, so ids still increase after
-/// Redis lost the counter) and publishes `ARGV[2] .. id .. ARGV[3]` on
-/// `ARGV[1]`, the id written as a MessagePack string (fixstr: up to 31
-/// digits). One script, so ids increase in the order Redis relays the
-/// messages, whichever broker sent them. Returns the id.
+/// Redis lost the counter) and publishes `ARGV[2]`, `ARGV[3]`, … joined by
+/// the id on `ARGV[1]`, the id written as a MessagePack string (fixstr: up
+/// to 31 digits; a message holds it once per gap, as its id and as its
+/// recovery offset). One script, so ids increase in the order Redis relays
+/// the messages, whichever broker sent them. Returns the id.
 const ORDERED_PUBLISH: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local last = tonumber(redis.call('GET', KEYS[1])) or 0
 local id = string.format('%.0f', math.max(last + 1, now))
 redis.call('SET', KEYS[1], id)
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. string.char(160 + #id) .. id .. ARGV[3])
+local parts = {}
+for index = 2, #ARGV do parts[#parts + 1] = ARGV[index] end
+redis.call('PUBLISH', ARGV[1], table.concat(parts, string.char(160 + #id) .. id))
 return id
 ";
 
@@ -247,22 +261,24 @@ impl Bus {
         self.enqueue(Outgoing { channel: channel.into(), payload: payload.into(), ordered: None })
     }
 
-    /// Queues `prefix`, an id taken from the Redis counter `counter`, then
-    /// `suffix` for publishing on `channel`, the id written as a MessagePack
-    /// string. The id increases in the order Redis relays the messages of
-    /// every node using `counter`. `done` gets it; or, when the message
-    /// could not be published, the id [`Receiver::receive_unordered`] gave.
-    /// Returns false when it was dropped at once (queue full, bus closed).
+    /// Queues `parts` joined by an id taken from the Redis counter
+    /// `counter` for publishing on `channel`, the id written as a
+    /// MessagePack string. The id increases in the order Redis relays the
+    /// messages of every node using `counter`. `done` gets it; or, when the
+    /// message could not be published, the id
+    /// [`Receiver::receive_unordered`] gave. Returns false when it was
+    /// dropped at once (queue full, bus closed).
     pub fn publish_ordered(
         &self,
         channel: impl Into<Arc<str>>,
         counter: Arc<str>,
-        prefix: Bytes,
-        suffix: Bytes,
+        parts: Vec<Bytes>,
         done: oneshot::Sender<String>,
     ) -> bool {
-        let ordered = Some(Ordered { counter, suffix, done });
-        self.enqueue(Outgoing { channel: channel.into(), payload: prefix, ordered })
+        let mut parts = parts.into_iter();
+        let payload = parts.next().unwrap_or_default();
+        let ordered = Some(Ordered { counter, rest: parts.collect(), done });
+        self.enqueue(Outgoing { channel: channel.into(), payload, ordered })
     }
 
     fn enqueue(&self, message: Outgoing) -> bool {
@@ -305,6 +321,15 @@ impl Bus {
     pub async fn take_session(&self, pid: Pid) -> redis::RedisResult<Option<StoredSession>> {
         let mut commands = self.commands.clone();
         super::session::take(&mut commands, pid).await
+    }
+
+    /// Deletes the session `pid` (see [`super::session::discard`]).
+    ///
+    /// # Errors
+    /// When Redis fails or does not answer in time.
+    pub async fn discard_session(&self, pid: Pid) -> redis::RedisResult<()> {
+        let mut commands = self.commands.clone();
+        super::session::discard(&mut commands, pid).await
     }
 
     /// Whether the subscriber connection is up.
@@ -359,6 +384,7 @@ impl Subscriber {
                 self.connected.store(false, Relaxed);
                 self.metrics.connected.store(0, Relaxed);
                 self.metrics.outages.fetch_add(1, Relaxed);
+                self.receiver.on_disconnected();
                 warn!("lost the Redis subscription; serving local members only until it is back");
             }
             tokio::select! {
@@ -453,14 +479,16 @@ async fn publish_loop(
                     pipeline.cmd("PUBLISH").arg(&*message.channel).arg(&message.payload[..]).ignore();
                 }
                 Some(ordered) => {
-                    pipeline
+                    let command = pipeline
                         .cmd("EVALSHA")
                         .arg(hash)
                         .arg(1)
                         .arg(&*ordered.counter)
                         .arg(&*message.channel)
-                        .arg(&message.payload[..])
-                        .arg(&ordered.suffix[..]);
+                        .arg(&message.payload[..]);
+                    for part in &ordered.rest {
+                        command.arg(&part[..]);
+                    }
                 }
             }
         }
@@ -469,11 +497,13 @@ async fn publish_loop(
                 metrics.published.fetch_add(received as u64, Relaxed);
                 let mut ids = ids.into_iter();
                 for message in batch.drain(..) {
-                    if let Some(ordered) = message.ordered {
+                    if message.ordered.is_some() {
                         let id = ids.next().unwrap_or_else(|| {
-                            receiver.receive_unordered(&message.channel, &message.payload, &ordered.suffix)
+                            receiver.receive_unordered(&message.channel, &message.parts())
                         });
-                        let _ = ordered.done.send(id);
+                        if let Some(ordered) = message.ordered {
+                            let _ = ordered.done.send(id);
+                        }
                     }
                 }
                 if failing {
@@ -489,16 +519,13 @@ async fn publish_loop(
                     failing = true;
                 }
                 for message in batch.drain(..) {
-                    match message.ordered {
-                        None => receiver.receive_unsent(&message.channel, &message.payload),
-                        Some(ordered) => {
-                            let id = receiver.receive_unordered(
-                                &message.channel,
-                                &message.payload,
-                                &ordered.suffix,
-                            );
-                            let _ = ordered.done.send(id);
-                        }
+                    if message.ordered.is_none() {
+                        receiver.receive_unsent(&message.channel, &message.payload);
+                        continue;
+                    }
+                    let id = receiver.receive_unordered(&message.channel, &message.parts());
+                    if let Some(ordered) = message.ordered {
+                        let _ = ordered.done.send(id);
                     }
                 }
             }

@@ -40,9 +40,10 @@ use tracing::{debug, warn};
 use super::bus::{Bus, BusError, BusMetrics, Receiver, Subscriptions};
 use super::presence::{self, Presence};
 use super::request::{self, RequestBody, Target, decode_request, decode_response};
+use super::session::{LOOKUP_TIMEOUT, StoredSession};
 use super::wire::{self, BroadcastOptions, Channels, decode_broadcast, encode_broadcast_raw};
 use crate::adapter::{BoxFuture, Cluster, LocalSockets, Selection};
-use crate::ids::Sid;
+use crate::ids::{Pid, Sid};
 use crate::protocol::Frame;
 use crate::protocol::socketio::{PacketType, write_header};
 
@@ -166,20 +167,31 @@ impl Receiver for Router {
         debug!(channel, "message on a channel of no namespace here");
     }
 
+    fn on_disconnected(&self) {
+        for namespace in &self.namespaces {
+            if let Some(sockets) = namespace.sockets() {
+                sockets.frames_lost();
+            }
+        }
+    }
+
     fn receive_unsent(&self, channel: &str, payload: &[u8]) {
         for namespace in &self.namespaces {
             if namespace.channels.broadcast_target(channel).is_some() {
+                if let Some(sockets) = namespace.sockets() {
+                    sockets.frames_lost();
+                }
                 namespace.on_broadcast(payload);
                 return;
             }
         }
     }
 
-    fn receive_unordered(&self, channel: &str, prefix: &[u8], suffix: &[u8]) -> String {
+    fn receive_unordered(&self, channel: &str, parts: &[bytes::Bytes]) -> String {
         let namespace =
             self.namespaces.iter().find(|namespace| namespace.channels.broadcast_target(channel).is_some());
         match namespace {
-            Some(namespace) => namespace.deliver_unordered(prefix, suffix),
+            Some(namespace) => namespace.deliver_unordered(parts),
             None => String::new(),
         }
     }
@@ -321,10 +333,14 @@ impl RedisNamespace {
     }
 
     /// A message whose id Redis was to give could not be published: it gets
-    /// an id of this node's (`<counter>-<uid>`) and goes to our members only.
-    fn deliver_unordered(&self, prefix: &[u8], suffix: &[u8]) -> String {
+    /// an id of this node's (`<counter>-<uid>`) and goes to our members only,
+    /// with no recovery offset (the id is not a number).
+    fn deliver_unordered(&self, parts: &[bytes::Bytes]) -> String {
         let id = fallback_id(&self.fallback_ids, &self.uid);
-        self.deliver_broadcast(&wire::join_around_str(prefix, &id, suffix));
+        if let Some(sockets) = self.sockets() {
+            sockets.frames_lost();
+        }
+        self.deliver_broadcast(&wire::join_with_str(parts, &id));
         id
     }
 
@@ -348,7 +364,7 @@ impl RedisNamespace {
             return self.refuse("broadcast", &"data not writable as JSON");
         };
         let selection = Selection { rooms: &broadcast.options.rooms, except: &broadcast.options.except };
-        sockets.deliver(selection, &frame);
+        sockets.deliver(selection, &frame, recovery_offset(&broadcast));
     }
 
     fn on_request(&self, payload: &[u8]) {
@@ -443,6 +459,15 @@ impl RedisNamespace {
             return self.refuse("presence", &"larger than the limit");
         }
         match serde_json::from_slice::<presence::Message>(payload) {
+            Ok(message) if message.kind == presence::Kind::Moved => {
+                if message.uid != *self.uid
+                    && let Some(sockets) = self.sockets()
+                {
+                    for (pid, _, _) in &message.members {
+                        sockets.session_moved(pid);
+                    }
+                }
+            }
             Ok(message) => {
                 let received = self.presence.receive(message, Instant::now());
                 if received.ask {
@@ -475,11 +500,11 @@ impl RedisNamespace {
 
     /// The broadcast message of `packet` to `rooms` but `except`, checked
     /// against the size limit (a refusal is counted and logged).
-    fn outbound(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> Outbound {
+    fn outbound(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8], recoverable: bool) -> Outbound {
         let options = BroadcastOptions {
             rooms: rooms.iter().map(|&room| room.to_owned()).collect(),
             except: except.map(|sid| sid.to_string()).into_iter().collect(),
-            flags: wire::Flags::default(),
+            flags: wire::Flags { offset: recoverable.then_some(true), ..wire::Flags::default() },
         };
         let message = match encode_broadcast_raw(&self.uid, &self.name, packet, &options) {
             Ok(message) => message,
@@ -582,6 +607,17 @@ fn for_target(target: &Target, act: impl FnOnce(Selection<'_>), sockets: &dyn Lo
     }
 }
 
+/// The recovery offset a broadcast of ours carries as its last argument
+/// (the id Redis gave it): `None` for any other broadcast, or one whose id
+/// is not Redis's (a fallback id, not a number).
+fn recovery_offset(broadcast: &wire::Broadcast) -> Option<u64> {
+    if broadcast.options.flags.offset != Some(true) {
+        return None;
+    }
+    let rmpv::Value::Array(items) = &broadcast.data else { return None };
+    items.last()?.as_str()?.parse().ok()
+}
+
 /// `42<nsp>,<data as JSON>` as a frame, or `None` when the data cannot be
 /// written as JSON.
 fn event_frame(namespace: &str, data: &rmpv::Value) -> Option<Frame> {
@@ -600,7 +636,7 @@ impl Cluster for RedisNamespace {
 
     fn publish(&self, rooms: &[&str], except: Option<Sid>, packet: &[u8]) -> bool {
         let Some(bus) = self.bus().filter(|bus| bus.is_connected()) else { return false };
-        match self.outbound(rooms, except, packet) {
+        match self.outbound(rooms, except, packet, false) {
             Outbound::Fits(message) => bus.publish(self.channels.for_rooms(rooms), message),
             Outbound::TooLarge(_) | Outbound::Unencodable => false,
         }
@@ -644,22 +680,22 @@ impl Cluster for RedisNamespace {
         except: Option<Sid>,
         packet: &[u8],
         placeholder: &str,
+        recoverable: bool,
     ) -> Option<BoxFuture<String>> {
         let bus = self.bus().filter(|bus| bus.is_connected())?;
-        let message = match self.outbound(rooms, except, packet) {
+        let message = match self.outbound(rooms, except, packet, recoverable) {
             Outbound::Fits(message) => message,
             Outbound::TooLarge(message) => {
-                let (prefix, suffix) = wire::split_around_str(&message, placeholder)?;
-                return Some(Box::pin(std::future::ready(self.deliver_unordered(&prefix, &suffix))));
+                let parts = wire::split_at_str(&message, placeholder)?;
+                return Some(Box::pin(std::future::ready(self.deliver_unordered(&parts))));
             }
             Outbound::Unencodable => return None,
         };
-        let (prefix, suffix) = wire::split_around_str(&message, placeholder)?;
+        let parts = wire::split_at_str(&message, placeholder)?;
         let (done, given) = oneshot::channel();
         let counter: Arc<str> = Arc::from(self.channels.message_ids());
-        if !bus.publish_ordered(self.channels.for_rooms(rooms), counter, prefix.clone(), suffix.clone(), done)
-        {
-            let id = self.deliver_unordered(&prefix, &suffix);
+        if !bus.publish_ordered(self.channels.for_rooms(rooms), counter, parts.clone(), done) {
+            let id = self.deliver_unordered(&parts);
             return Some(Box::pin(std::future::ready(id)));
         }
         let (fallback_ids, uid) = (Arc::clone(&self.fallback_ids), Arc::clone(&self.uid));
@@ -675,6 +711,53 @@ impl Cluster for RedisNamespace {
                 Err(_) => fallback_id(&fallback_ids, &uid),
             }
         }))
+    }
+
+    fn store_session(&self, session: StoredSession, window: Duration) -> BoxFuture<bool> {
+        let Some(bus) = self.bus().cloned() else { return Box::pin(std::future::ready(false)) };
+        Box::pin(async move {
+            match tokio::time::timeout(LOOKUP_TIMEOUT, bus.store_session(&session, window)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    warn!(%error, "session not stored in Redis: it recovers on this broker only");
+                    false
+                }
+                Err(_) => {
+                    warn!("storing a session in Redis timed out: it recovers on this broker only");
+                    false
+                }
+            }
+        })
+    }
+
+    fn take_session(&self, pid: Pid) -> BoxFuture<Result<Option<StoredSession>, String>> {
+        let Some(bus) = self.bus().cloned() else {
+            return Box::pin(std::future::ready(Err("no bus".to_owned())));
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(LOOKUP_TIMEOUT, bus.take_session(pid)).await {
+                Ok(Ok(session)) => Ok(session),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            }
+        })
+    }
+
+    fn discard_session(&self, pid: Pid) -> BoxFuture<bool> {
+        let Some(bus) = self.bus().cloned() else { return Box::pin(std::future::ready(false)) };
+        Box::pin(async move {
+            matches!(tokio::time::timeout(LOOKUP_TIMEOUT, bus.discard_session(pid)).await, Ok(Ok(())))
+        })
+    }
+
+    fn session_moved(&self, pid: Pid) {
+        let Some(bus) = self.bus().filter(|bus| bus.is_connected()) else { return };
+        let message = presence::Message::new(
+            presence::Kind::Moved,
+            &self.uid,
+            vec![(pid.to_string(), String::new(), None)],
+        );
+        bus.publish(self.channels.presence().to_owned(), message.encode());
     }
 
     fn fallback_message_id(&self) -> String {

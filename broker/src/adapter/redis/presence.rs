@@ -57,6 +57,10 @@ pub enum Kind {
     Leave,
     /// These are (some of) my members.
     State,
+    /// A session suspended on another node was recovered on the sender:
+    /// the members' socket ids are the sessions' `pid`s, and the node
+    /// holding one ends it without a word to its rooms.
+    Moved,
 }
 
 /// One member: socket id, room, and what the handler says of the socket.
@@ -252,6 +256,7 @@ impl Presence {
                     (received.joined, received.left) = node.finish_state();
                 }
             }
+            Kind::Moved => {}
             Kind::Leave => {
                 for (sid, room, _) in message.members {
                     node.remove(sid, room);

@@ -13,10 +13,10 @@
 //! A session is taken with `GETDEL`, one atomic step, so of any number of
 //! CONNECTs with the same `pid`, on any brokers, one gets it.
 //!
-//! This module is the store alone (codec and the three commands, tested
-//! against Redis in `tests/tests/recovery_redis.rs`). The Socket.IO layer does
-//! not use it yet: with the Redis adapter recovery stays off (see
-//! docs/protocol.md).
+//! This module is the store (codec and the three commands, tested against
+//! Redis in `tests/tests/recovery_redis.rs`); the Socket.IO layer's recovery
+//! stores a session here when its connection drops and looks one up when a
+//! CONNECT brings a `pid` (see `socketio/recovery.rs`).
 
 use std::time::Duration;
 
@@ -25,6 +25,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Pid;
+
+/// Longest wait for Redis when a CONNECT looks a session up: past it the
+/// client gets a fresh session.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The key prefix, the streams adapter's default `sessionKeyPrefix`.
 pub const KEY_PREFIX: &str = "sio:session:";
@@ -60,6 +64,10 @@ pub struct SessionData {
     /// When its window closes, in ms since the Unix epoch.
     #[serde(rename = "expiresAt")]
     pub expires_at_ms: u64,
+    /// For each of `rooms`, in order, the first offset the session was
+    /// owed there (what came before it joined is not for it).
+    #[serde(rename = "roomsSince", default)]
+    pub rooms_since: Vec<u64>,
 }
 
 /// Why a stored value could not be read.
@@ -161,6 +169,7 @@ mod tests {
                 offset: Some("1764490000123456".to_owned()),
                 since: 1_764_490_000_000_000,
                 expires_at_ms: 1_764_490_120_000,
+                rooms_since: vec![1_764_490_000_000_001, 1_764_490_000_000_002],
             },
         }
     }

@@ -156,30 +156,42 @@ pub fn id_placeholder() -> String {
     format!("~id~{}", random_token(16))
 }
 
-/// Splits `message` around the MessagePack string `text` (a fixstr: fewer
-/// than 32 bytes), its header byte included: what comes before it and what
-/// after. `None` when `text` is not in it.
+/// Splits `message` at every occurrence of the MessagePack string `text`
+/// (a fixstr: fewer than 32 bytes), its header byte included: the parts
+/// around them, one more than the occurrences. `None` when `text` is not in
+/// it.
 #[must_use]
-pub fn split_around_str(message: &[u8], text: &str) -> Option<(bytes::Bytes, bytes::Bytes)> {
+pub fn split_at_str(message: &[u8], text: &str) -> Option<Vec<bytes::Bytes>> {
     let length = u8::try_from(text.len()).ok().filter(|length| *length < 32)?;
     let mut needle = Vec::with_capacity(text.len() + 1);
     needle.push(0xa0 | length);
     needle.extend_from_slice(text.as_bytes());
-    let start = message.windows(needle.len()).position(|window| window == needle.as_slice())?;
-    let before = bytes::Bytes::copy_from_slice(message.get(..start)?);
-    let after = bytes::Bytes::copy_from_slice(message.get(start + needle.len()..)?);
-    Some((before, after))
+    let mut parts = Vec::new();
+    let mut rest = message;
+    while let Some(start) = rest.windows(needle.len()).position(|window| window == needle.as_slice()) {
+        parts.push(bytes::Bytes::copy_from_slice(rest.get(..start)?));
+        rest = rest.get(start + needle.len()..)?;
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(bytes::Bytes::copy_from_slice(rest));
+    Some(parts)
 }
 
-/// `before`, `text` as a MessagePack string, then `after`: what
-/// [`split_around_str`] split, with `text` in the gap.
+/// The `parts` [`split_at_str`] made, joined again with `text` as a
+/// MessagePack string in each gap.
 #[must_use]
-pub fn join_around_str(before: &[u8], text: &str, after: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(before.len() + text.len() + after.len() + 5);
-    out.extend_from_slice(before);
-    // Writing into a Vec cannot fail.
-    let _ = rmp::encode::write_str(&mut out, text);
-    out.extend_from_slice(after);
+pub fn join_with_str(parts: &[impl AsRef<[u8]>], text: &str) -> Vec<u8> {
+    let bytes: usize = parts.iter().map(|part| part.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(bytes + parts.len() * (text.len() + 5));
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            // Writing into a Vec cannot fail.
+            let _ = rmp::encode::write_str(&mut out, text);
+        }
+        out.extend_from_slice(part.as_ref());
+    }
     out
 }
 
@@ -218,6 +230,10 @@ pub struct Flags {
     /// Ack timeout of a broadcast with acks, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Ours, not socket.io's (its nodes ignore it): the packet's last
+    /// argument is its recovery offset, the id Redis gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<bool>,
 }
 
 /// The packet inside a broadcast: `{type, data, nsp}`.
@@ -357,6 +373,7 @@ fn decode_flags(value: Value) -> Result<Flags, WireError> {
             "volatile" => flags.volatile = value.as_bool(),
             "compress" => flags.compress = value.as_bool(),
             "timeout" => flags.timeout = value.as_u64(),
+            "offset" => flags.offset = value.as_bool(),
             _ => {}
         }
     }
@@ -624,21 +641,20 @@ mod tests {
         let packet = json_to_msgpack(json.as_bytes()).expect("JSON");
         let message = encode_broadcast_raw("AbC12x", "/chat", &packet, &BroadcastOptions::default())
             .expect("encodable");
-        let (before, after) = split_around_str(&message, &placeholder).expect("the placeholder is there");
-        // What the Redis script does: the header byte (fixstr), then the digits.
-        let mut scripted = before.to_vec();
-        scripted.push(0xa0 | 16);
-        scripted.extend_from_slice(b"1764490000123456");
-        scripted.extend_from_slice(&after);
-        assert_eq!(join_around_str(&before, "1764490000123456", &after), scripted);
+        let parts = split_at_str(&message, &placeholder).expect("the placeholder is there");
+        assert_eq!(parts.len(), 3, "cut at both occurrences");
+        // What the Redis script does: the header byte (fixstr), then the digits, in each gap.
+        let mut scripted = parts[0].to_vec();
+        for part in &parts[1..] {
+            scripted.push(0xa0 | 16);
+            scripted.extend_from_slice(b"1764490000123456");
+            scripted.extend_from_slice(part);
+        }
+        assert_eq!(join_with_str(&parts, "1764490000123456"), scripted);
         let broadcast = decode_broadcast(&scripted).expect("still a broadcast");
         let data = to_json(&broadcast.data).expect("JSON");
         assert_eq!(data[1]["id"], "1764490000123456");
-        assert_eq!(
-            data[1]["content"],
-            placeholder.as_str(),
-            "only the first occurrence, the id, is replaced"
-        );
-        assert!(split_around_str(&message, "absent").is_none());
+        assert_eq!(data[1]["content"], "1764490000123456", "every occurrence is replaced");
+        assert!(split_at_str(&message, "absent").is_none());
     }
 }
