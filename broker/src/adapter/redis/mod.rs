@@ -11,7 +11,8 @@
 //! and members our brokers tell each other on a channel of their own, so the
 //! survivors of a dead broker can say who left with it. [`session`] is the
 //! store of suspended recovery sessions (`sio:session:<pid>`, as socket.io's
-//! streams adapter keys them), not used by the Socket.IO layer yet.
+//! streams adapter keys them), through which a session recovers on any
+//! broker of the cluster.
 
 pub mod bus;
 pub mod node;
