@@ -4,11 +4,14 @@
 //! its room, and every message it missed, from either broker, once and in
 //! order before anything newer; the room hears nothing of the move, even
 //! after the old broker's window; the `pid` recovers once, and only for its
-//! own user.
+//! own user. With Redis out of reach, a CONNECT is answered at once with a
+//! fresh session, and a session its broker could not store recovers there
+//! only.
 
 use std::time::Duration;
 
-use tests::redis::{cluster_pair, redis_url};
+use broker::config::AdapterKind;
+use tests::redis::{Link, cluster_pair, redis_url};
 use tests::{Client, Config, Packet, TestServer, Value, WAIT, json};
 
 /// The recovery window of these tests: short, so that one passing is part
@@ -197,4 +200,68 @@ async fn another_users_token_with_the_pid_gets_no_recovery_on_the_other_broker()
     let replayed: Vec<String> =
         messages(&mut alice, 1).await.into_iter().map(|(content, _)| content).collect();
     assert_eq!(replayed, ["for alice only"]);
+}
+
+/// Two brokers on one channel prefix, the second reaching Redis only
+/// through a link the test can cut.
+async fn pair_with_link() -> Option<(TestServer, TestServer, Link)> {
+    let url = redis_url()?;
+    let link = Link::to(&url).await;
+    let config = Config {
+        adapter: AdapterKind::Redis,
+        redis_url: url,
+        redis_key: tests::redis::unique_namespace("recovery").trim_start_matches('/').to_owned(),
+        recovery_window: WINDOW,
+        rate_limit_per_sec: 0,
+        ..Config::default()
+    };
+    let one = TestServer::start(config.clone()).await;
+    let two = TestServer::start(Config { redis_url: link.url(), ..config }).await;
+    Some((one, two, link))
+}
+
+#[tokio::test]
+async fn a_broker_cut_off_from_redis_answers_a_recovering_connect_with_a_fresh_session_at_once() {
+    let Some((one, two, link)) = pair_with_link().await else { return };
+    let mut bob = Client::connect_user(&one, "bob").await;
+    let mut carol = Client::connect_user(&two, "carol").await;
+    let (pid, offset, token, sid) = alice_drops_on(&one, &mut bob, &mut carol).await;
+    bob.send("lobby", "missed").await;
+    bob.expect_message("missed").await;
+
+    link.cut();
+    // Within the client's wait, not hanging on Redis: the other broker cannot
+    // see the session, so the client starts afresh.
+    let elsewhere = Client::builder(&two).auth_payload(comeback(&token, &pid, Some(&offset))).connect().await;
+    assert_ne!(elsewhere.connect_data().expect("connected")["sid"], sid);
+
+    // The session still waits on its own broker, and recovers there.
+    let mut alice = Client::builder(&one).auth_payload(comeback(&token, &pid, Some(&offset))).connect().await;
+    assert_eq!(alice.connect_data().expect("connected")["sid"], sid);
+    let replayed: Vec<String> =
+        messages(&mut alice, 1).await.into_iter().map(|(content, _)| content).collect();
+    assert_eq!(replayed, ["missed"]);
+}
+
+#[tokio::test]
+async fn a_session_dropped_while_its_broker_is_cut_off_from_redis_is_not_recovered_elsewhere() {
+    let Some((one, two, link)) = pair_with_link().await else { return };
+    let mut bob = Client::connect_user(&two, "bob").await;
+    let mut carol = Client::connect_user(&one, "carol").await;
+    let token = two.token("alice").sign();
+    let mut alice = Client::builder(&two).payload_token(&token).label("alice").connect().await;
+    let first = alice.connect_data().cloned().expect("connected");
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    carol.join("lobby").await;
+    bob.send("lobby", "first").await;
+    let offset = messages(&mut alice, 1).await.remove(0).1;
+
+    link.cut();
+    drop(alice);
+    two.wait_for_metric("broker_suspended_sessions", 1).await;
+    // Its broker could not store it: the other broker gives a fresh session.
+    let elsewhere =
+        Client::builder(&one).auth_payload(comeback(&token, &first["pid"], Some(&offset))).connect().await;
+    assert_ne!(elsewhere.connect_data().expect("connected")["sid"], first["sid"]);
 }
