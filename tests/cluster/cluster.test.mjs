@@ -4,8 +4,9 @@
 // crosses every ordered pair of nodes; then the Node side's tools
 // (@socket.io/redis-emitter, fetchSockets, socketsJoin, emitWithAck,
 // disconnectSockets) reach sockets on our brokers, serverSideEmitWithAck gets
-// our brokers' answer and binary emits are refused by them; last, a broker
-// killed with SIGKILL is taken out of its rooms by the others.
+// our brokers' answer and binary emits are refused by them; a client cut off
+// on one broker reconnects through the other and recovers its session; last,
+// a broker killed with SIGKILL is taken out of its rooms by the others.
 //
 // Needs BROKER_TEST_REDIS_URL (tests/run.sh starts a Redis); without it the
 // file is skipped, unless CI is set, where that is a failure.
@@ -18,6 +19,7 @@ import { Redis } from "ioredis";
 
 import {
   NAMESPACE,
+  connect,
   connectUser,
   disconnected,
   join,
@@ -25,9 +27,11 @@ import {
   once,
   onceWhere,
   randomSecret,
+  relay,
   roomId,
   send,
   startBroker,
+  token,
 } from "../js/helpers.mjs";
 import { startGateway } from "./gateway.mjs";
 import { startSidProxy } from "./sid-proxy.mjs";
@@ -246,6 +250,65 @@ describe("the Node side's tools reach our sockets", { skip }, () => {
     assert.equal(ours.inbox.log.filter((entry) => entry.event === "file").length, 0);
     assert.equal(await metric(nodes[0], BINARY_REFUSED), before + 1);
     ours.disconnect();
+  });
+});
+
+describe("connection state recovery across brokers, with the stock client", { skip }, () => {
+  test("a client cut off on one broker comes back through the other and misses nothing", async () => {
+    const [one, two] = nodes;
+    const tcp = await relay(one.url);
+    try {
+      const { socket: bob } = await connectUser(two);
+      const sub = `alice-${randomBytes(4).toString("hex")}`;
+      const alice = await connect(tcp.url, {
+        transports: ["websocket"],
+        reconnection: true,
+        query: { token: token({ sub }, secret) },
+      });
+      const firstSid = alice.id;
+      const room = roomId("recover");
+      await join(alice, room);
+      await join(bob, room);
+      const sent = [];
+      const stream = (from, to) => {
+        for (let i = from; i < to; i += 1) {
+          const content = `m${String(i).padStart(2, "0")}`;
+          sent.push(content);
+          bob.emit("send_message", { roomId: room, content });
+        }
+      };
+      stream(0, 10);
+      const seen = [];
+      while (seen.length < 3) seen.push((await once(alice, "message")).content);
+      tcp.sever();
+      await once(alice, "disconnect");
+      // Its broker stores the session in Redis as it suspends it.
+      await eventually(async () => (await publisher.exists(`sio:session:${alice._pid}`)) === 1);
+      stream(10, 20);
+      // The client reconnects to the same address, which now leads to the other broker.
+      tcp.heal(two.url);
+      await once(alice, "connect");
+      assert.equal(alice.recovered, true, "recovered on the other broker");
+      assert.equal(alice.id, firstSid, "the same socket id");
+      bob.emit("send_message", { roomId: room, content: "end" });
+      for (;;) {
+        const message = await once(alice, "message");
+        if (message.content === "end") break;
+        seen.push(message.content);
+      }
+      assert.deepEqual(seen, sent, "every message once, in order");
+      await onceWhere(bob, "message", (m) => m?.content === "end", "his marker");
+      const about = (event) => bob.inbox.log.filter((e) => e.event === event && e.payload?.userId === sub).length;
+      assert.equal(about("user_left"), 0, "no user_left for a member that moved");
+      assert.equal(about("user_joined"), 0, "no user_joined for a member that moved");
+      const ack = await leave(bob, room);
+      assert.equal(ack.members, 1, "alice counts once, on her new broker");
+      alice.disconnect();
+      bob.disconnect();
+    } finally {
+      tcp.sever();
+      await tcp.close();
+    }
   });
 });
 

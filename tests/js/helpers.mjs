@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { createHmac, randomBytes, sign as cryptoSign } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -574,4 +575,51 @@ export function compareIds(a, b) {
 /** Resolves after `ms` — only for bounding a wait, never for ordering. */
 export function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/**
+ * A TCP relay on 127.0.0.1:0 to the server at `target` (an http:// URL).
+ * `sever()` resets every connection through it, both sides at once (no
+ * close frame, no Engine.IO close), and every new one until `heal()`;
+ * `heal(other)` relays to `other` from then on (a client that reconnects
+ * lands on another server at the same address).
+ */
+export async function relay(target) {
+  let upstreamUrl = new URL(target);
+  const pairs = new Set();
+  let severed = false;
+  const server = net.createServer((client) => {
+    if (severed) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.connect(Number(upstreamUrl.port), upstreamUrl.hostname);
+    const pair = [client, upstream];
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const forget = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', forget);
+    upstream.on('error', forget);
+    client.on('close', forget);
+    upstream.on('close', forget);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    sever() {
+      severed = true;
+      for (const pair of pairs) for (const socket of pair) socket.resetAndDestroy();
+      pairs.clear();
+    },
+    heal(other) {
+      if (other) upstreamUrl = new URL(other);
+      severed = false;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }

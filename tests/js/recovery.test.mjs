@@ -9,7 +9,6 @@
 // its usual delay, and recovers.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
 
 import {
   TRANSPORT_MODE,
@@ -20,6 +19,7 @@ import {
   joinAll,
   once,
   onceWhere,
+  relay,
   roomId,
   token,
   transportOptions,
@@ -29,49 +29,6 @@ import {
 
 const broker = useBroker();
 const it = (name, fn) => chatTest(broker, name, { skip: brokerOnly('connection state recovery') }, fn);
-
-/**
- * A TCP relay to the broker on 127.0.0.1:0. `sever()` resets every
- * connection through it, both sides, and every new one until `heal()`.
- */
-async function relay(target) {
-  const { hostname, port } = new URL(target);
-  const pairs = new Set();
-  let severed = false;
-  const server = net.createServer((client) => {
-    if (severed) {
-      client.resetAndDestroy();
-      return;
-    }
-    const upstream = net.connect(Number(port), hostname);
-    const pair = [client, upstream];
-    pairs.add(pair);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const forget = () => {
-      pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', forget);
-    upstream.on('error', forget);
-    client.on('close', forget);
-    upstream.on('close', forget);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    sever() {
-      severed = true;
-      for (const pair of pairs) for (const socket of pair) socket.resetAndDestroy();
-      pairs.clear();
-    },
-    heal() {
-      severed = false;
-    },
-    close: () => new Promise((resolve) => server.close(resolve)),
-  };
-}
 
 /**
  * Bob streams 30 messages into a room Alice (through the relay, with the
