@@ -21,9 +21,12 @@ import {
   NAMESPACE,
   connect,
   connectUser,
+  contentsUntil,
   disconnected,
   join,
   leave,
+  messageStream,
+  noticesAbout,
   once,
   onceWhere,
   randomSecret,
@@ -270,13 +273,7 @@ describe("connection state recovery across brokers, with the stock client", { sk
       await join(alice, room);
       await join(bob, room);
       const sent = [];
-      const stream = (from, to) => {
-        for (let i = from; i < to; i += 1) {
-          const content = `m${String(i).padStart(2, "0")}`;
-          sent.push(content);
-          bob.emit("send_message", { roomId: room, content });
-        }
-      };
+      const stream = messageStream(bob, room, sent);
       stream(0, 10);
       const seen = [];
       while (seen.length < 3) seen.push((await once(alice, "message")).content);
@@ -291,16 +288,11 @@ describe("connection state recovery across brokers, with the stock client", { sk
       assert.equal(alice.recovered, true, "recovered on the other broker");
       assert.equal(alice.id, firstSid, "the same socket id");
       bob.emit("send_message", { roomId: room, content: "end" });
-      for (;;) {
-        const message = await once(alice, "message");
-        if (message.content === "end") break;
-        seen.push(message.content);
-      }
+      await contentsUntil(alice, "end", seen);
       assert.deepEqual(seen, sent, "every message once, in order");
       await onceWhere(bob, "message", (m) => m?.content === "end", "his marker");
-      const about = (event) => bob.inbox.log.filter((e) => e.event === event && e.payload?.userId === sub).length;
-      assert.equal(about("user_left"), 0, "no user_left for a member that moved");
-      assert.equal(about("user_joined"), 0, "no user_joined for a member that moved");
+      assert.equal(noticesAbout(bob, "user_left", sub), 0, "no user_left for a member that moved");
+      assert.equal(noticesAbout(bob, "user_joined", sub), 0, "no user_joined for a member that moved");
       const ack = await leave(bob, room);
       assert.equal(ack.members, 1, "alice counts once, on her new broker");
       alice.disconnect();

@@ -623,3 +623,32 @@ export async function relay(target) {
     close: () => new Promise((resolve) => server.close(resolve)),
   };
 }
+
+/**
+ * Numbered messages from `sender` into `room`, without acks: returns
+ * `stream(from, to)`, which sends `m<from>` … `m<to - 1>` and records each
+ * content in `sent`.
+ */
+export function messageStream(sender, room, sent) {
+  return (from, to) => {
+    for (let i = from; i < to; i += 1) {
+      const content = `m${String(i).padStart(2, '0')}`;
+      sent.push(content);
+      sender.emit('send_message', { roomId: room, content });
+    }
+  };
+}
+
+/** Appends to `seen` the contents of `socket`'s messages up to the one with `marker` (left out). */
+export async function contentsUntil(socket, marker, seen) {
+  for (;;) {
+    const message = await once(socket, 'message');
+    if (message.content === marker) return seen;
+    seen.push(message.content);
+  }
+}
+
+/** How many `event` notices about the user `sub` `socket` has received. */
+export function noticesAbout(socket, event, sub) {
+  return socket.inbox.log.filter((e) => e.event === event && e.payload?.userId === sub).length;
+}

@@ -16,7 +16,10 @@ import {
   chatTest,
   connect,
   connectUser,
+  contentsUntil,
   joinAll,
+  messageStream,
+  noticesAbout,
   once,
   onceWhere,
   relay,
@@ -53,13 +56,7 @@ async function killMidStreamAndRecover(transport) {
     await joinAll(room, bob, alice);
 
     const sent = [];
-    const stream = (from, to) => {
-      for (let i = from; i < to; i += 1) {
-        const content = `m${String(i).padStart(2, '0')}`;
-        sent.push(content);
-        bob.emit('send_message', { roomId: room, content });
-      }
-    };
+    const stream = messageStream(bob, room, sent);
     stream(0, 30);
     const seen = [];
     while (seen.length < 5) seen.push((await once(alice, 'message')).content);
@@ -75,17 +72,12 @@ async function killMidStreamAndRecover(transport) {
     bob.emit('send_message', { roomId: room, content: 'end' });
 
     // Everything Alice saw, in order, up to the marker: each message once.
-    for (;;) {
-      const message = await once(alice, 'message');
-      if (message.content === 'end') break;
-      seen.push(message.content);
-    }
+    await contentsUntil(alice, 'end', seen);
     assert.deepEqual(seen, sent, 'every message once, in order');
 
     await onceWhere(bob, 'message', (m) => m?.content === 'end', 'his marker');
-    const about = (event) => bob.inbox.log.filter((e) => e.event === event && e.payload?.userId === sub).length;
-    assert.equal(about('user_left'), 0, 'no user_left for a recovered member');
-    assert.equal(about('user_joined'), 1, 'no second user_joined for a recovered member');
+    assert.equal(noticesAbout(bob, 'user_left', sub), 0, 'no user_left for a recovered member');
+    assert.equal(noticesAbout(bob, 'user_joined', sub), 1, 'no second user_joined for a recovered member');
   } finally {
     tcp.sever();
     await tcp.close();

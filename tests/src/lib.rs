@@ -12,6 +12,7 @@ pub mod client;
 pub mod conformance;
 pub mod engine;
 pub mod http;
+pub mod recovery;
 pub mod redis;
 pub mod revocation;
 pub mod server;

@@ -8,34 +8,8 @@
 
 use std::time::Duration;
 
-use tests::{CHAT, Client, Config, Packet, PacketKind, RevocationFile, TestServer, Value, json};
-
-/// The CONNECT payload of a client coming back: its token, the session's
-/// pid, and the last offset it processed (if any), as socket.io-client sends it.
-fn comeback(token: &str, pid: &Value, offset: Option<&str>) -> Value {
-    let mut payload = json!({ "token": token, "pid": pid });
-    if let Some(offset) = offset {
-        payload["offset"] = json!(offset);
-    }
-    payload
-}
-
-/// The next `name` event as a whole packet (other packets are set aside).
-async fn next_event(client: &mut Client, name: &str) -> Packet {
-    loop {
-        let packet = client.expect_packet().await;
-        if packet.event_name() == Some(name) {
-            return packet;
-        }
-    }
-}
-
-/// The offset an event carries: its last argument, a string.
-fn offset_of(packet: &Packet) -> String {
-    let args = packet.data.as_ref().and_then(Value::as_array).expect("an event's arguments");
-    assert_eq!(args.len(), 3, "event, data, offset: {}", packet.raw);
-    args[2].as_str().map(str::to_owned).unwrap_or_else(|| panic!("a string offset: {}", packet.raw))
-}
+use tests::recovery::{comeback, next_event, offset_of};
+use tests::{CHAT, Client, Config, PacketKind, RevocationFile, TestServer, Value, json};
 
 /// The `message` contents of the next `count` messages, in arrival order.
 async fn contents(client: &mut Client, count: usize) -> Vec<String> {

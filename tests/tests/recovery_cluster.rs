@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use broker::config::AdapterKind;
+use tests::recovery::{comeback, next_event, offset_of};
 use tests::redis::{Link, cluster_pair, redis_url};
-use tests::{Client, Config, Packet, TestServer, Value, WAIT, json};
+use tests::{Client, Config, TestServer, Value, WAIT, json};
 
 /// The recovery window of these tests: short, so that one passing is part
 /// of a test.
@@ -20,32 +21,6 @@ const WINDOW: Duration = Duration::from_millis(1500);
 
 async fn pair() -> Option<(TestServer, TestServer)> {
     cluster_pair(Config { recovery_window: WINDOW, ..Config::default() }).await
-}
-
-/// The CONNECT payload of a client coming back, as socket.io-client sends it.
-fn comeback(token: &str, pid: &Value, offset: Option<&str>) -> Value {
-    let mut payload = json!({ "token": token, "pid": pid });
-    if let Some(offset) = offset {
-        payload["offset"] = json!(offset);
-    }
-    payload
-}
-
-/// The next `name` event as a whole packet (other packets are set aside).
-async fn next_event(client: &mut Client, name: &str) -> Packet {
-    loop {
-        let packet = client.expect_packet().await;
-        if packet.event_name() == Some(name) {
-            return packet;
-        }
-    }
-}
-
-/// The offset an event carries: its last argument, a string.
-fn offset_of(packet: &Packet) -> String {
-    let args = packet.data.as_ref().and_then(Value::as_array).expect("an event's arguments");
-    assert_eq!(args.len(), 3, "event, data, offset: {}", packet.raw);
-    args[2].as_str().map(str::to_owned).unwrap_or_else(|| panic!("a string offset: {}", packet.raw))
 }
 
 /// The next `count` messages as (content, offset), in arrival order.

@@ -261,26 +261,15 @@ impl Namespace {
             })
             .collect();
         let point = ResumePoint { from, late: Vec::new() };
-        let missed = ring.replay(&point, |offset, target| match target {
-            Target::Room { room, except } => {
-                *except != Some(sid)
-                    && rooms.get(room).is_some_and(|&(since, cut)| since <= offset && offset < cut)
-            }
-            Target::Socket(_) => false,
-        });
+        let missed = ring.replay(&point, |offset, target| is_missed(&rooms, sid, offset, target));
         let Some(missed) = missed else {
             debug!(%sid, "missed packets not in this broker's ring, starting a fresh session");
             socket.leave_all_silently();
             let _ = outbox.release(&[], false);
             return Err(Arc::try_unwrap(socket).ok().map(Socket::into_accepted));
         };
-        let mut first = Vec::with_capacity(missed.len().saturating_add(1));
-        first.push((connect_frame(self.name(), &socket), None));
-        first.extend(missed);
-        debug!(%sid, replayed = first.len().saturating_sub(1), "session recovered from another broker");
-        crate::metrics::Metrics::add(&self.metrics().recoveries, 1);
-        self.insert(Arc::clone(&socket));
-        let _ = outbox.release(&first, true);
+        debug!(%sid, replayed = missed.len(), "session recovered from another broker");
+        self.take_up(&socket, missed, outbox);
         if let Some(cluster) = self.adapter().cluster() {
             cluster.session_moved(pid);
         }
@@ -338,13 +327,7 @@ impl Namespace {
         };
         let missed = last_seen.ok().and_then(|last_seen| {
             let point = resume_point(&old.outbox().trail(), last_seen, old.since())?;
-            self.adapter().ring()?.replay(&point, |offset, target| match target {
-                Target::Room { room, except } => {
-                    *except != Some(sid)
-                        && rooms.get(room).is_some_and(|&(since, cut)| since <= offset && offset < cut)
-                }
-                Target::Socket(target) => *target == sid,
-            })
+            self.adapter().ring()?.replay(&point, |offset, target| is_missed(&rooms, sid, offset, target))
         });
         let Some(missed) = missed else {
             debug!(%sid, "missed packets out of reach, starting a fresh session");
@@ -359,16 +342,42 @@ impl Namespace {
             accepted.data,
             accepted.expires_at,
         ));
+        debug!(%sid, replayed = missed.len(), "session recovered");
+        self.take_up(&socket, missed, outbox);
+        Ok(socket)
+    }
+
+    /// Registers the recovered `socket` and queues, on its held `outbox`,
+    /// the CONNECT answer and the frames it `missed`, before what its rooms
+    /// sent meanwhile.
+    fn take_up(&self, socket: &Arc<Socket>, missed: Vec<(Frame, Option<u64>)>, outbox: &Outbox) {
         let mut first = Vec::with_capacity(missed.len().saturating_add(1));
-        first.push((connect_frame(self.name(), &socket), None));
+        first.push((connect_frame(self.name(), socket), None));
         first.extend(missed);
-        debug!(%sid, replayed = first.len().saturating_sub(1), "session recovered");
         crate::metrics::Metrics::add(&self.metrics().recoveries, 1);
-        self.insert(Arc::clone(&socket));
+        self.insert(Arc::clone(socket));
         // A full outbox closes the new connection; the client tries again
         // and gets a fresh session, as after any slow read.
         let _ = outbox.release(&first, true);
-        Ok(socket)
+    }
+}
+
+/// Whether the recorded frame `offset` for `target` is one the session
+/// `sid` missed: a frame of one of its `rooms` between the first offset it
+/// was owed there and the room's cut (and not one it was left out of), or
+/// one sent to it alone.
+fn is_missed(
+    rooms: &HashMap<RoomId, (u64, u64), RandomState>,
+    sid: Sid,
+    offset: u64,
+    target: &Target,
+) -> bool {
+    match target {
+        Target::Room { room, except } => {
+            *except != Some(sid)
+                && rooms.get(room).is_some_and(|&(since, cut)| since <= offset && offset < cut)
+        }
+        Target::Socket(target) => *target == sid,
     }
 }
 
