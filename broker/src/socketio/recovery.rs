@@ -440,6 +440,42 @@ pub(super) fn connect_frame(namespace: &str, socket: &Socket) -> Frame {
 mod tests {
     use super::*;
 
+    fn stored(rooms_since: &[u64], offset: Option<&str>) -> StoredSession {
+        StoredSession {
+            sid: Sid::random().to_string(),
+            pid: Pid::random().to_string(),
+            rooms: rooms_since.iter().map(|since| format!("room{since}")).collect(),
+            data: SessionData {
+                sub: Some("alice".to_owned()),
+                offset: offset.map(str::to_owned),
+                since: 100,
+                expires_at_ms: 0,
+                rooms_since: rooms_since.to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_session_from_another_broker_replays_from_after_the_clients_offset() {
+        let session = stored(&[110, 120], Some("150"));
+        assert_eq!(remote_resume_from(&session, Some("140")), Some(141));
+        assert_eq!(
+            remote_resume_from(&session, Some("150")),
+            Some(151),
+            "nothing missed but what came since"
+        );
+        assert_eq!(remote_resume_from(&session, Some("151")), None, "never sent to this session");
+        assert_eq!(remote_resume_from(&session, Some("x")), None, "not an offset");
+        // Processed nothing of this session: from the first offset it was owed in a room.
+        assert_eq!(remote_resume_from(&session, None), Some(110));
+        assert_eq!(remote_resume_from(&session, Some("99")), Some(110), "an offset of an earlier session");
+        assert_eq!(
+            remote_resume_from(&stored(&[], Some("150")), None),
+            Some(u64::MAX),
+            "no room: nothing to replay"
+        );
+    }
+
     /// The fixed sizes the README's memory figures are computed from
     /// (x86-64): a change here is a change there.
     #[test]

@@ -803,3 +803,34 @@ async fn heartbeat(namespaces: Vec<Arc<RedisNamespace>>, interval: Duration, shu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broadcast(json: &str, offset_flag: Option<bool>) -> wire::Broadcast {
+        let packet = wire::json_to_msgpack(json.as_bytes()).expect("JSON");
+        let options = BroadcastOptions {
+            flags: wire::Flags { offset: offset_flag, ..wire::Flags::default() },
+            ..Default::default()
+        };
+        let message = encode_broadcast_raw("AbC12x", "/chat", &packet, &options).expect("encodable");
+        decode_broadcast(&message).expect("a broadcast")
+    }
+
+    #[test]
+    fn only_a_flagged_broadcast_with_a_numeric_last_argument_has_an_offset() {
+        assert_eq!(recovery_offset(&broadcast(r#"["message",{"id":"17"},"17"]"#, Some(true))), Some(17));
+        assert_eq!(
+            recovery_offset(&broadcast(r#"["message",{"id":"17"},"17"]"#, None)),
+            None,
+            "a Node server's broadcast, whatever its last argument"
+        );
+        assert_eq!(
+            recovery_offset(&broadcast(r#"["message",{},"17-AbC12x"]"#, Some(true))),
+            None,
+            "a fallback id from an outage is no offset"
+        );
+        assert_eq!(recovery_offset(&broadcast(r#"["message",{}]"#, Some(true))), None);
+    }
+}
