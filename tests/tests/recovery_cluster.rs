@@ -13,7 +13,7 @@ use std::time::Duration;
 use broker::config::AdapterKind;
 use tests::recovery::{comeback, next_event, offset_of};
 use tests::redis::{Link, cluster_pair, redis_url};
-use tests::{Client, Config, TestServer, Value, WAIT, json};
+use tests::{CHAT, Client, Config, PacketKind, TestServer, Value, WAIT, json};
 
 /// The recovery window of these tests: short, so that one passing is part
 /// of a test.
@@ -149,6 +149,35 @@ async fn a_client_that_got_nothing_recovers_its_room_on_the_other_broker() {
     let replayed: Vec<String> =
         messages(&mut alice, 2).await.into_iter().map(|(content, _)| content).collect();
     assert_eq!(replayed, ["first", "while away"], "everything it was owed in its room");
+}
+
+#[tokio::test]
+async fn a_connect_to_another_namespace_while_the_session_is_looked_up_is_answered_too() {
+    // socket.io-client sends one CONNECT per namespace on a shared connection,
+    // back to back: the second must not end the first's recovery.
+    let Some((one, two)) = pair().await else { return };
+    let mut bob = Client::connect_user(&one, "bob").await;
+    let mut carol = Client::connect_user(&two, "carol").await;
+    let (pid, offset, token, sid) = alice_drops_on(&one, &mut bob, &mut carol).await;
+    bob.send("lobby", "while away").await;
+    bob.expect_message("while away").await;
+
+    let mut alice = Client::builder(&two).label("alice again").open().await;
+    alice.send_raw(&format!("40{CHAT},{}", comeback(&token, &pid, Some(&offset)))).await;
+    alice.send_raw("40/elsewhere,").await;
+    let (mut refused, mut recovered) = (None, None);
+    while refused.is_none() || recovered.is_none() {
+        let packet = alice.expect_packet().await;
+        match (packet.kind, packet.namespace.as_str()) {
+            (PacketKind::ConnectError, "/elsewhere") => refused = packet.data,
+            (PacketKind::Connect, CHAT) => recovered = packet.data,
+            _ => {}
+        }
+    }
+    assert_eq!(refused.expect("answered")["message"], "Invalid namespace");
+    assert_eq!(recovered.expect("answered")["sid"], sid, "the chat session recovered all the same");
+    let replayed = messages(&mut alice, 1).await;
+    assert_eq!(replayed[0].0, "while away");
 }
 
 #[tokio::test]

@@ -154,9 +154,10 @@ impl Connection {
     /// Closes the session for a payload nested too deep, or once the session
     /// has had more refusals than `max_connect_failures`.
     fn connect(&mut self, packet: &Packet<'_>) -> Result<(), CloseReason> {
-        if self.lookup.is_some() {
-            // A client waits for its CONNECT's answer before anything else.
-            debug!(sid = %self.session.sid, "CONNECT while another is being looked up");
+        if self.lookup.as_ref().is_some_and(|lookup| lookup.namespace.name() == packet.namespace) {
+            // A client waits for its CONNECT's answer before it connects
+            // that namespace again; other namespaces are answered meanwhile.
+            debug!(sid = %self.session.sid, "CONNECT while the same namespace's is being looked up");
             return Err(CloseReason::ProtocolError);
         }
         let Some(namespace) = self.server.namespace(packet.namespace).cloned() else {
@@ -200,8 +201,10 @@ impl Connection {
                 // In a cluster the session is taken from Redis first (it may
                 // have dropped on another broker): the answer comes in
                 // `poll_work`, and the session task serves its other
-                // namespaces meanwhile.
+                // namespaces meanwhile (one lookup at a time: another
+                // namespace recovering meanwhile recovers from here only).
                 if let Some((pid, offset)) = &recovery
+                    && self.lookup.is_none()
                     && namespace.sessions().is_some()
                     && let Some(cluster) =
                         namespace.adapter().cluster().filter(|cluster| cluster.is_connected())
