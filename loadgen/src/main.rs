@@ -94,11 +94,7 @@ fn work(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn runtime(cli: &Cli) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.run.threads {
-        runtime.worker_threads(threads.max(1));
-    }
-    runtime.enable_all().build().context("building the tokio runtime")
+    cli.run.runtime().context("building the tokio runtime")
 }
 
 fn run(cli: &Cli) -> anyhow::Result<loadgen::Report> {
