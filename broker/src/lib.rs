@@ -216,7 +216,7 @@ pub async fn serve_service(
         return;
     }
     let pacer = Arc::new(WritePacer::new(max_write_delay));
-    pacer.start(&tracker, Arc::clone(&metrics), &shutdown);
+    tracker.spawn(Arc::clone(&pacer).run(Arc::clone(&metrics), shutdown.clone()));
     let settings = Arc::new(settings);
     let endpoints = endpoints
         .into_iter()

@@ -9,13 +9,9 @@
 //! A push that finds the queue empty while the WebSocket writer waits for
 //! work, on a broker that is not busy (the [`WritePacer`]'s delay is zero),
 //! writes the frame to the socket itself with a non-blocking `write`: no
-//! wake-up of the writer, no task switch. On a busy broker it does so only
-//! when the connection's last write is more than the pacer's delay ago;
-//! otherwise it queues the frame and lists the outbox with the pacer, whose
-//! flusher writes everything queued by then in one `writev`
-//! ([`Outbox::flush`]); the writer stays parked. What the socket does not take is queued for the
-//! writer as usual, so order is kept: only one of them ever writes at a
-//! time, decided under the outbox lock.
+//! wake-up of the writer, no task switch. What the socket does not take is
+//! queued for the writer as usual, so order is kept: only one of them ever
+//! writes at a time, decided under the outbox lock.
 //!
 //! With connection state recovery on, the outbox also keeps the
 //! [`OffsetTrail`] of the recoverable frames pushed to it (delivered or
@@ -24,9 +20,9 @@
 //! session's outbox can be held while its replay is gathered (see
 //! [`Outbox::hold`]).
 //!
-//! Lock order: a room shard lock may be held while pushing; then the outbox
-//! lock; then, innermost, a pacer flush list's. Nothing but those
-//! non-blocking writes is called while holding the outbox lock. Closing takes no lock
+//! Lock order: a room shard lock may be held while pushing; the outbox lock is
+//! innermost and nothing but that non-blocking `write` is called while
+//! holding it. Closing takes no lock
 //! shared with other connections (no parent token to register with), so
 //! connects and disconnects never meet on a global lock.
 
@@ -40,7 +36,7 @@ use parking_lot::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::{CloseReason, WritePacer, writer};
+use super::{CloseReason, WritePacer};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
@@ -80,13 +76,9 @@ struct State {
     close: Option<CloseReason>,
     /// The WebSocket writer's socket, for pushes that write it directly.
     direct: Option<DirectWrite>,
-    /// The writer waits for a push: a push that finds the queue empty may
-    /// write the socket itself. While the pacer delays writes, frames may be
-    /// queued with the writer still idle: the outbox is then on a flush list.
+    /// The writer has written everything and waits for a push: a push that
+    /// finds the queue empty may write the socket itself.
     writer_idle: bool,
-    /// When the last paced write went out, on the pacer's clock
-    /// ([`WritePacer::must_wait`]).
-    last_write_us: u32,
     trail: OffsetTrail,
     /// While held: frames pushed meanwhile, with their offsets, queued after
     /// what [`Outbox::release`] puts first.
@@ -137,14 +129,12 @@ impl OffsetTrail {
 }
 
 /// What a push needs to write a frame to the socket itself, in place of
-/// waking the writer: the socket, the pacer (a busy broker batches instead)
-/// with the flush list this outbox goes on, and the counters the writer
-/// would have added to.
+/// waking the writer: the socket, the pacer (a busy broker batches instead),
+/// and the counters the writer would have added to.
 #[derive(Debug)]
 pub(super) struct DirectWrite {
     pub(super) socket: Arc<OwnedWriteHalf>,
     pub(super) pacer: Arc<WritePacer>,
-    pub(super) list: usize,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -228,18 +218,6 @@ impl Outbox {
         let was_empty = state.queue.is_empty();
         let mut rest = bytes.clone();
         if was_empty && state.writer_idle {
-            let state = &mut *state;
-            if let Some(direct) =
-                state.direct.as_ref().filter(|direct| direct.pacer.must_wait(&mut state.last_write_us))
-            {
-                // A busy broker and a connection written to lately: this
-                // frame waits for the pacer's flush with whatever else comes
-                // by then; the writer stays parked.
-                direct.pacer.flush_later(direct.list, self);
-                state.pending_bytes += rest.len();
-                state.queue.push_back(rest);
-                return Ok(());
-            }
             // The writer would wake, drain this one frame and write it; on a
             // quiet connection writing it here saves that wake-up and task
             // switch. Under the lock, so the writer cannot write meanwhile.
@@ -336,30 +314,6 @@ impl Outbox {
     #[must_use]
     pub fn trail(&self) -> OffsetTrail {
         self.inner.state.lock().trail.clone()
-    }
-
-    /// Writes what paced pushes queued while the writer was parked (the
-    /// pacer's flusher calls this), as far as the socket takes it without
-    /// waiting; the rest, or an error, goes to the writer. Nothing when the
-    /// writer woke meanwhile: it has taken or will take the queue itself.
-    pub(super) fn flush(&self) {
-        let mut guard = self.inner.state.lock();
-        let state = &mut *guard;
-        if !state.writer_idle || state.queue.is_empty() {
-            return;
-        }
-        let Some(direct) = &state.direct else { return };
-        let written = writer::write_queued(&direct.socket, &mut state.queue, &direct.metrics);
-        state.last_write_us = direct.pacer.now_us();
-        if let Ok(bytes) = written {
-            state.pending_bytes = state.pending_bytes.saturating_sub(bytes);
-            if state.queue.is_empty() {
-                return;
-            }
-        }
-        state.writer_idle = false;
-        drop(guard);
-        self.inner.ready.notify_one();
     }
 
     /// Gives pushes the writer's socket, for [`park`](Self::park)ed times.
@@ -459,8 +413,13 @@ impl Outbox {
 }
 
 impl DirectWrite {
-    /// Writes `bytes` if the socket takes them without waiting.
+    /// Writes `bytes` if the socket takes them without waiting, and while
+    /// the broker is not busy: a busy broker's writers wait and batch (see
+    /// [`WritePacer`]), which costs fewer writes than one per frame.
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.pacer.delay().is_zero() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let written = self.socket.try_write(bytes)?;
         Metrics::add(&self.metrics.writes, 1);
         Metrics::add(&self.metrics.bytes_out, written as u64);

@@ -2,11 +2,10 @@
 //!
 //! Each wake-up drains everything queued in the outbox and writes it with as
 //! few `writev` calls as the kernel allows. Frames are pre-built and shared:
-//! nothing is copied or encoded here. While the writer waits for work, the
-//! outbox may write pushed frames to the socket itself: one as it is pushed
-//! on a quiet broker, or, on a busy one, everything queued by the time the
-//! [`WritePacer`]'s flusher comes by (see [`Outbox`]'s doc); the two never
-//! write at once.
+//! nothing is copied or encoded here. When the broker is busy, the
+//! [`WritePacer`] spaces a connection's writes so that each carries more.
+//! While the writer waits for work, the outbox may write a pushed frame to
+//! the socket itself (see [`Outbox`]'s doc); the two never write at once.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -16,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::outbox::DirectWrite;
@@ -33,15 +33,21 @@ const MAX_SLICES: usize = 512;
 /// Drains `outbox` into `socket` until the connection closes.
 pub async fn run(socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, pacer: Arc<WritePacer>) {
     let socket = Arc::new(socket);
-    let list = pacer.assign_list();
     outbox.attach_writer(DirectWrite {
         socket: Arc::clone(&socket),
-        pacer,
-        list,
+        pacer: Arc::clone(&pacer),
         metrics: Arc::clone(&metrics),
     });
     let mut batch = VecDeque::new();
+    let mut last_write: Option<Instant> = None;
     loop {
+        if let Some(due) = last_write.map(|at| at + pacer.delay()) {
+            // Boxed: a timer held inline would make every idle connection's
+            // writer larger; only paced (busy) connections pay for one.
+            if Instant::now() < due {
+                Box::pin(tokio::time::sleep_until(due)).await;
+            }
+        }
         let drained = outbox.drain(&mut batch);
         if !batch.is_empty() {
             let mut cursor = BatchCursor::default();
@@ -58,6 +64,7 @@ pub async fn run(socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, 
                 cursor.count(&batch, &metrics);
             }
             batch.clear();
+            last_write = Some(Instant::now());
             if let Err(error) = written {
                 debug!(%error, "write failed");
                 // The reader learns of it through the outbox; nothing is sent any more.
@@ -114,30 +121,6 @@ async fn write_rest(
             return Ok(());
         }
     }
-}
-
-/// Writes `queue` from its front as far as `socket` takes it without
-/// waiting, counts what was written and removes it from `queue` (a frame
-/// written in part stays as its unwritten rest). Returns the bytes written.
-///
-/// # Errors
-/// The socket's error other than a full buffer; what was written before it
-/// is removed all the same.
-pub(super) fn write_queued(
-    socket: &OwnedWriteHalf,
-    queue: &mut VecDeque<Bytes>,
-    metrics: &Metrics,
-) -> io::Result<usize> {
-    let mut cursor = BatchCursor::default();
-    let written = write_ready(socket, queue, &mut cursor);
-    Metrics::add(&metrics.writes, cursor.writes);
-    Metrics::add(&metrics.frames_out, cursor.frame as u64);
-    Metrics::add(&metrics.bytes_out, cursor.bytes as u64);
-    queue.drain(..cursor.frame.min(queue.len()));
-    if let Some(front) = queue.front_mut().filter(|_| cursor.offset > 0) {
-        *front = front.slice(cursor.offset.min(front.len())..);
-    }
-    written.map(|_| cursor.bytes)
 }
 
 /// Frames a batch may have for its slices to sit on the stack; a larger
@@ -258,8 +241,6 @@ mod tests {
 
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
 
     use super::*;
     use crate::engineio::CloseReason;
@@ -365,88 +346,42 @@ mod tests {
         task.await.expect("writer ends");
     }
 
-    /// A pacer at its largest delay, 30 ms, with its flushers running
-    /// until `shutdown` (no sampler: the delay stays).
-    fn busy_pacer(shutdown: &CancellationToken) -> Arc<WritePacer> {
+    #[tokio::test]
+    async fn a_busy_broker_queues_for_the_writer_instead() {
         let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
         while pacer.adjust(1.0) < Duration::from_millis(30) {}
-        pacer.start_flushers(&TaskTracker::new(), shutdown);
-        pacer
+        let (outbox, metrics, mut client, task) = writer(pacer).await;
+        let a = Frame::text("a");
+        until_parked(&outbox).await;
+        outbox.try_push(&a).expect("open");
+        assert_eq!(outbox.pending_bytes(), a.len(), "queued: batching beats a write per frame");
+        read_exactly(&mut client, &[&a]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 1, "the writer wrote it");
+        outbox.close(CloseReason::ServerShutdown);
+        task.await.expect("writer ends");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_busy_broker_writes_a_quiet_connection_at_once_and_flushes_a_burst_once_per_member() {
-        let shutdown = CancellationToken::new();
-        let pacer = busy_pacer(&shutdown);
-        let (first, first_metrics, mut first_client, first_task) = writer(Arc::clone(&pacer)).await;
-        let (second, second_metrics, mut second_client, second_task) = writer(pacer).await;
-        let members = [(&first, &first_metrics), (&second, &second_metrics)];
-        let [a, b, c, d] = ["a", "b", "c", "d"].map(Frame::text);
-        until_parked(&first).await;
-        until_parked(&second).await;
-        tokio::time::advance(Duration::from_millis(31)).await;
+    async fn a_paced_writer_sends_what_came_during_its_delay_in_one_write() {
+        let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
+        while pacer.adjust(1.0) < Duration::from_millis(30) {}
+        let (outbox, metrics, mut client, task) = writer(pacer).await;
+        let [a, b, c] = ["a", "b", "c"].map(Frame::text);
 
-        // Nothing written for longer than the delay: a frame goes at once.
-        for (outbox, metrics) in members {
-            outbox.try_push(&a).expect("open");
-            assert_eq!(metrics.writes.load(Relaxed), 1, "written by the push itself");
-        }
-        // Within the delay of that write: a burst of two publications, a
-        // third 10 ms later, all wait for one flush.
-        let burst = tokio::time::Instant::now();
-        for frame in [&b, &c] {
-            for (outbox, _) in members {
-                outbox.try_push(frame).expect("open");
-            }
-        }
+        outbox.try_push(&a).expect("open");
+        read_exactly(&mut client, &[&a]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 1, "the first frame goes out at once");
+
+        outbox.try_push(&b).expect("open");
+        tokio::task::yield_now().await;
         tokio::time::advance(Duration::from_millis(10)).await;
-        for (outbox, metrics) in members {
-            outbox.try_push(&d).expect("open");
-            assert_eq!(outbox.pending_bytes(), b.len() + c.len() + d.len(), "queued for the flush");
-            assert_eq!(metrics.writes.load(Relaxed), 1, "nothing more leaves before the flush");
-        }
-        read_exactly(&mut first_client, &[&a, &b, &c, &d]).await;
-        read_exactly(&mut second_client, &[&a, &b, &c, &d]).await;
-        assert!(burst.elapsed() >= Duration::from_millis(30), "the burst waited for the delay");
-        for (outbox, metrics) in members {
-            assert_eq!(metrics.writes.load(Relaxed), 2, "the burst took one write per member");
-            assert_eq!(metrics.frames_out.load(Relaxed), 4);
-            assert!(outbox.is_writer_idle(), "the flusher wrote it: the writer never woke");
-        }
+        outbox.try_push(&c).expect("open");
+        read_exactly(&mut client, &[&b, &c]).await;
+        assert_eq!(metrics.writes.load(Relaxed), 2, "b waited for the delay and went out with c");
+        assert_eq!(metrics.frames_out.load(Relaxed), 3);
 
-        for (outbox, task) in [(first, first_task), (second, second_task)] {
-            outbox.close(CloseReason::ServerShutdown);
-            task.await.expect("writer ends");
-        }
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn a_flush_the_socket_cannot_take_whole_leaves_the_unwritten_rest_in_order() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let (_read, socket) = server.into_split();
-        let metrics = Metrics::default();
-        // Far more than loopback's socket buffers hold while nobody reads.
-        let frame = |i: usize| Bytes::from(vec![u8::try_from(i % 251).expect("small"); 64 << 10]);
-        let mut queue: VecDeque<Bytes> = (0..256).map(frame).collect();
-        let expected: Vec<u8> = queue.iter().flat_map(|frame| frame.to_vec()).collect();
-        let written = write_queued(&socket, &mut queue, &metrics).expect("writes");
-        assert!(written > 0 && !queue.is_empty(), "the socket took part of it");
-        assert_eq!(queue.iter().map(Bytes::len).sum::<usize>(), expected.len() - written);
-        assert_eq!(metrics.bytes_out.load(Relaxed), written as u64);
-        let reading = tokio::spawn(async move {
-            let mut got = vec![0; expected.len()];
-            client.read_exact(&mut got).await.expect("read");
-            got == expected
-        });
-        while !queue.is_empty() {
-            socket.writable().await.expect("writable");
-            write_queued(&socket, &mut queue, &metrics).expect("writes");
-        }
-        assert!(reading.await.expect("reader"), "every byte once, in order");
-        assert_eq!(metrics.frames_out.load(Relaxed), 256);
+        outbox.close(CloseReason::ServerShutdown);
+        task.await.expect("writer ends");
     }
 
     #[tokio::test(start_paused = true)]
