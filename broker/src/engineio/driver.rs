@@ -116,24 +116,24 @@ enum Wake {
     Timer,
 }
 
-/// Drives the session until it closes and returns why, with its link for
-/// [`linger`]. The heartbeat counts from `opened`, when the open packet was
+/// Drives the session until it closes and returns why; the link is left
+/// for [`linger`]. The heartbeat counts from `opened`, when the open packet was
 /// made. The caller closes the handler and the outbox (see `SessionGuard`),
 /// so that a panic in here skips no cleanup.
 pub(super) async fn run(
     session: &Session,
-    mut link: Link,
+    link: &mut Link,
     handler: &mut dyn SessionHandler,
     engine: &Engine,
     opened: Instant,
-) -> (CloseReason, Link) {
+) -> CloseReason {
     let settings = &*engine.settings;
     let outbox = &session.outbox;
     // One timer serves the heartbeat, the handler's deadline and the
     // upgrade's: every timer is state in this task, and there are as many
     // tasks as clients.
     let mut heartbeat = Heartbeat::new(settings, opened);
-    let timer = sleep_until(next_wake(&heartbeat, handler.deadline(), &link));
+    let timer = sleep_until(next_wake(&heartbeat, handler.deadline(), link));
     tokio::pin!(timer);
 
     let reason = loop {
@@ -163,18 +163,18 @@ pub(super) async fn run(
                 // Boxed, like the probe's messages below: only upgrading
                 // sessions take these paths, and their state held inline
                 // would make every session's driver larger.
-                Box::pin(attach_probe(&mut link, stream, read_ahead, settings)).await;
+                Box::pin(attach_probe(link, stream, read_ahead, settings)).await;
                 Ok(())
             }
             Wake::Polling(None) => Err(CloseReason::TransportError),
             Wake::Work(done) => done,
             Wake::Probe(message) => {
-                Box::pin(on_probe_message(message, &mut link, session, handler, &mut heartbeat, engine)).await
+                Box::pin(on_probe_message(message, link, session, handler, &mut heartbeat, engine)).await
             }
             Wake::Timer => {
                 let now = Instant::now();
                 if link.probe.as_ref().is_some_and(|probe| probe.deadline <= now) {
-                    abandon_probe(&mut link, "upgrade timed out");
+                    abandon_probe(link, "upgrade timed out");
                 }
                 let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
                 beat.and_then(|()| {
@@ -189,21 +189,21 @@ pub(super) async fn run(
         if let Err(reason) = step {
             break reason;
         }
-        let wake = next_wake(&heartbeat, handler.deadline(), &link);
+        let wake = next_wake(&heartbeat, handler.deadline(), link);
         if timer.deadline() != wake {
             timer.as_mut().reset(wake);
         }
     };
     // Stop taking frames before anything else can be queued.
     outbox.close(reason);
-    (reason, link)
+    reason
 }
 
 /// After a session closed: gives the client time to take the frames that
 /// explain the close — over a WebSocket it had probed, by the last `GET` of a
 /// polling session, or reading what the WebSocket is sent (see
 /// `reader::linger`).
-pub(super) async fn linger(mut link: Link, reason: CloseReason, session: &Session, engine: &Engine) {
+pub(super) async fn linger(link: &mut Link, reason: CloseReason, session: &Session, engine: &Engine) {
     if let Some(probe) = link.probe.take() {
         // A client that got `3probe` has paused polling for this upgrade: let
         // it complete, and the last frames go over the WebSocket.

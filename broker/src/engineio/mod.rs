@@ -291,25 +291,40 @@ pub fn serve(
 
     let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
 
-    async move {
-        // Boxed: held inline, the driver's state machine would make every
-        // session's task several KB larger.
-        Box::pin(async move {
-            let reader = reader::open(read_half, read_ahead, &engine.settings).await;
-            drive(guard, driver::Link::websocket(reader), &engine, opened).await;
-        })
-        .await;
-    }
+    // Boxed and returned as it is, not awaited in another async block: the
+    // caller's task then holds only the pointer, and the session's state is
+    // one allocation that holds each of its values once.
+    Box::pin(run_websocket(guard, read_half, read_ahead, engine, opened))
+}
+
+/// A WebSocket session's whole life. What it owns lives here, once; the
+/// futures it awaits borrow it (an argument moved into an awaited async fn
+/// would be held twice, the moved-from slot included).
+async fn run_websocket(
+    mut guard: SessionGuard,
+    read_half: tokio::net::tcp::OwnedReadHalf,
+    read_ahead: Vec<u8>,
+    engine: Engine,
+    opened: Instant,
+) {
+    let reader = reader::open(read_half, read_ahead, &engine.settings).await;
+    let mut link = driver::Link::websocket(reader);
+    drive(&mut guard, &mut link, &engine, opened).await;
 }
 
 /// Runs a session's driver to its end, then cleans up. A panic anywhere on
 /// the session's path (decoders, handlers) is caught here: it costs this
 /// session only, which is then cleaned up like any other.
-async fn drive(mut guard: SessionGuard, link: driver::Link, engine: &Engine, opened: Instant) {
-    let SessionGuard { session, handler, .. } = &mut guard;
-    let run = driver::run(session, link, handler.as_mut(), engine, opened);
-    let (reason, link) = match AssertUnwindSafe(Box::pin(run)).catch_unwind().await {
-        Ok((reason, link)) => (reason, Some(link)),
+async fn drive(guard: &mut SessionGuard, link: &mut driver::Link, engine: &Engine, opened: Instant) {
+    let SessionGuard { session, handler, .. } = &mut *guard;
+    // Inline, not boxed: this future is already part of the session's one
+    // allocation, and a box of its own would cost a second one per session.
+    // Made in place: a future bound to a name first and then moved into
+    // the awaited one would be held twice in this one's state.
+    let outcome =
+        AssertUnwindSafe(driver::run(session, link, handler.as_mut(), engine, opened)).catch_unwind().await;
+    let (reason, lingers) = match outcome {
+        Ok(reason) => (reason, true),
         Err(panic) => {
             Metrics::add(&engine.metrics.session_panics, 1);
             error!(
@@ -318,7 +333,7 @@ async fn drive(mut guard: SessionGuard, link: driver::Link, engine: &Engine, ope
                 panic = panic_message(panic.as_ref()),
                 "session panicked; closing it"
             );
-            (CloseReason::InternalError, None)
+            (CloseReason::InternalError, false)
         }
     };
     guard.close(reason);
@@ -332,7 +347,7 @@ async fn drive(mut guard: SessionGuard, link: driver::Link, engine: &Engine, ope
         );
     }
     debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
-    if let Some(link) = link {
+    if lingers {
         // Boxed: held inline, the linger's state (a probed WebSocket's
         // writer, timers) would be part of every session's task from its
         // start, though only closing sessions need it. Measured with 10k
@@ -365,12 +380,19 @@ pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'st
     });
     let handler = engine.app.open(&session);
     let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
-    let engine = engine.clone();
-    engine.tracker.clone().spawn(async move {
-        let _hold = hold;
-        drive(guard, link, &engine, opened).await;
-    });
+    engine.tracker.spawn(run_polling(guard, link, engine.clone(), opened, hold));
     open
+}
+
+/// A long-polling session's whole life (see [`run_websocket`]).
+async fn run_polling(
+    mut guard: SessionGuard,
+    mut link: driver::Link,
+    engine: Engine,
+    opened: Instant,
+    _hold: impl Send + 'static,
+) {
+    drive(&mut guard, &mut link, &engine, opened).await;
 }
 
 /// What a WebSocket request naming a session's `sid` gets.
