@@ -5,7 +5,9 @@
 //! and what a refusal looks like on the wire.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -59,6 +61,26 @@ pub struct Claims {
     pub jti: Option<String>,
     /// When the token expires (`exp`), if it does.
     pub expires_at: Option<SystemTime>,
+    /// The token's digest: all a connected socket keeps of the token, to
+    /// check it against a revocation list that changed since.
+    pub token_digest: TokenDigest,
+}
+
+/// A keyed 128-bit digest of a token or a `jti`, standing in for the text
+/// where only equality matters: a revocation entry and a token match when
+/// their digests do. The keys are random per process, so digests are never
+/// stored or sent anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest(u128);
+
+impl TokenDigest {
+    /// The digest of `text`.
+    #[must_use]
+    pub fn of(text: &str) -> Self {
+        static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+        let (high, low) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
+        Self((u128::from(high.hash_one(text)) << 64) | u128::from(low.hash_one(text)))
+    }
 }
 
 /// Why a token was refused.
@@ -186,7 +208,8 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)?;
         let raw = data.claims;
         let user_id = UserId::from_sub(raw.sub.as_ref().ok_or(AuthError::BadSubject)?)?;
-        if self.revoked.is_revoked(token, raw.jti.as_deref()) {
+        let digest = TokenDigest::of(token);
+        if self.revoked.is_revoked(digest, raw.jti.as_deref()) {
             return Err(AuthError::Revoked);
         }
         // Checked: `exp` is whatever number the token holds (1e19 included),
@@ -200,7 +223,7 @@ impl Authenticator {
             Some(serde_json::Value::String(name)) => Some(name),
             _ => None,
         };
-        Ok(Claims { user_id, name, jti: raw.jti, expires_at })
+        Ok(Claims { user_id, name, jti: raw.jti, expires_at, token_digest: digest })
     }
 
     /// The revocation list in force.
@@ -211,10 +234,12 @@ impl Authenticator {
 }
 
 /// Revoked token ids (`jti`) and whole tokens. An in-memory set, loaded from
-/// a file at start and replaced whole when the file changes.
+/// a file at start and replaced whole when the file changes. Entries are
+/// kept as [`TokenDigest`]s, so that a connected socket needs to keep only
+/// its token's digest to be checked again.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    entries: RwLock<HashSet<Box<str>>>,
+    entries: RwLock<HashSet<TokenDigest>>,
 }
 
 impl RevocationList {
@@ -235,22 +260,23 @@ impl RevocationList {
 
     /// Replaces every entry.
     pub fn replace(&self, entries: HashSet<Box<str>>) {
-        *self.entries.write() = entries;
+        let digests = entries.iter().map(|entry| TokenDigest::of(entry)).collect();
+        *self.entries.write() = digests;
     }
 
     /// Revokes one `jti` or token.
     pub fn revoke(&self, entry: &str) {
-        self.entries.write().insert(Box::from(entry));
+        self.entries.write().insert(TokenDigest::of(entry));
     }
 
-    /// Whether `token`, or its `jti`, is revoked.
+    /// Whether the token with digest `token`, or its `jti`, is revoked.
     #[must_use]
-    pub fn is_revoked(&self, token: &str, jti: Option<&str>) -> bool {
+    pub fn is_revoked(&self, token: TokenDigest, jti: Option<&str>) -> bool {
         let entries = self.entries.read();
         if entries.is_empty() {
             return false;
         }
-        entries.contains(token) || jti.is_some_and(|jti| entries.contains(jti))
+        entries.contains(&token) || jti.is_some_and(|jti| entries.contains(&TokenDigest::of(jti)))
     }
 
     /// The number of entries.

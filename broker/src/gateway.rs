@@ -141,9 +141,9 @@ impl std::fmt::Debug for ChatGateway {
 
 /// Per-socket chat state.
 struct ChatUser {
+    /// With the token's digest, to check whole-token revocation while
+    /// connected (the token itself is not kept).
     claims: Claims,
-    /// Kept to check whole-token revocation while connected.
-    token: Box<str>,
     limiter: Option<Mutex<RateLimiter>>,
 }
 
@@ -397,10 +397,9 @@ impl ChatGateway {
         &self,
         handshake: &Handshake,
         auth: Option<&BorrowedValue<'_>>,
-    ) -> Result<(Claims, Box<str>), AuthError> {
+    ) -> Result<Claims, AuthError> {
         let token = find_token(handshake, auth).ok_or(AuthError::Missing)?;
-        let claims = self.auth.authenticate(token)?;
-        Ok((claims, Box::from(token)))
+        self.auth.authenticate(token)
     }
 
     /// Re-checks every connected socket against the revocation list and cuts
@@ -410,7 +409,7 @@ impl ChatGateway {
         for namespace in io.namespaces() {
             for socket in namespace.sockets() {
                 let Some(user) = socket.data::<ChatUser>() else { continue };
-                if revocations.is_revoked(&user.token, user.claims.jti.as_deref()) {
+                if revocations.is_revoked(user.claims.token_digest, user.claims.jti.as_deref()) {
                     info!(sid = %socket.sid(), user = %user.claims.user_id.as_json(), "token revoked while connected");
                     self.reply(&socket, None, Err(ChatError::new(401, "Token revoked")));
                     socket.disconnect(CloseReason::PolicyViolation);
@@ -427,7 +426,7 @@ impl Handler for ChatGateway {
         auth: Option<&BorrowedValue<'_>>,
     ) -> Result<Accepted, ConnectError> {
         match self.authenticate(handshake, auth) {
-            Ok((claims, token)) => {
+            Ok(claims) => {
                 // An expiry too far off for the clock to hold is no expiry.
                 let expires_at = claims.expires_at.and_then(|at| {
                     let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
@@ -438,7 +437,7 @@ impl Handler for ChatGateway {
                 // The user id as the token holds it (`42` and `"42"` differ):
                 // a suspended session is recovered only by its own user.
                 let owner = Some(claims.user_id.as_json().to_owned());
-                Ok(Accepted { data: Box::new(ChatUser { claims, token, limiter }), expires_at, owner })
+                Ok(Accepted { data: Box::new(ChatUser { claims, limiter }), expires_at, owner })
             }
             Err(error) => {
                 info!(remote = ?handshake.remote, reason = %error, "authentication refused");

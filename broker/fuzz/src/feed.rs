@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use broker::auth::Authenticator;
+use broker::auth::{Authenticator, TokenDigest};
 use broker::config::Config;
 use broker::conn::Handshake;
 use broker::gateway::{self, ChatLimits, ChatRequest};
@@ -308,7 +308,7 @@ pub fn token(query: &str, authorization: Option<&str>, connect: Option<&str>) ->
         Ok(claims) => {
             check_signature(token);
             assert!(
-                !authenticator().revocations().is_revoked(token, claims.jti.as_deref()),
+                !authenticator().revocations().is_revoked(TokenDigest::of(token), claims.jti.as_deref()),
                 "revoked token accepted"
             );
             let user = claims.user_id.as_json();
