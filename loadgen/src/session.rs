@@ -731,6 +731,19 @@ impl Session {
         (self.conn, report)
     }
 
+    /// The final state of a client whose run is over: it leaves like
+    /// `socket.disconnect()` (Socket.IO DISCONNECT, WebSocket close) and waits
+    /// up to a second for the server's close, so the goodbye is read before
+    /// the process may exit and reset the connection. Dropping it instead would
+    /// look like a lost connection to a server with connection state recovery,
+    /// which then keeps the session in its rooms for the recovery window.
+    pub async fn finish(self) -> SessionRecord {
+        let shared = Arc::clone(&self.inbox.shared);
+        let (conn, report) = self.into_parts();
+        conn.close(&shared.target.namespace, Duration::from_secs(1)).await;
+        report
+    }
+
     /// The final state, dropping the connection.
     pub fn into_record(self) -> SessionRecord {
         self.into_parts().1

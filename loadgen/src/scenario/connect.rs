@@ -36,7 +36,7 @@ pub async fn run(harness: &Arc<Harness>, config: &ConnectConfig) -> anyhow::Resu
                 }
             };
             hold.await;
-            session.into_record().counts
+            session.finish().await.counts
         });
     }
     harness

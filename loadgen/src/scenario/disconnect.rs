@@ -110,7 +110,7 @@ pub async fn run(harness: &Arc<Harness>, config: &DisconnectConfig) -> anyhow::R
                     result.record = Some(session.leave(intended, abrupt));
                     leaves.closed[room as usize].fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(None) => result.record = Some(session.into_record()),
+                Ok(None) => result.record = Some(session.finish().await),
                 Err(reason) => {
                     harness.note_ended(id, &reason);
                     result.record = Some(session.into_record());

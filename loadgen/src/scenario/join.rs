@@ -63,7 +63,7 @@ pub async fn run(harness: &Arc<Harness>, config: &JoinConfig) -> anyhow::Result<
                 // Lost before its join: it will never settle otherwise.
                 joins_settled.fetch_add(1, Ordering::Relaxed);
             }
-            result.record = Some(session.into_record());
+            result.record = Some(session.finish().await);
             result
         });
     }

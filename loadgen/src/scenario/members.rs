@@ -142,7 +142,7 @@ async fn member(
         }
     };
     harness.play(id, script).await;
-    result.record = Some(session.into_record());
+    result.record = Some(session.finish().await);
     result
 }
 
