@@ -180,6 +180,31 @@ async fn join_scenario_owes_one_notice_per_earlier_member() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_whose_run_is_over_leave_so_the_next_run_finds_empty_rooms() {
+    // Recovery is on by default: a client that merely dropped its connection
+    // would wait out the window in its rooms and swell the next run's join acks.
+    let broker = Broker::start().await;
+    let join = || Scenario::Join(JoinConfig { clients: 30, rooms: 4, rate: 300.0, connect_rate: 300.0 });
+    let broadcast = BroadcastConfig {
+        clients: 24,
+        rooms: 4,
+        publishers: 1,
+        rate: 10.0,
+        duration: Duration::from_millis(500),
+        connect_rate: 300.0,
+        ..BroadcastConfig::default()
+    };
+    let owed = 3 * (8 * 7 / 2) + 6 * 5 / 2;
+    for scenario in [join(), Scenario::Broadcast(broadcast), join()] {
+        let report = run(&broker, AuthMode::Payload, scenario).await;
+        assert!(!report.loss, "{:?}", report.loss_reasons);
+    }
+    let report = run(&broker, AuthMode::Payload, join()).await;
+    let notices = report.join_notices.expect("join notices are tallied");
+    assert_eq!((notices.expected, notices.unique, notices.lost), (owed, owed, 0), "{notices:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_scenario_delivers_every_message_to_every_member() {
     let broker = Broker::start().await;
     let config = BroadcastConfig {

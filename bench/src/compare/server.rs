@@ -106,7 +106,7 @@ impl ServerKind {
     /// How it is configured for the comparison, in words.
     pub fn settings(self) -> String {
         match self {
-            ServerKind::Broker => "broker: BROKER_RATE_LIMIT_PER_SEC=0, BROKER_MAX_CONNECTIONS_PER_IP=0 (all load comes from 127.0.0.1), other settings default".to_owned(),
+            ServerKind::Broker => "broker: BROKER_RATE_LIMIT_PER_SEC=0, BROKER_MAX_CONNECTIONS_PER_IP=0 (all load comes from 127.0.0.1), BROKER_RECOVERY_WINDOW_MS=0 except under drops (recovery off, as on the peers), other settings default".to_owned(),
             ServerKind::Socketioxide => format!(
                 "socketioxide: MAX_BUFFER_SIZE={}",
                 std::env::var("MAX_BUFFER_SIZE").unwrap_or_else(|_| SOCKETIOXIDE_BUFFER.to_owned())
@@ -143,6 +143,9 @@ impl ServerKind {
                     .env("BROKER_JWT_SECRET", secret)
                     .env("BROKER_RATE_LIMIT_PER_SEC", "0")
                     .env("BROKER_MAX_CONNECTIONS_PER_IP", "0")
+                    // Recovery off as on every peer (socket.io's default);
+                    // the drops part turns it on (`start_recovering`).
+                    .env("BROKER_RECOVERY_WINDOW_MS", "0")
                     .env("RUST_LOG", "warn");
                 command
             }
