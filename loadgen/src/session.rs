@@ -708,7 +708,7 @@ impl Session {
             conn.abort();
         } else {
             // Closing may wait on the server; keep it off the caller's clock.
-            tokio::spawn(async move { conn.close(&shared.target.namespace, Duration::from_secs(1)).await });
+            tokio::spawn(async move { conn.close(&shared.target.namespace, GOODBYE_LINGER).await });
         }
         report
     }
@@ -733,14 +733,14 @@ impl Session {
 
     /// The final state of a client whose run is over: it leaves like
     /// `socket.disconnect()` (Socket.IO DISCONNECT, WebSocket close) and waits
-    /// up to a second for the server's close, so the goodbye is read before
+    /// up to [`GOODBYE_LINGER`] for the server's close, so the goodbye is read before
     /// the process may exit and reset the connection. Dropping it instead would
     /// look like a lost connection to a server with connection state recovery,
     /// which then keeps the session in its rooms for the recovery window.
     pub async fn finish(self) -> SessionRecord {
         let shared = Arc::clone(&self.inbox.shared);
         let (conn, report) = self.into_parts();
-        conn.close(&shared.target.namespace, Duration::from_secs(1)).await;
+        conn.close(&shared.target.namespace, GOODBYE_LINGER).await;
         report
     }
 
@@ -754,6 +754,10 @@ impl Session {
         &self.inbox.shared
     }
 }
+
+/// How long a client that leaves waits for the server to close after its
+/// goodbye (DISCONNECT and WebSocket close).
+const GOODBYE_LINGER: Duration = Duration::from_secs(1);
 
 /// What a session leaves behind for accounting.
 #[derive(Debug, Clone)]

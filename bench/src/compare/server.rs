@@ -143,10 +143,10 @@ impl ServerKind {
                     .env("BROKER_JWT_SECRET", secret)
                     .env("BROKER_RATE_LIMIT_PER_SEC", "0")
                     .env("BROKER_MAX_CONNECTIONS_PER_IP", "0")
+                    .env("RUST_LOG", "warn")
                     // Recovery off as on every peer (socket.io's default);
                     // the drops part turns it on (`start_recovering`).
-                    .env("BROKER_RECOVERY_WINDOW_MS", "0")
-                    .env("RUST_LOG", "warn");
+                    .envs(self.recovery_window_env(0));
                 command
             }
             ServerKind::Socketioxide => {
