@@ -11,7 +11,8 @@
 //!   frame into every member's outbox.
 //! - [`engineio`]: Engine.IO sessions over WebSocket and long-polling — one
 //!   driver per session (heartbeat, packets, the upgrade), a bounded
-//!   outbox, a writer per WebSocket doing vectored writes.
+//!   outbox, and a writer task doing vectored writes while a WebSocket has
+//!   frames its pushes could not write themselves.
 //! - [`adapter`]: the halves of a namespace's adapter: this node's members
 //!   ([`adapter::LocalAdapter`]) and, with `--adapter redis`, the other nodes
 //!   through Redis, in socket.io's own Redis adapter format.

@@ -10,7 +10,7 @@
 //! The transports a session may have at once ([`Link`]): a WebSocket; or
 //! long-polling, possibly with a WebSocket being probed for an upgrade. The
 //! upgrade ends with the polling link dropped (its registry entry with it)
-//! and the probed WebSocket promoted, its writer started on the same outbox:
+//! and the probed WebSocket promoted, its socket attached to the same outbox:
 //! nothing queued is lost, repeated or reordered by the switch.
 
 use std::sync::Arc;
@@ -383,9 +383,8 @@ async fn finish_upgrade_on_close(probe: Probe, session: &Session, engine: &Engin
     if completed != Ok(true) {
         return false;
     }
-    // The outbox is closed: the writer sends what is queued, then the close.
-    writer::run(write_half, session.outbox.clone(), Arc::clone(&engine.metrics), Arc::clone(&engine.pacer))
-        .await;
+    // The outbox is closed: a writer starts, sends what is queued, then the close.
+    writer::attach(write_half, &session.outbox, engine);
     reader::linger(reader).await;
     true
 }
@@ -475,12 +474,7 @@ fn complete_upgrade(
         }
     }
     let Probe { reader, write_half, .. } = *probe;
-    engine.tracker.spawn(writer::run(
-        write_half,
-        session.outbox.clone(),
-        Arc::clone(&engine.metrics),
-        Arc::clone(&engine.pacer),
-    ));
+    writer::attach(write_half, &session.outbox, engine);
     link.websocket = Some(reader);
     Metrics::add(&engine.metrics.upgrades, 1);
     debug!(sid = %session.sid, "session upgraded to WebSocket");

@@ -10,10 +10,12 @@
 //! invisible above: the handler sees the same calls either way, and emits by
 //! queueing the same frames.
 //!
-//! Per session there is one driver task ([`driver`]); a WebSocket session
-//! also has a writer task, which owns the socket's write half and writes
-//! pre-built frames with `writev`; a long-polling session's frames leave in
-//! the answers to its `GET`s ([`polling`]).
+//! Per session there is one driver task ([`driver`]). A WebSocket session's
+//! write half is held by its outbox: a push writes it directly when it can,
+//! and a writer task, started only while something is left to write, writes
+//! the rest of the pre-built frames with `writev` and then ends; a
+//! long-polling session's frames leave in the answers to its `GET`s
+//! ([`polling`]).
 
 mod driver;
 mod outbox;
@@ -256,8 +258,8 @@ pub struct Engine {
     pub sessions: Arc<Registry>,
 }
 
-/// Starts one WebSocket session on an upgraded connection: queues the open
-/// packet, spawns the writer, and returns the future that drives the session
+/// Starts one WebSocket session on an upgraded connection: attaches the
+/// socket to the session's outbox, sends the open packet, and returns the future that drives the session
 /// until it closes.
 ///
 /// `read_ahead` holds bytes the HTTP layer read past the upgrade request.
@@ -276,17 +278,13 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send + use<> {
     let session = new_session(&engine, handshake);
     let opened = Instant::now();
+    let (read_half, write_half) = stream.into_split();
+    writer::attach(write_half, &session.outbox, &engine);
     let mut head = response_head;
     head.extend_from_slice(open_frame(&session, &engine.settings, false).as_bytes());
-    // A fresh outbox is empty and open: this push cannot fail.
+    // A fresh outbox is empty and open: this push cannot fail. It mostly
+    // writes the socket at once; what it cannot write starts a writer.
     let _ = session.outbox.try_push_bytes(&Bytes::from(head));
-    let (read_half, write_half) = stream.into_split();
-    engine.tracker.spawn(writer::run(
-        write_half,
-        session.outbox.clone(),
-        Arc::clone(&engine.metrics),
-        Arc::clone(&engine.pacer),
-    ));
     let handler = engine.app.open(&session);
 
     let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };

@@ -6,12 +6,15 @@
 //! closed as a slow consumer and returns [`PushError::Full`], so a slow reader
 //! never slows anyone else down.
 //!
-//! A push that finds the queue empty while the WebSocket writer waits for
-//! work, on a broker that is not busy (the [`WritePacer`]'s delay is zero),
-//! writes the frame to the socket itself with a non-blocking `write`: no
-//! wake-up of the writer, no task switch. What the socket does not take is
-//! queued for the writer as usual, so order is kept: only one of them ever
-//! writes at a time, decided under the outbox lock.
+//! A WebSocket session's socket is attached to its outbox, and a writer task
+//! runs only while there is something the socket has not taken yet: an idle
+//! connection has none. A push that finds the queue empty and no writer
+//! running, on a broker that is not busy (the [`WritePacer`]'s delay is
+//! zero), writes the frame to the socket itself with a non-blocking `write`:
+//! no task, no wake-up. What the socket does not take, and every push while
+//! the broker is busy, is queued and starts the writer, which ends once the
+//! queue is empty (or writes the close frame once the outbox is closed). Only
+//! one of them ever writes at a time, decided under the outbox lock.
 //!
 //! With connection state recovery on, the outbox also keeps the
 //! [`OffsetTrail`] of the recoverable frames pushed to it (delivered or
@@ -35,6 +38,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::{CloseReason, WritePacer};
 use crate::metrics::Metrics;
@@ -60,7 +65,7 @@ pub struct Outbox {
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
-    /// Wakes the writer: frames were queued or the outbox closed.
+    /// Wakes a long-polling `GET`: frames were queued or the outbox closed.
     ready: Notify,
     /// Wakes everyone waiting in [`Outbox::closed`].
     closing: Notify,
@@ -74,11 +79,15 @@ struct State {
     queue: VecDeque<Bytes>,
     pending_bytes: usize,
     close: Option<CloseReason>,
-    /// The WebSocket writer's socket, for pushes that write it directly.
+    /// The WebSocket's socket, for pushes that write it directly and for
+    /// the writer tasks they start.
     direct: Option<DirectWrite>,
-    /// The writer has written everything and waits for a push: a push that
-    /// finds the queue empty may write the socket itself.
-    writer_idle: bool,
+    /// A writer task owns the writing: frames queued are its to write, and
+    /// no push writes the socket itself.
+    writer_running: bool,
+    /// When the last writer task last wrote: the next one keeps the
+    /// [`WritePacer`]'s spacing from it.
+    last_write: Option<Instant>,
     trail: OffsetTrail,
     /// While held: frames pushed meanwhile, with their offsets, queued after
     /// what [`Outbox::release`] puts first.
@@ -128,15 +137,22 @@ impl OffsetTrail {
     }
 }
 
-/// What a push needs to write a frame to the socket itself, in place of
-/// waking the writer: the socket, the pacer (a busy broker batches instead),
-/// and the counters the writer would have added to.
-#[derive(Debug)]
+/// A WebSocket's write side as its outbox holds it: the socket, the pacer
+/// (a busy broker batches instead of writing each frame), the counters, and
+/// how to start a writer task for what a push cannot write itself.
+#[derive(Debug, Clone)]
 pub(super) struct DirectWrite {
     pub(super) socket: Arc<OwnedWriteHalf>,
     pub(super) pacer: Arc<WritePacer>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) tracker: TaskTracker,
+    /// Spawns the writer task (the writer's, given here so that the outbox
+    /// does not depend on the writer module).
+    pub(super) start: fn(Outbox, DirectWrite, Option<Instant>),
 }
+
+/// A writer task to start once the outbox lock is released.
+struct WriterStart(DirectWrite, Option<Instant>);
 
 /// What the writer took from the outbox.
 #[derive(Debug, PartialEq, Eq)]
@@ -217,25 +233,34 @@ impl Outbox {
         }
         let was_empty = state.queue.is_empty();
         let mut rest = bytes.clone();
-        if was_empty && state.writer_idle {
-            // The writer would wake, drain this one frame and write it; on a
-            // quiet connection writing it here saves that wake-up and task
-            // switch. Under the lock, so the writer cannot write meanwhile.
+        if was_empty && !state.writer_running {
+            // A writer task would be started (or woken), drain this one frame
+            // and write it; on a quiet connection writing it here saves that
+            // task. Under the lock, so no writer can start meanwhile.
             match state.direct.as_ref().map(|direct| direct.try_write(bytes)) {
                 Some(Ok(written)) if written == bytes.len() => return Ok(()),
                 Some(Ok(written)) => rest = bytes.slice(written..),
                 // A full socket or an error: the writer deals with it.
                 Some(Err(_)) | None => {}
             }
-            state.writer_idle = false;
         }
         state.pending_bytes += rest.len();
         state.queue.push_back(rest);
+        let start = claim_writer(&mut state);
         drop(state);
+        self.start_writer(start);
         if was_empty {
             self.inner.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Starts the writer task `start` claimed, if any.
+    fn start_writer(&self, start: Option<WriterStart>) {
+        if let Some(WriterStart(direct, last_write)) = start {
+            let spawn = direct.start;
+            spawn(self.clone(), direct, last_write);
+        }
     }
 
     /// Drops what is queued and closes as a slow consumer.
@@ -244,8 +269,7 @@ impl Outbox {
         state.held = None;
         state.pending_bytes = 0;
         state.close = Some(CloseReason::SlowConsumer);
-        drop(state);
-        self.announce_close();
+        self.announce_close(state);
     }
 
     /// Holds back what is pushed from now on (it still counts against the
@@ -290,11 +314,10 @@ impl Outbox {
             state.queue.push_back(bytes);
         }
         let wake = was_empty && !state.queue.is_empty();
-        if wake {
-            // The writer takes these: no push may write ahead of them.
-            state.writer_idle = false;
-        }
+        // The writer takes these: no push may write ahead of them.
+        let start = if wake { claim_writer(&mut state) } else { None };
         drop(state);
+        self.start_writer(start);
         if wake {
             self.inner.ready.notify_one();
         }
@@ -316,24 +339,36 @@ impl Outbox {
         self.inner.state.lock().trail.clone()
     }
 
-    /// Gives pushes the writer's socket, for [`park`](Self::park)ed times.
+    /// Attaches a WebSocket's socket: from now on pushes write it, or start
+    /// a writer task that does. Frames already queued (a long-polling
+    /// session upgrading) or a close start one at once.
     pub(super) fn attach_writer(&self, direct: DirectWrite) {
-        self.inner.state.lock().direct = Some(direct);
+        let mut state = self.inner.state.lock();
+        state.direct = Some(direct);
+        let pending = !state.queue.is_empty() || state.close.is_some();
+        let start = if pending { claim_writer(&mut state) } else { None };
+        drop(state);
+        self.start_writer(start);
     }
 
-    /// Takes the writer's socket back: no push writes to it after this.
+    /// Takes the socket back (the writer task closing it): no push writes
+    /// to it after this, and no writer task is started any more.
     pub(super) fn detach_writer(&self) -> Option<DirectWrite> {
-        let mut state = self.inner.state.lock();
-        state.writer_idle = false;
-        state.direct.take()
+        self.inner.state.lock().direct.take()
     }
 
-    /// The writer is about to wait in [`ready`](Self::ready) with nothing
-    /// left to write: until the next [`drain`](Self::drain), a push that
-    /// finds the queue empty may write the socket itself.
-    pub(super) fn park(&self) {
+    /// The writer task found nothing more to write, having last written at
+    /// `last_write`: it ends (`true`), and pushes write the socket or start
+    /// another writer. `false` when frames came or the outbox closed since
+    /// its last drain: it must go on.
+    pub(super) fn finish_writing(&self, last_write: Option<Instant>) -> bool {
         let mut state = self.inner.state.lock();
-        state.writer_idle = state.queue.is_empty() && state.close.is_none();
+        if !state.queue.is_empty() || state.close.is_some() {
+            return false;
+        }
+        state.writer_running = false;
+        state.last_write = last_write;
+        true
     }
 
     /// Stops accepting frames; the writer sends what is queued, then a close
@@ -341,12 +376,14 @@ impl Outbox {
     pub fn close(&self, reason: CloseReason) {
         let mut state = self.inner.state.lock();
         state.close.get_or_insert(reason);
-        drop(state);
-        self.announce_close();
+        self.announce_close(state);
     }
 
-    fn announce_close(&self) {
+    fn announce_close(&self, mut state: parking_lot::MutexGuard<'_, State>) {
+        let start = claim_writer(&mut state);
+        drop(state);
         self.inner.is_closed.store(true, Ordering::Release);
+        self.start_writer(start);
         self.inner.closing.notify_waiters();
         self.inner.ready.notify_one();
     }
@@ -387,7 +424,6 @@ impl Outbox {
         // What is held back stays counted until it is released or dropped.
         state.pending_bytes =
             state.held.as_ref().map_or(0, |held| held.iter().map(|(bytes, _)| bytes.len()).sum());
-        state.writer_idle = false;
         match state.close {
             Some(reason) => Drained::Closing(reason),
             None => Drained::Open,
@@ -399,10 +435,10 @@ impl Outbox {
         self.inner.ready.notified().await;
     }
 
-    /// Whether the writer is parked with nothing to write (for tests).
+    /// Whether no writer task runs (for tests).
     #[cfg(test)]
     pub(super) fn is_writer_idle(&self) -> bool {
-        self.inner.state.lock().writer_idle
+        !self.inner.state.lock().writer_running
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -410,6 +446,18 @@ impl Outbox {
     pub fn pending_bytes(&self) -> usize {
         self.inner.state.lock().pending_bytes
     }
+}
+
+/// Claims the writing for a new writer task, when a socket is attached and
+/// no writer runs. Called with the outbox lock held, after frames were queued
+/// or the outbox closed.
+fn claim_writer(state: &mut State) -> Option<WriterStart> {
+    if state.writer_running {
+        return None;
+    }
+    let direct = state.direct.clone()?;
+    state.writer_running = true;
+    Some(WriterStart(direct, state.last_write))
 }
 
 impl DirectWrite {

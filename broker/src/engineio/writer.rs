@@ -1,11 +1,12 @@
-//! The connection writer: the owner of the socket's write half.
+//! The connection writer: a task that writes what a WebSocket's outbox
+//! queued, started by the outbox when a push cannot write the socket itself.
 //!
-//! Each wake-up drains everything queued in the outbox and writes it with as
+//! Each turn drains everything queued in the outbox and writes it with as
 //! few `writev` calls as the kernel allows. Frames are pre-built and shared:
 //! nothing is copied or encoded here. When the broker is busy, the
-//! [`WritePacer`] spaces a connection's writes so that each carries more.
-//! While the writer waits for work, the outbox may write a pushed frame to
-//! the socket itself (see [`Outbox`]'s doc); the two never write at once.
+//! [`WritePacer`](super::WritePacer) spaces a connection's writes so that each carries more.
+//! Once the queue is empty the task ends: an idle connection has no writer
+//! (see [`Outbox`]'s doc); the two never write at once.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::outbox::DirectWrite;
-use super::{Drained, Outbox, WritePacer};
+use super::{Drained, Engine, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
@@ -30,16 +31,35 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Most slices handed to one `writev` (Linux allows 1024).
 const MAX_SLICES: usize = 512;
 
-/// Drains `outbox` into `socket` until the connection closes.
-pub async fn run(socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, pacer: Arc<WritePacer>) {
-    let socket = Arc::new(socket);
+/// Gives `outbox` the WebSocket's write half: from now on what is pushed
+/// to it goes to `socket`, written by the push itself or by a writer task,
+/// and once the outbox closes a writer sends what is queued, the close frame,
+/// and shuts the socket down.
+pub(super) fn attach(socket: OwnedWriteHalf, outbox: &Outbox, engine: &Engine) {
     outbox.attach_writer(DirectWrite {
-        socket: Arc::clone(&socket),
-        pacer: Arc::clone(&pacer),
-        metrics: Arc::clone(&metrics),
+        socket: Arc::new(socket),
+        pacer: Arc::clone(&engine.pacer),
+        metrics: Arc::clone(&engine.metrics),
+        tracker: engine.tracker.clone(),
+        start,
     });
+}
+
+/// Spawns a writer task (tracked, so shutdown waits for its close frame).
+/// Outside a runtime (a session dropped while the runtime shuts down) there
+/// is none: the socket closes when the outbox is dropped.
+fn start(outbox: Outbox, direct: DirectWrite, last_write: Option<Instant>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let tracker = direct.tracker.clone();
+        tracker.spawn_on(run(outbox, direct, last_write), &runtime);
+    }
+}
+
+/// Drains `outbox` into its socket until nothing is left or the connection
+/// closes; `last_write` is when the previous writer last wrote.
+async fn run(outbox: Outbox, direct: DirectWrite, mut last_write: Option<Instant>) {
+    let DirectWrite { socket, pacer, metrics, .. } = direct;
     let mut batch = VecDeque::new();
-    let mut last_write: Option<Instant> = None;
     loop {
         if let Some(due) = last_write.map(|at| at + pacer.delay()) {
             // Boxed: a timer held inline would make every idle connection's
@@ -85,13 +105,9 @@ pub async fn run(socket: OwnedWriteHalf, outbox: Outbox, metrics: Arc<Metrics>, 
             }
             return;
         }
-        // Give the batch's buffer back before waiting: the next drain swaps
-        // it into the outbox, and an idle connection would otherwise keep
-        // two (its own and the outbox's). Pushes to an idle writer mostly
-        // write the socket themselves and allocate nothing.
-        batch = VecDeque::new();
-        outbox.park();
-        outbox.ready().await;
+        if outbox.finish_writing(last_write) {
+            return;
+        }
     }
 }
 
@@ -241,22 +257,36 @@ mod tests {
 
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::engineio::CloseReason;
+    use crate::engineio::{CloseReason, WritePacer};
 
-    /// A writer on one end of a loopback connection; the other end is returned.
-    async fn writer(
-        pacer: Arc<WritePacer>,
-    ) -> (Outbox, Arc<Metrics>, TcpStream, tokio::task::JoinHandle<()>) {
+    /// An outbox with one end of a loopback connection attached; the other
+    /// end is returned, and the tracker of its writer tasks.
+    async fn writer(pacer: Arc<WritePacer>) -> (Outbox, Arc<Metrics>, TcpStream, TaskTracker) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         let (_read, write) = server.into_split();
         let outbox = Outbox::new(1 << 20);
         let metrics = Arc::new(Metrics::default());
-        let task = tokio::spawn(run(write, outbox.clone(), Arc::clone(&metrics), pacer));
-        (outbox, metrics, client, task)
+        let tracker = TaskTracker::new();
+        outbox.attach_writer(DirectWrite {
+            socket: Arc::new(write),
+            pacer,
+            metrics: Arc::clone(&metrics),
+            tracker: tracker.clone(),
+            start,
+        });
+        (outbox, metrics, client, tracker)
+    }
+
+    /// Closes `outbox` and waits for its last writer to end.
+    async fn close(outbox: &Outbox, tracker: TaskTracker) {
+        outbox.close(CloseReason::ServerShutdown);
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.expect("the writer ends");
     }
 
     async fn read_exactly(client: &mut TcpStream, frames: &[&Frame]) {
@@ -319,7 +349,7 @@ mod tests {
         assert_eq!(error.map_err(|error| error.kind()), Err(io::ErrorKind::WriteZero));
     }
 
-    /// Lets the writer task run until it waits for work.
+    /// Lets the writer task run until it has ended.
     async fn until_parked(outbox: &Outbox) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while !outbox.is_writer_idle() {
@@ -327,12 +357,12 @@ mod tests {
             }
         })
         .await
-        .expect("the writer parks");
+        .expect("the writer ends");
     }
 
     #[tokio::test]
     async fn a_push_to_an_idle_writer_writes_the_socket_itself() {
-        let (outbox, metrics, mut client, task) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
+        let (outbox, metrics, mut client, tracker) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
         let [a, b] = ["a", "b"].map(Frame::text);
         until_parked(&outbox).await;
         outbox.try_push(&a).expect("open");
@@ -342,30 +372,30 @@ mod tests {
         assert_eq!(metrics.frames_out.load(Relaxed), 1);
         outbox.try_push(&b).expect("open");
         read_exactly(&mut client, &[&a, &b]).await;
-        outbox.close(CloseReason::ServerShutdown);
-        task.await.expect("writer ends");
+        close(&outbox, tracker).await;
     }
 
     #[tokio::test]
     async fn a_busy_broker_queues_for_the_writer_instead() {
         let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
         while pacer.adjust(1.0) < Duration::from_millis(30) {}
-        let (outbox, metrics, mut client, task) = writer(pacer).await;
+        let (outbox, metrics, mut client, tracker) = writer(pacer).await;
         let a = Frame::text("a");
         until_parked(&outbox).await;
         outbox.try_push(&a).expect("open");
         assert_eq!(outbox.pending_bytes(), a.len(), "queued: batching beats a write per frame");
         read_exactly(&mut client, &[&a]).await;
         assert_eq!(metrics.writes.load(Relaxed), 1, "the writer wrote it");
-        outbox.close(CloseReason::ServerShutdown);
-        task.await.expect("writer ends");
+        until_parked(&outbox).await;
+        assert_eq!(tracker.len(), 0, "with its queue empty the writer task ended");
+        close(&outbox, tracker).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_paced_writer_sends_what_came_during_its_delay_in_one_write() {
         let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
         while pacer.adjust(1.0) < Duration::from_millis(30) {}
-        let (outbox, metrics, mut client, task) = writer(pacer).await;
+        let (outbox, metrics, mut client, tracker) = writer(pacer).await;
         let [a, b, c] = ["a", "b", "c"].map(Frame::text);
 
         outbox.try_push(&a).expect("open");
@@ -380,20 +410,18 @@ mod tests {
         assert_eq!(metrics.writes.load(Relaxed), 2, "b waited for the delay and went out with c");
         assert_eq!(metrics.frames_out.load(Relaxed), 3);
 
-        outbox.close(CloseReason::ServerShutdown);
-        task.await.expect("writer ends");
+        close(&outbox, tracker).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unpaced_writer_writes_each_frame_as_it_comes() {
-        let (outbox, metrics, mut client, task) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
+        let (outbox, metrics, mut client, tracker) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
         let [a, b] = ["a", "b"].map(Frame::text);
         outbox.try_push(&a).expect("open");
         read_exactly(&mut client, &[&a]).await;
         outbox.try_push(&b).expect("open");
         read_exactly(&mut client, &[&b]).await;
         assert_eq!(metrics.writes.load(Relaxed), 2);
-        outbox.close(CloseReason::ServerShutdown);
-        task.await.expect("writer ends");
+        close(&outbox, tracker).await;
     }
 }
