@@ -88,19 +88,20 @@ pub struct HttpState {
 pub struct Endpoint {
     /// The path, with its trailing slash (`/socket.io/`).
     pub path: String,
-    /// The sessions' settings and application.
-    pub engine: Engine,
+    /// The sessions' settings and application; shared, so that each session
+    /// holds a pointer to it rather than a copy.
+    pub engine: Arc<Engine>,
 }
 
 impl HttpState {
     /// The engine of the first endpoint: shutdown and counters.
     #[allow(clippy::expect_used, reason = "serve_service builds a state only with endpoints")]
-    fn engine(&self) -> &Engine {
+    fn engine(&self) -> &Arc<Engine> {
         &self.endpoints.first().expect("a server has at least one endpoint").engine
     }
 
     /// The engine serving `path`, if it is an Engine.IO endpoint.
-    fn engine_at(&self, path: &str) -> Option<&Engine> {
+    fn engine_at(&self, path: &str) -> Option<&Arc<Engine>> {
         self.endpoints
             .iter()
             .find(|endpoint| path == endpoint.path || path == endpoint.path.trim_end_matches('/'))
@@ -393,7 +394,7 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
 /// A WebSocket upgrade the fast path answers.
 enum FastUpgrade {
     /// A new session: its engine, handshake and `101` head.
-    New(Engine, Handshake, Vec<u8>),
+    New(Arc<Engine>, Handshake, Vec<u8>),
     /// The upgrade of a long-polling session, claimed, and the `101` head.
     Existing(Arc<engineio::PollingSession>, Vec<u8>),
     /// An upgrade of a session already upgrading or upgraded: accepted and
@@ -419,7 +420,7 @@ fn fast_upgrade(request: &Request<()>, remote: SocketAddr, state: &HttpState) ->
             // hyper answers "Session ID unknown".
             engineio::UpgradeClaim::Unknown => None,
         },
-        None => Some(FastUpgrade::New(engine.clone(), handshake, head)),
+        None => Some(FastUpgrade::New(Arc::clone(engine), handshake, head)),
     }
 }
 

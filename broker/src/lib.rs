@@ -223,7 +223,7 @@ pub async fn serve_service(
         .into_iter()
         .map(|(path, app)| http::Endpoint {
             path,
-            engine: Engine {
+            engine: Arc::new(Engine {
                 settings: Arc::clone(&settings),
                 app,
                 metrics: Arc::clone(&metrics),
@@ -231,7 +231,7 @@ pub async fn serve_service(
                 tracker: tracker.clone(),
                 pacer: Arc::clone(&pacer),
                 sessions: Arc::default(),
-            },
+            }),
         })
         .collect();
     let admission = Arc::new(Admission::new(max_connections_per_ip, max_connections, metrics));

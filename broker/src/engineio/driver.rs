@@ -45,6 +45,7 @@ const PROBE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLLING_LINGER: Duration = Duration::from_secs(2);
 
 /// The transports of one session.
+#[derive(Default)]
 pub(super) struct Link {
     /// The WebSocket the session runs on: from the start, or since the upgrade.
     websocket: Option<WsReader>,
@@ -120,83 +121,88 @@ enum Wake {
 /// for [`linger`]. The heartbeat counts from `opened`, when the open packet was
 /// made. The caller closes the handler and the outbox (see `SessionGuard`),
 /// so that a panic in here skips no cleanup.
-pub(super) async fn run(
-    session: &Session,
-    link: &mut Link,
-    handler: &mut dyn SessionHandler,
-    engine: &Engine,
+#[allow(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+pub(super) fn run<'a>(
+    session: &'a Session,
+    link: &'a mut Link,
+    handler: &'a mut dyn SessionHandler,
+    engine: &'a Engine,
     opened: Instant,
-) -> CloseReason {
-    let settings = &*engine.settings;
-    let outbox = &session.outbox;
-    // One timer serves the heartbeat, the handler's deadline and the
-    // upgrade's: every timer is state in this task, and there are as many
-    // tasks as clients.
-    let mut heartbeat = Heartbeat::new(settings, opened);
-    let timer = sleep_until(next_wake(&heartbeat, handler.deadline(), link));
-    tokio::pin!(timer);
+) -> impl Future<Output = CloseReason> + 'a {
+    // An async block, not an `async fn`: see `engineio::drive`.
+    async move {
+        // No locals for `engine.settings` or `session.outbox`: each would be
+        // one more pointer in every session's state.
+        // One timer serves the heartbeat, the handler's deadline and the
+        // upgrade's: every timer is state in this task, and there are as many
+        // tasks as clients.
+        let mut heartbeat = Heartbeat::new(&engine.settings, opened);
+        let timer = sleep_until(next_wake(&heartbeat, handler.deadline(), link));
+        tokio::pin!(timer);
 
-    let reason = loop {
-        let wake = tokio::select! {
-            biased;
-            () = outbox.closed() => Wake::OutboxClosed,
-            () = engine.shutdown.cancelled() => Wake::Shutdown,
-            message = next_message(link.websocket.as_mut()) => Wake::WebSocket(message),
-            inbound = next_inbound(link.polling.as_mut()) => Wake::Polling(inbound),
-            message = next_message(link.probe.as_mut().map(|probe| &mut probe.reader)) => Wake::Probe(message),
-            () = &mut timer => Wake::Timer,
-            done = std::future::poll_fn(|cx| handler.poll_work(cx)) => Wake::Work(done),
-        };
-        let step = match wake {
-            Wake::OutboxClosed => Err(outbox.close_reason().unwrap_or(CloseReason::ServerDisconnect)),
-            Wake::Shutdown => {
-                handler.on_shutdown();
-                Err(CloseReason::ServerShutdown)
-            }
-            Wake::WebSocket(message) => on_message(message, session, handler, &mut heartbeat),
-            Wake::Polling(Some(Inbound::Payload(body, reply))) => {
-                let handled = on_payload(&body, session, handler, &mut heartbeat);
-                let _ = reply.send(post_answer(handled));
-                handled
-            }
-            Wake::Polling(Some(Inbound::Upgrade(stream, read_ahead))) => {
-                // Boxed, like the probe's messages below: only upgrading
-                // sessions take these paths, and their state held inline
-                // would make every session's driver larger.
-                Box::pin(attach_probe(link, stream, read_ahead, settings)).await;
-                Ok(())
-            }
-            Wake::Polling(None) => Err(CloseReason::TransportError),
-            Wake::Work(done) => done,
-            Wake::Probe(message) => {
-                Box::pin(on_probe_message(message, link, session, handler, &mut heartbeat, engine)).await
-            }
-            Wake::Timer => {
-                let now = Instant::now();
-                if link.probe.as_ref().is_some_and(|probe| probe.deadline <= now) {
-                    abandon_probe(link, "upgrade timed out");
+        let reason = loop {
+            let wake = tokio::select! {
+                biased;
+                () = session.outbox.closed() => Wake::OutboxClosed,
+                () = engine.shutdown.cancelled() => Wake::Shutdown,
+                message = next_message(link.websocket.as_mut()) => Wake::WebSocket(message),
+                inbound = next_inbound(link.polling.as_mut()) => Wake::Polling(inbound),
+                message = next_message(link.probe.as_mut().map(|probe| &mut probe.reader)) => Wake::Probe(message),
+                () = &mut timer => Wake::Timer,
+                done = std::future::poll_fn(|cx| handler.poll_work(cx)) => Wake::Work(done),
+            };
+            let step = match wake {
+                Wake::OutboxClosed => {
+                    Err(session.outbox.close_reason().unwrap_or(CloseReason::ServerDisconnect))
                 }
-                let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
-                beat.and_then(|()| {
-                    if handler.deadline().is_some_and(|at| at <= now) {
-                        handler.on_deadline()
-                    } else {
-                        Ok(())
+                Wake::Shutdown => {
+                    handler.on_shutdown();
+                    Err(CloseReason::ServerShutdown)
+                }
+                Wake::WebSocket(message) => on_message(message, session, handler, &mut heartbeat),
+                Wake::Polling(Some(Inbound::Payload(body, reply))) => {
+                    let handled = on_payload(&body, session, handler, &mut heartbeat);
+                    let _ = reply.send(post_answer(handled));
+                    handled
+                }
+                Wake::Polling(Some(Inbound::Upgrade(stream, read_ahead))) => {
+                    attach_probe(link, stream, read_ahead, &engine.settings);
+                    Ok(())
+                }
+                Wake::Polling(None) => Err(CloseReason::TransportError),
+                Wake::Work(done) => done,
+                Wake::Probe(message) => {
+                    // Boxed: only upgrading sessions take this path, and its
+                    // state held inline would make every session's driver larger.
+                    Box::pin(on_probe_message(message, link, session, handler, &mut heartbeat, engine)).await
+                }
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if link.probe.as_ref().is_some_and(|probe| probe.deadline <= now) {
+                        abandon_probe(link, "upgrade timed out");
                     }
-                })
+                    let beat = if now >= heartbeat.next { heartbeat.tick(session) } else { Ok(()) };
+                    beat.and_then(|()| {
+                        if handler.deadline().is_some_and(|at| at <= now) {
+                            handler.on_deadline()
+                        } else {
+                            Ok(())
+                        }
+                    })
+                }
+            };
+            if let Err(reason) = step {
+                break reason;
+            }
+            let wake = next_wake(&heartbeat, handler.deadline(), link);
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
             }
         };
-        if let Err(reason) = step {
-            break reason;
-        }
-        let wake = next_wake(&heartbeat, handler.deadline(), link);
-        if timer.deadline() != wake {
-            timer.as_mut().reset(wake);
-        }
-    };
-    // Stop taking frames before anything else can be queued.
-    outbox.close(reason);
-    reason
+        // Stop taking frames before anything else can be queued.
+        session.outbox.close(reason);
+        reason
+    }
 }
 
 /// After a session closed: gives the client time to take the frames that
@@ -221,7 +227,7 @@ pub(super) async fn linger(link: &mut Link, reason: CloseReason, session: &Sessi
     }
 }
 
-fn next_wake(heartbeat: &Heartbeat, deadline: Option<Instant>, link: &Link) -> Instant {
+fn next_wake(heartbeat: &Heartbeat<'_>, deadline: Option<Instant>, link: &Link) -> Instant {
     let mut wake = heartbeat.next;
     if let Some(at) = deadline {
         wake = wake.min(at);
@@ -251,7 +257,7 @@ fn on_message(
     message: Option<Result<Message, WsError>>,
     session: &Session,
     handler: &mut dyn SessionHandler,
-    heartbeat: &mut Heartbeat,
+    heartbeat: &mut Heartbeat<'_>,
 ) -> Result<(), CloseReason> {
     let message = match message {
         None => return Err(CloseReason::TransportError),
@@ -289,7 +295,7 @@ fn on_payload(
     body: &Bytes,
     session: &Session,
     handler: &mut dyn SessionHandler,
-    heartbeat: &mut Heartbeat,
+    heartbeat: &mut Heartbeat<'_>,
 ) -> Result<(), CloseReason> {
     let packets = engineio::decode_payload(body).map_err(|error| {
         debug!(sid = %session.sid, %error, "undecodable long-polling payload");
@@ -322,7 +328,7 @@ fn on_text(
     text: &str,
     session: &Session,
     handler: &mut dyn SessionHandler,
-    heartbeat: &mut Heartbeat,
+    heartbeat: &mut Heartbeat<'_>,
 ) -> Result<(), CloseReason> {
     match engineio::decode(text) {
         Ok(Packet::Message(data)) => handler.on_text(data),
@@ -345,7 +351,7 @@ fn on_text(
 }
 
 /// Takes a WebSocket that asked to upgrade this long-polling session.
-async fn attach_probe(
+fn attach_probe(
     link: &mut Link,
     stream: tokio::net::TcpStream,
     read_ahead: Vec<u8>,
@@ -356,7 +362,10 @@ async fn attach_probe(
         return;
     }
     let (read_half, write_half) = stream.into_split();
-    let reader = reader::open(read_half, read_ahead, settings).await;
+    let Some(reader) = reader::open(read_half, read_ahead, settings) else {
+        abandon_probe(link, "the upgrading WebSocket could not be read");
+        return;
+    };
     link.probe = Some(Box::new(Probe {
         reader,
         write_half,
@@ -407,7 +416,7 @@ async fn on_probe_message(
     link: &mut Link,
     session: &Session,
     handler: &mut dyn SessionHandler,
-    heartbeat: &mut Heartbeat,
+    heartbeat: &mut Heartbeat<'_>,
     engine: &Engine,
 ) -> Result<(), CloseReason> {
     let Some(probe) = link.probe.as_mut() else { return Ok(()) };
@@ -454,7 +463,7 @@ fn complete_upgrade(
     link: &mut Link,
     session: &Session,
     handler: &mut dyn SessionHandler,
-    heartbeat: &mut Heartbeat,
+    heartbeat: &mut Heartbeat<'_>,
     engine: &Engine,
 ) {
     let Some(probe) = link.probe.take() else { return };
@@ -482,23 +491,20 @@ fn complete_upgrade(
 
 /// Server-driven Engine.IO heartbeat: ping every interval, and give up on a
 /// client that has not answered within the timeout.
-struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
+///
+/// Holds the settings by reference, not their two durations: it is part of
+/// every session's state, which this keeps within a smaller allocation.
+struct Heartbeat<'a> {
+    settings: &'a EngineSettings,
     /// When the timer fires next: the next ping, or the end of the wait.
     next: Instant,
     /// When the unanswered ping was sent, if one is outstanding.
     awaiting_since: Option<Instant>,
 }
 
-impl Heartbeat {
-    fn new(settings: &EngineSettings, opened: Instant) -> Self {
-        Self {
-            interval: settings.ping_interval,
-            timeout: settings.ping_timeout,
-            next: opened + settings.ping_interval,
-            awaiting_since: None,
-        }
+impl<'a> Heartbeat<'a> {
+    fn new(settings: &'a EngineSettings, opened: Instant) -> Self {
+        Self { settings, next: opened + settings.ping_interval, awaiting_since: None }
     }
 
     fn tick(&mut self, session: &Session) -> Result<(), CloseReason> {
@@ -508,13 +514,13 @@ impl Heartbeat {
         let now = Instant::now();
         let _ = session.outbox.try_push(&ping_frame());
         self.awaiting_since = Some(now);
-        self.next = now + self.timeout;
+        self.next = now + self.settings.ping_timeout;
         Ok(())
     }
 
     fn pong(&mut self) {
         if let Some(sent) = self.awaiting_since.take() {
-            self.next = sent + self.interval;
+            self.next = sent + self.settings.ping_interval;
         }
     }
 }

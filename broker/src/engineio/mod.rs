@@ -270,7 +270,7 @@ pub struct Engine {
 /// holds only what the session needs while it runs: it is part of every
 /// session's task.
 pub fn serve(
-    engine: Engine,
+    engine: Arc<Engine>,
     stream: TcpStream,
     read_ahead: Vec<u8>,
     handshake: Handshake,
@@ -287,70 +287,76 @@ pub fn serve(
     let _ = session.outbox.try_push_bytes(&Bytes::from(head));
     let handler = engine.app.open(&session);
 
-    let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
+    let mut guard = SessionGuard::new(session, handler, &engine.metrics, opened);
+    let mut link = if let Some(reader) = reader::open(read_half, read_ahead, &engine.settings) {
+        driver::Link::websocket(reader)
+    } else {
+        error!(sid = %guard.session.sid, "the WebSocket reader could not be made; closing the session");
+        // The driver sees the outbox closed and ends at once.
+        guard.close(CloseReason::InternalError);
+        driver::Link::default()
+    };
 
     // Boxed and returned as it is, not awaited in another async block: the
     // caller's task then holds only the pointer, and the session's state is
-    // one allocation that holds each of its values once.
-    Box::pin(run_websocket(guard, read_half, read_ahead, engine, opened))
-}
-
-/// A WebSocket session's whole life. What it owns lives here, once; the
-/// futures it awaits borrow it (an argument moved into an awaited async fn
-/// would be held twice, the moved-from slot included).
-async fn run_websocket(
-    mut guard: SessionGuard,
-    read_half: tokio::net::tcp::OwnedReadHalf,
-    read_ahead: Vec<u8>,
-    engine: Engine,
-    opened: Instant,
-) {
-    let reader = reader::open(read_half, read_ahead, &engine.settings).await;
-    let mut link = driver::Link::websocket(reader);
-    drive(&mut guard, &mut link, &engine, opened).await;
+    // one allocation that holds each of its values once. An async block, not
+    // an `async fn`: its captures are its state, where an async fn's
+    // arguments are held twice (as passed, and moved into its body).
+    Box::pin(async move { drive(&mut guard, &mut link, &engine).await })
 }
 
 /// Runs a session's driver to its end, then cleans up. A panic anywhere on
 /// the session's path (decoders, handlers) is caught here: it costs this
 /// session only, which is then cleaned up like any other.
-async fn drive(guard: &mut SessionGuard, link: &mut driver::Link, engine: &Engine, opened: Instant) {
-    let SessionGuard { session, handler, .. } = &mut *guard;
-    // Inline, not boxed: this future is already part of the session's one
-    // allocation, and a box of its own would cost a second one per session.
-    // Made in place: a future bound to a name first and then moved into
-    // the awaited one would be held twice in this one's state.
-    let outcome =
-        AssertUnwindSafe(driver::run(session, link, handler.as_mut(), engine, opened)).catch_unwind().await;
-    let (reason, lingers) = match outcome {
-        Ok(reason) => (reason, true),
-        Err(panic) => {
-            Metrics::add(&engine.metrics.session_panics, 1);
-            error!(
+#[allow(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+fn drive<'a>(
+    guard: &'a mut SessionGuard,
+    link: &'a mut driver::Link,
+    engine: &'a Engine,
+) -> impl Future<Output = ()> + 'a {
+    // An async block, not an `async fn`: an async fn's future holds each
+    // argument twice (as passed, and moved into its body), for its whole life.
+    async move {
+        let SessionGuard { session, handler, opened, .. } = &mut *guard;
+        let opened = *opened;
+        // Inline, not boxed: this future is already part of the session's one
+        // allocation, and a box of its own would cost a second one per session.
+        // Made in place: a future bound to a name first and then moved into
+        // the awaited one would be held twice in this one's state.
+        let outcome = AssertUnwindSafe(driver::run(session, link, handler.as_mut(), engine, opened))
+            .catch_unwind()
+            .await;
+        let (reason, lingers) = match outcome {
+            Ok(reason) => (reason, true),
+            Err(panic) => {
+                Metrics::add(&engine.metrics.session_panics, 1);
+                error!(
+                    sid = %guard.session.sid,
+                    remote = ?guard.session.handshake.remote,
+                    panic = panic_message(panic.as_ref()),
+                    "session panicked; closing it"
+                );
+                (CloseReason::InternalError, false)
+            }
+        };
+        guard.close(reason);
+        if reason == CloseReason::SlowConsumer {
+            Metrics::add(&engine.metrics.slow_consumers, 1);
+            warn!(
                 sid = %guard.session.sid,
                 remote = ?guard.session.handshake.remote,
-                panic = panic_message(panic.as_ref()),
-                "session panicked; closing it"
+                limit_bytes = engine.settings.outbox_bytes,
+                "slow consumer cut off: its outbox went over the byte budget"
             );
-            (CloseReason::InternalError, false)
         }
-    };
-    guard.close(reason);
-    if reason == CloseReason::SlowConsumer {
-        Metrics::add(&engine.metrics.slow_consumers, 1);
-        warn!(
-            sid = %guard.session.sid,
-            remote = ?guard.session.handshake.remote,
-            limit_bytes = engine.settings.outbox_bytes,
-            "slow consumer cut off: its outbox went over the byte budget"
-        );
-    }
-    debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
-    if lingers {
-        // Boxed: held inline, the linger's state (a probed WebSocket's
-        // writer, timers) would be part of every session's task from its
-        // start, though only closing sessions need it. Measured with 10k
-        // idle clients: RSS per connection 8.2 KiB inline, 6.2 KiB boxed.
-        Box::pin(driver::linger(link, reason, &guard.session, engine)).await;
+        debug!(sid = %guard.session.sid, reason = reason.as_str(), "session closed");
+        if lingers {
+            // Boxed: held inline, the linger's state (a probed WebSocket's
+            // writer, timers) would be part of every session's task from its
+            // start, though only closing sessions need it. Measured with 10k
+            // idle clients: RSS per connection 8.2 KiB inline, 6.2 KiB boxed.
+            Box::pin(driver::linger(link, reason, &guard.session, engine)).await;
+        }
     }
 }
 
@@ -377,20 +383,13 @@ pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'st
         upgradable: true,
     });
     let handler = engine.app.open(&session);
-    let guard = SessionGuard { session, handler, metrics: Arc::clone(&engine.metrics), closed: false };
-    engine.tracker.spawn(run_polling(guard, link, engine.clone(), opened, hold));
+    let mut guard = SessionGuard::new(session, handler, &engine.metrics, opened);
+    let (mut link, engine) = (link, engine.clone());
+    engine.tracker.clone().spawn(async move {
+        drive(&mut guard, &mut link, &engine).await;
+        drop(hold);
+    });
     open
-}
-
-/// A long-polling session's whole life (see [`run_websocket`]).
-async fn run_polling(
-    mut guard: SessionGuard,
-    mut link: driver::Link,
-    engine: Engine,
-    opened: Instant,
-    _hold: impl Send + 'static,
-) {
-    drive(&mut guard, &mut link, &engine, opened).await;
 }
 
 /// What a WebSocket request naming a session's `sid` gets.
@@ -464,10 +463,23 @@ struct SessionGuard {
     session: Session,
     handler: Box<dyn SessionHandler>,
     metrics: Arc<Metrics>,
+    /// When the open packet was made: the heartbeat counts from it. Kept
+    /// here, once, rather than passed down to the driver through every
+    /// future on the way, each of which would hold a copy.
+    opened: Instant,
     closed: bool,
 }
 
 impl SessionGuard {
+    fn new(
+        session: Session,
+        handler: Box<dyn SessionHandler>,
+        metrics: &Arc<Metrics>,
+        opened: Instant,
+    ) -> Self {
+        Self { session, handler, metrics: Arc::clone(metrics), opened, closed: false }
+    }
+
     fn close(&mut self, reason: CloseReason) {
         if std::mem::replace(&mut self.closed, true) {
             return;

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::WebSocketStream;
@@ -39,24 +40,24 @@ pub(super) type WsReader = WebSocketStream<ReadOnly>;
 
 /// Starts reading WebSocket frames from `read_half`, after `read_ahead`
 /// (bytes the HTTP layer read past the upgrade request).
-pub(super) async fn open(
+///
+/// Made here, not awaited in the session's future: that future would keep
+/// the arguments' slots (and the constructor's state) for its whole life.
+/// tokio-tungstenite's constructor is an `async fn` that completes on its
+/// first poll (it only registers the waker it is polled with, which every
+/// read replaces), so polling it once with no waker is enough; `None` if a
+/// later version ever made it wait.
+pub(super) fn open(
     read_half: OwnedReadHalf,
     read_ahead: Vec<u8>,
     settings: &EngineSettings,
-) -> WsReader {
+) -> Option<WsReader> {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload));
-    // Boxed: the caller's future would otherwise keep room for the
-    // constructor's state beside the stream it returns, for its whole life.
-    Box::pin(WebSocketStream::from_partially_read(
-        ReadOnly(read_half),
-        read_ahead,
-        Role::Server,
-        Some(config),
-    ))
-    .await
+    WebSocketStream::from_partially_read(ReadOnly(read_half), read_ahead, Role::Server, Some(config))
+        .now_or_never()
 }
 
 /// Discards input until the client closes its side or [`LINGER`] passes.
