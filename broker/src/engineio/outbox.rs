@@ -88,11 +88,17 @@ struct State {
     /// When the last writer task last wrote: the next one keeps the
     /// [`WritePacer`]'s spacing from it.
     last_write: Option<Instant>,
-    trail: OffsetTrail,
+    /// Boxed, like `held`: only recovery records offsets, and every
+    /// connection's outbox holds this field (the two inline kept the outbox
+    /// in the allocator's 320 B size class, boxed it fits in 224 B).
+    trail: Option<Box<OffsetTrail>>,
     /// While held: frames pushed meanwhile, with their offsets, queued after
     /// what [`Outbox::release`] puts first.
-    held: Option<VecDeque<(Bytes, Option<u64>)>>,
+    held: Option<Box<Held>>,
 }
+
+/// Frames pushed while an outbox is held, with their offsets.
+type Held = VecDeque<(Bytes, Option<u64>)>;
 
 /// Late offsets an [`OffsetTrail`] remembers; older ones are forgotten and
 /// make offsets up to them unresolvable.
@@ -210,13 +216,13 @@ impl Outbox {
         let mut state = self.inner.state.lock();
         if state.close.is_some() {
             if let Some(offset) = offset {
-                state.trail.record(offset);
+                state.record(offset);
             }
             return Err(PushError::Closed);
         }
         if state.pending_bytes.saturating_add(bytes.len()) > self.inner.limit_bytes {
             if let Some(offset) = offset {
-                state.trail.record(offset);
+                state.record(offset);
             }
             self.overflow(state);
             return Err(PushError::Full);
@@ -229,7 +235,7 @@ impl Outbox {
             return Ok(());
         }
         if let Some(offset) = offset {
-            state.trail.record(offset);
+            state.record(offset);
         }
         let was_empty = state.queue.is_empty();
         let mut rest = bytes.clone();
@@ -278,7 +284,7 @@ impl Outbox {
     /// reach the client first.
     pub fn hold(&self) {
         let mut state = self.inner.state.lock();
-        state.held.get_or_insert_with(VecDeque::new);
+        state.held.get_or_insert_with(Box::default);
     }
 
     /// Queues `first` (frames with their offsets, if recoverable), then what
@@ -290,7 +296,7 @@ impl Outbox {
     /// then closes as a slow consumer), [`PushError::Closed`] once closing.
     pub fn release(&self, first: &[(Frame, Option<u64>)], keep_held: bool) -> Result<(), PushError> {
         let mut state = self.inner.state.lock();
-        let held = state.held.take().unwrap_or_default();
+        let held = state.held.take().map(|held| *held).unwrap_or_default();
         if state.close.is_some() {
             return Err(PushError::Closed);
         }
@@ -309,7 +315,7 @@ impl Outbox {
         let held = held.into_iter().filter(|_| keep_held);
         for (bytes, offset) in first.chain(held) {
             if let Some(offset) = offset {
-                state.trail.record(offset);
+                state.record(offset);
             }
             state.queue.push_back(bytes);
         }
@@ -336,7 +342,7 @@ impl Outbox {
     /// The trail of recoverable frames pushed so far.
     #[must_use]
     pub fn trail(&self) -> OffsetTrail {
-        self.inner.state.lock().trail.clone()
+        self.inner.state.lock().trail.as_deref().cloned().unwrap_or_default()
     }
 
     /// Attaches a WebSocket's socket: from now on pushes write it, or start
@@ -445,6 +451,13 @@ impl Outbox {
     #[must_use]
     pub fn pending_bytes(&self) -> usize {
         self.inner.state.lock().pending_bytes
+    }
+}
+
+impl State {
+    /// Records a recoverable frame's offset in the trail.
+    fn record(&mut self, offset: u64) {
+        self.trail.get_or_insert_with(Box::default).record(offset);
     }
 }
 
