@@ -100,21 +100,35 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     config.validate()?;
-    let auth = Arc::new(Authenticator::from_config(&config)?);
+    let (gateway, namespaces) = chat_gateway(&config)?;
     log_start(&config, &listener);
 
-    let gateway = Arc::new(ChatGateway::new(Arc::clone(&auth), &config));
-    let namespaces = config
-        .namespaces
-        .iter()
-        .map(|name| (name.clone(), Arc::clone(&gateway) as Arc<dyn Handler>))
-        .collect();
     let revocations = config.revocation_file.clone().map(|path| {
         let reload = config.revocation_reload;
         let shutdown = shutdown.clone();
         move |io: SocketIo| gateway::watch_revocations(gateway, io, path, reload, shutdown)
     });
     serve(config, listener, shutdown, namespaces, revocations).await
+}
+
+/// The namespaces a server serves, by name, each with its handler.
+pub type Namespaces = Vec<(String, Arc<dyn Handler>)>;
+
+/// The chat gateway `config` describes, and the namespaces it serves: what
+/// [`run`] serves, for a caller of [`serve`] that wants the same broker and a
+/// hold of its [`SocketIo`] (a test emitting from the server side).
+///
+/// # Errors
+/// [`StartError::Auth`] when a key or revocation file cannot be used.
+pub fn chat_gateway(config: &Config) -> Result<(Arc<ChatGateway>, Namespaces), StartError> {
+    let auth = Arc::new(Authenticator::from_config(config)?);
+    let gateway = Arc::new(ChatGateway::new(auth, config));
+    let namespaces = config
+        .namespaces
+        .iter()
+        .map(|name| (name.clone(), Arc::clone(&gateway) as Arc<dyn Handler>))
+        .collect();
+    Ok((gateway, namespaces))
 }
 
 /// Serves any Socket.IO application: `namespaces` with their handlers, on
@@ -133,7 +147,7 @@ pub async fn serve<B: Future<Output = ()> + Send + 'static>(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-    namespaces: Vec<(String, Arc<dyn Handler>)>,
+    namespaces: Namespaces,
     background: Option<impl FnOnce(SocketIo) -> B>,
 ) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::default());
@@ -284,7 +298,7 @@ pub async fn serve_service(
 /// the other brokers through Redis.
 async fn socket_io(
     config: &Config,
-    namespaces: Vec<(String, Arc<dyn Handler>)>,
+    namespaces: Namespaces,
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -745,6 +745,20 @@ impl Client {
     #[must_use]
     pub fn backlog(&self) -> Vec<String> {
         self.backlog.iter().map(|packet| packet.raw.clone()).collect()
+    }
+
+    /// Sends `text` in one text frame and resets the connection at once
+    /// (`SO_LINGER` 0: a RST, not a FIN), as a client does that closes with
+    /// unread data in its receive buffer. Nothing waits in between: the frame
+    /// is in the server's receive buffer before the reset, and on a test's
+    /// single-threaded runtime the server has run nothing meanwhile.
+    ///
+    /// # Panics
+    /// When the socket does not take the frame at once.
+    pub fn send_then_reset(mut self, text: &str) {
+        let sent = tokio::task::unconstrained(self.ws.send(Message::text(text))).now_or_never();
+        assert!(matches!(sent, Some(Ok(()))), "{}: sending {text:?} at once: {sent:?}", self.label);
+        self.ws.get_ref().set_zero_linger().expect("setting SO_LINGER 0");
     }
 
     /// Sends a WebSocket close frame (1000) and waits for the connection to end.

@@ -2,13 +2,13 @@
 //! interface, running on the test's own tokio runtime.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use broker::socketio::Handler;
-use broker::{Config, StartError};
+use broker::socketio::SocketIo;
+use broker::{Config, Namespaces, StartError};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -39,43 +39,50 @@ pub struct TestServer {
 impl TestServer {
     /// Binds `127.0.0.1:0` and spawns `broker::run` on the current runtime.
     /// A config without `jwt_secret` gets [`TEST_SECRET`].
-    pub async fn start(mut config: Config) -> Self {
-        if config.jwt_secret.is_none() {
-            config.jwt_secret = Some(TEST_SECRET.to_owned());
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("a bound listener has an address");
-        config.listen = addr;
+    pub async fn start(config: Config) -> Self {
+        let (listener, config) = bind(config).await;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(config.clone(), listener, shutdown.clone()));
-        Self { addr, config, shutdown, task: Some(task) }
+        Self { addr: config.listen, config, shutdown, task: Some(task) }
+    }
+
+    /// [`TestServer::start`]'s broker (the chat gateway), and its [`SocketIo`]:
+    /// for a test that emits from the server side at a moment of its choosing.
+    pub async fn start_with_io(config: Config) -> (Self, SocketIo) {
+        let (listener, config) = bind(config).await;
+        let (_, namespaces) = broker::chat_gateway(&config).expect("a usable test config");
+        let (handed, io) = oneshot::channel();
+        let background = move |io: SocketIo| {
+            let _ = handed.send(io);
+            std::future::ready(())
+        };
+        let server = Self::serve(listener, config, namespaces, Some(background));
+        let io =
+            tokio::time::timeout(WAIT, io).await.expect("the broker starts").expect("the broker's SocketIo");
+        (server, io)
     }
 
     /// Binds `127.0.0.1:0` and serves the namespaces `handlers` makes (given
     /// the config with its secret filled in) with `broker::serve`: the
     /// broker's sessions, HTTP side and limits under an application of the
     /// test's own.
-    pub async fn start_with_handlers(
-        mut config: Config,
-        handlers: impl FnOnce(&Config) -> Vec<(String, Arc<dyn Handler>)>,
-    ) -> Self {
-        if config.jwt_secret.is_none() {
-            config.jwt_secret = Some(TEST_SECRET.to_owned());
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("a bound listener has an address");
-        config.listen = addr;
+    pub async fn start_with_handlers(config: Config, handlers: impl FnOnce(&Config) -> Namespaces) -> Self {
+        let (listener, config) = bind(config).await;
         let namespaces = handlers(&config);
+        Self::serve(listener, config, namespaces, None::<fn(SocketIo) -> std::future::Ready<()>>)
+    }
+
+    /// Spawns `broker::serve` for `namespaces` (and `background`) on `listener`.
+    fn serve<B: Future<Output = ()> + Send + 'static>(
+        listener: TcpListener,
+        config: Config,
+        namespaces: Namespaces,
+        background: Option<impl FnOnce(SocketIo) -> B + Send + 'static>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
-        let serve = broker::serve(
-            config.clone(),
-            listener,
-            shutdown.clone(),
-            namespaces,
-            None::<fn(broker::socketio::SocketIo) -> std::future::Ready<()>>,
-        );
+        let serve = broker::serve(config.clone(), listener, shutdown.clone(), namespaces, background);
         let task = tokio::spawn(serve);
-        Self { addr, config, shutdown, task: Some(task) }
+        Self { addr: config.listen, config, shutdown, task: Some(task) }
     }
 
     /// The value of metric `name` (a full series name such as
@@ -180,4 +187,15 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Binds `127.0.0.1:0` for `config` and names the address in it; a config
+/// without `jwt_secret` gets [`TEST_SECRET`].
+async fn bind(mut config: Config) -> (TcpListener, Config) {
+    if config.jwt_secret.is_none() {
+        config.jwt_secret = Some(TEST_SECRET.to_owned());
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+    config.listen = listener.local_addr().expect("a bound listener has an address");
+    (listener, config)
 }

@@ -241,6 +241,40 @@ async fn a_gap_the_store_trimmed_gets_a_fresh_session_never_a_partial_replay() {
     assert_eq!(alice.take_event("message"), None, "nothing of the gap");
 }
 
+/// A client that sends DISCONNECT and resets its connection (it closed with
+/// unread data) while the broker still writes to it has left, not lost its
+/// connection: the broker's failed write must not make it a session kept
+/// for recovery. The order is forced: the DISCONNECT and the reset are in the
+/// broker's socket before anything is broadcast, and the broadcast comes
+/// before the broker runs any task (this runtime has one thread), so the
+/// writer fails before the driver reads.
+#[tokio::test]
+async fn a_disconnect_then_a_reset_is_a_leave_even_when_a_write_fails_first() {
+    let (server, io) = TestServer::start_with_io(Config::default()).await;
+    let chat = io.namespace(CHAT).expect("the chat namespace");
+    let mut bob = Client::connect_user(&server, "bob").await;
+    let token = server.token("alice").sign();
+    let mut alice = Client::builder(&server).payload_token(&token).label("alice").connect().await;
+    let first = alice.connect_data().cloned().expect("connected");
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    next_event(&mut alice, "user_joined").await;
+
+    alice.send_then_reset(&format!("41{CHAT},"));
+    let delivered = chat.to_room("lobby", None, "message", &json!({ "content": "to a gone client" }));
+    assert_eq!(delivered, Some(2), "alice's outbox still takes it: her session is not closed yet");
+
+    assert_eq!(bob.expect_event("user_left").await["userId"], "alice", "at once, not after the window");
+    assert_eq!(server.metric("broker_suspended_sessions").await, 0);
+    let mut alice =
+        Client::builder(&server).auth_payload(comeback(&token, &first["pid"], None)).connect().await;
+    let answer = alice.connect_data().cloned().expect("connected");
+    assert_ne!(answer["sid"], first["sid"], "a fresh session");
+    assert_ne!(answer["pid"], first["pid"]);
+    alice.emit("send_message", json!({ "roomId": "lobby", "content": "x" })).await;
+    alice.expect_error(403).await;
+}
+
 #[tokio::test]
 async fn with_recovery_off_there_is_no_pid_and_no_offset() {
     let server = TestServer::start(Config { recovery_window: Duration::ZERO, ..Config::default() }).await;

@@ -152,9 +152,13 @@ pub(super) fn run<'a>(
                 done = std::future::poll_fn(|cx| handler.poll_work(cx)) => Wake::Work(done),
             };
             let step = match wake {
-                Wake::OutboxClosed => {
-                    Err(session.outbox.close_reason().unwrap_or(CloseReason::ServerDisconnect))
-                }
+                Wake::OutboxClosed => Err(match session.outbox.close_reason() {
+                    // A write failed: the client may have said goodbye first.
+                    Some(CloseReason::TransportError) => {
+                        read_what_is_left(link, session, handler, &mut heartbeat)
+                    }
+                    reason => reason.unwrap_or(CloseReason::ServerDisconnect),
+                }),
                 Wake::Shutdown => {
                     handler.on_shutdown();
                     Err(CloseReason::ServerShutdown)
@@ -250,6 +254,58 @@ async fn next_inbound(polling: Option<&mut PollingLink>) -> Option<Inbound> {
         Some(polling) => polling.inbox.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// After a write failed (the outbox closed as a transport error): handles
+/// what the client sent before its connection broke and the broker already
+/// holds — `POST` bodies handed over, frames in the socket's receive buffer,
+/// which Linux keeps readable after a reset. A client that sent a DISCONNECT
+/// (or a close) and reset its connection while the broker was still writing to
+/// it has left, not lost its connection: its session must not wait for it.
+/// Never waits and reads nothing that is not there yet. Returns why the
+/// session ends: what those packets say, else the transport error.
+///
+/// A plain function, only reached on this path: the session's future, which
+/// every client holds, keeps no state for it.
+fn read_what_is_left(
+    link: &mut Link,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+) -> CloseReason {
+    if let Some(polling) = link.polling.as_mut()
+        && let Err(reason) = take_queued_posts(polling, session, handler, heartbeat)
+    {
+        return reason;
+    }
+    if let Some(reader) = link.websocket.as_mut() {
+        while let Some(message) = reader::try_next(reader) {
+            if let Err(reason) = on_message(message, session, handler, heartbeat) {
+                return reason;
+            }
+        }
+    }
+    CloseReason::TransportError
+}
+
+/// Takes no more `POST`s and handles the bodies already handed over, each
+/// answered as usual. The first close they ask for, if any.
+fn take_queued_posts(
+    polling: &mut PollingLink,
+    session: &Session,
+    handler: &mut dyn SessionHandler,
+    heartbeat: &mut Heartbeat,
+) -> Result<(), CloseReason> {
+    polling.inbox.close();
+    let mut outcome = Ok(());
+    while let Ok(inbound) = polling.inbox.try_recv() {
+        if let Inbound::Payload(body, reply) = inbound {
+            let handled = on_payload(&body, session, handler, heartbeat);
+            let _ = reply.send(post_answer(handled));
+            outcome = outcome.and(handled);
+        }
+    }
+    outcome
 }
 
 /// One WebSocket message of the session's own WebSocket.
@@ -469,17 +525,10 @@ fn complete_upgrade(
     let Some(probe) = link.probe.take() else { return };
     if let Some(mut polling) = link.polling.take() {
         polling.shared.set_phase(Phase::Upgraded);
-        polling.inbox.close();
-        while let Ok(inbound) = polling.inbox.try_recv() {
-            if let Inbound::Payload(body, reply) = inbound {
-                // The session stays open whatever these say: a close they ask
-                // for is seen through the outbox on the driver's next turn.
-                let handled = on_payload(&body, session, handler, heartbeat);
-                if let Err(reason) = handled {
-                    session.outbox.close(reason);
-                }
-                let _ = reply.send(post_answer(handled));
-            }
+        // The session stays open whatever these say: a close they ask for is
+        // seen through the outbox on the driver's next turn.
+        if let Err(reason) = take_queued_posts(&mut polling, session, handler, heartbeat) {
+            session.outbox.close(reason);
         }
     }
     let Probe { reader, write_half, .. } = *probe;

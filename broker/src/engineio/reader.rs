@@ -6,18 +6,20 @@
 //! write (automatic pongs, close replies) goes to a sink: every outbound byte
 //! is a pre-built frame that the writer puts on the socket itself.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{CloseReason, EngineSettings};
 
@@ -82,6 +84,33 @@ pub(super) fn close_reason_of(error: &WsError) -> CloseReason {
     }
 }
 
+thread_local! {
+    /// Set while [`try_next`] runs on this thread (see there).
+    static READING_NOW: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The next message if the client has already sent it: parsed from what
+/// tungstenite holds or the socket's receive buffer has, never waiting.
+/// `None` when that is not a whole message.
+///
+/// tokio reads a socket only once its reactor has seen an event saying it is
+/// readable, and that event may not have been dispatched yet (the reactor
+/// runs between tasks): so while this runs, a read that tokio would leave
+/// pending goes to the socket itself. Only reached when a session ends, once
+/// per message left.
+pub(super) fn try_next(reader: &mut WsReader) -> Option<Option<Result<Message, WsError>>> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            READING_NOW.set(false);
+        }
+    }
+    READING_NOW.set(true);
+    let _reset = Reset;
+    // Unconstrained: a spent task budget would read as an empty socket.
+    tokio::task::unconstrained(reader.next()).now_or_never()
+}
+
 /// The read half, presented to tungstenite as a full duplex stream whose
 /// writes go nowhere (see the module doc).
 pub(super) struct ReadOnly(OwnedReadHalf);
@@ -92,8 +121,36 @@ impl AsyncRead for ReadOnly {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        if polled.is_pending() && READING_NOW.get() {
+            return read_now(&self.0, buf);
+        }
+        polled
     }
+}
+
+/// Reads what the socket holds, whatever tokio knows of it (see [`try_next`]):
+/// pending when it holds nothing. The socket is non-blocking, and so is the
+/// duplicate of its descriptor read here, which shares that flag.
+#[cfg(unix)]
+fn read_now(read_half: &OwnedReadHalf, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    use std::io::Read as _;
+    use std::os::fd::AsFd as _;
+    let socket = read_half.as_ref().as_fd().try_clone_to_owned().map(std::net::TcpStream::from);
+    match socket.and_then(|mut socket| socket.read(buf.initialize_unfilled())) {
+        Ok(read) => {
+            buf.advance(read);
+            Poll::Ready(Ok(()))
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        Err(error) => Poll::Ready(Err(error)),
+    }
+}
+
+/// Elsewhere, only what tokio has seen is read.
+#[cfg(not(unix))]
+fn read_now(_: &OwnedReadHalf, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    Poll::Pending
 }
 
 impl AsyncWrite for ReadOnly {
