@@ -579,3 +579,111 @@ fn ping_frame() -> Frame {
     static PING: std::sync::OnceLock<Frame> = std::sync::OnceLock::new();
     PING.get_or_init(|| Frame::text(engineio::PING)).clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::{Application, Handshake, Outbox, Registry, WritePacer};
+    use crate::ids::Sid;
+
+    /// Records the text packets it is handed.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl SessionHandler for Recorder {
+        fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
+            self.0.push(text.to_owned());
+            Ok(())
+        }
+        fn on_binary(&mut self, _: Bytes) -> Result<(), CloseReason> {
+            Ok(())
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn on_deadline(&mut self) -> Result<(), CloseReason> {
+            Ok(())
+        }
+        fn on_shutdown(&mut self) {}
+        fn on_close(&mut self, _: CloseReason) {}
+    }
+
+    struct Recorders;
+
+    impl Application for Recorders {
+        fn open(&self, _: &Session) -> Box<dyn SessionHandler> {
+            Box::new(Recorder::default())
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine {
+            settings: Arc::new(EngineSettings {
+                ping_interval: Duration::from_secs(25),
+                ping_timeout: Duration::from_secs(20),
+                max_payload: 1 << 20,
+                outbox_bytes: 1 << 20,
+                sid_prefix: None,
+            }),
+            app: Arc::new(Recorders),
+            metrics: Arc::new(Metrics::default()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tracker: tokio_util::task::TaskTracker::new(),
+            pacer: Arc::new(WritePacer::new(Duration::ZERO)),
+            sessions: Arc::new(Registry::default()),
+        }
+    }
+
+    /// A long-polling session with a `POST` of `body` handed to its driver
+    /// but not handled yet, whose outbox then closes for `reason`: what the
+    /// driver hands its handler, why it ends, and what the `POST` is answered.
+    async fn post_then_close(body: &'static [u8], reason: CloseReason) -> (Vec<String>, CloseReason, bool) {
+        let engine = engine();
+        let session = Session {
+            sid: Sid::random(),
+            handshake: Arc::new(Handshake::default()),
+            outbox: Outbox::new(1 << 20),
+        };
+        let (shared, inbox) = PollingSession::new(session.outbox.clone(), Duration::from_secs(5));
+        let registered = engine.sessions.insert(session.sid, Arc::clone(&shared));
+        let mut link =
+            Link::polling(PollingLink::new(Arc::clone(&shared), inbox, &engine.metrics), registered);
+        let post = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move { shared.post(Bytes::from_static(body)).await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while link.polling.as_ref().is_some_and(|polling| polling.inbox.is_empty()) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the POST reaches the driver");
+        session.outbox.close(reason);
+        let mut handler = Recorder::default();
+        let ended = run(&session, &mut link, &mut handler, &engine, Instant::now()).await;
+        drop(link);
+        let answered =
+            tokio::time::timeout(Duration::from_secs(5), post).await.expect("the POST is answered");
+        (handler.0, ended, answered.expect("the POST task ends") == Ok(()))
+    }
+
+    #[tokio::test]
+    async fn a_post_handed_over_before_the_transport_failed_is_handled_first() {
+        let (texts, reason, answered_ok) = post_then_close(b"41/chat,", CloseReason::TransportError).await;
+        assert_eq!(texts, ["1/chat,"], "the DISCONNECT reaches the handler");
+        assert_eq!(reason, CloseReason::TransportError);
+        assert!(answered_ok);
+        let (texts, reason, _) = post_then_close(b"41/chat,\x1e1", CloseReason::TransportError).await;
+        assert_eq!(texts, ["1/chat,"]);
+        assert_eq!(reason, CloseReason::ClientClosed, "the Engine.IO close after it");
+    }
+
+    #[tokio::test]
+    async fn other_closes_handle_nothing_more() {
+        for reason in [CloseReason::SlowConsumer, CloseReason::ServerDisconnect, CloseReason::PingTimeout] {
+            let (texts, ended, answered_ok) = post_then_close(b"41/chat,", reason).await;
+            assert_eq!((texts, ended, answered_ok), (Vec::<String>::new(), reason, false));
+        }
+    }
+}
