@@ -44,6 +44,11 @@ const PROBE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// its last frames (the DISCONNECT or error that explains the close).
 const POLLING_LINGER: Duration = Duration::from_secs(2);
 
+/// The most messages [`read_what_is_left`] handles: a goodbye is a few, and
+/// the loop never yields, so a client that is somehow still sending cannot
+/// hold the task.
+const MAX_MESSAGES_LEFT: usize = 64;
+
 /// The transports of one session.
 #[derive(Default)]
 pub(super) struct Link {
@@ -279,7 +284,8 @@ fn read_what_is_left(
         return reason;
     }
     if let Some(reader) = link.websocket.as_mut() {
-        while let Some(message) = reader::try_next(reader) {
+        for _ in 0..MAX_MESSAGES_LEFT {
+            let Some(message) = reader::try_next(reader) else { break };
             if let Err(reason) = on_message(message, session, handler, heartbeat) {
                 return reason;
             }
