@@ -158,7 +158,7 @@ pub(super) fn run<'a>(
             };
             let step = match wake {
                 Wake::OutboxClosed => Err(match session.outbox.close_reason() {
-                    // A write failed: the client may have said goodbye first.
+                    // The transport failed: the client may have said goodbye first.
                     Some(CloseReason::TransportError) => {
                         read_what_is_left(link, session, handler, &mut heartbeat)
                     }
@@ -261,10 +261,11 @@ async fn next_inbound(polling: Option<&mut PollingLink>) -> Option<Inbound> {
     }
 }
 
-/// After a write failed (the outbox closed as a transport error): handles
-/// what the client sent before its connection broke and the broker already
-/// holds — `POST` bodies handed over, frames in the socket's receive buffer,
-/// which Linux keeps readable after a reset. A client that sent a DISCONNECT
+/// After the transport failed (the outbox closed as a transport error: a
+/// write failed, or a held `GET`'s connection went away): handles what the
+/// client sent before that and the broker already holds — `POST` bodies
+/// handed over, frames in the socket's receive buffer, which Linux keeps
+/// readable after a reset. A client that sent a DISCONNECT
 /// (or a close) and reset its connection while the broker was still writing to
 /// it has left, not lost its connection: its session must not wait for it.
 /// Never waits and reads nothing that is not there yet. Returns why the
