@@ -13,8 +13,10 @@
 //! zero), writes the frame to the socket itself with a non-blocking `write`:
 //! no task, no wake-up. What the socket does not take, and every push while
 //! the broker is busy, is queued and starts the writer, which ends once the
-//! queue is empty (or writes the close frame once the outbox is closed). Only
-//! one of them ever writes at a time, decided under the outbox lock.
+//! queue is empty and the broker is not busy (or writes the close frame once
+//! the outbox is closed); while the broker is busy it waits for the next push
+//! instead. Only one of them ever writes at a time, decided under the outbox
+//! lock.
 //!
 //! With connection state recovery on, the outbox also keeps the
 //! [`OffsetTrail`] of the recoverable frames pushed to it (delivered or

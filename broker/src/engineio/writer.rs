@@ -105,6 +105,16 @@ async fn run(outbox: Outbox, direct: DirectWrite, mut last_write: Option<Instant
             }
             return;
         }
+        // While the broker is busy (the pacer delays writes, so every push
+        // queues for a writer) a connection that was written to will most
+        // likely be written to again soon: waiting for that push costs a
+        // wake-up, where ending here and being started again by it would
+        // cost a task. A writer still waiting once the broker is quiet ends
+        // after the next push it is woken for.
+        if !pacer.delay().is_zero() {
+            outbox.ready().await;
+            continue;
+        }
         if outbox.finish_writing(last_write) {
             return;
         }
@@ -379,15 +389,21 @@ mod tests {
     async fn a_busy_broker_queues_for_the_writer_instead() {
         let pacer = Arc::new(WritePacer::new(Duration::from_millis(30)));
         while pacer.adjust(1.0) < Duration::from_millis(30) {}
-        let (outbox, metrics, mut client, tracker) = writer(pacer).await;
-        let a = Frame::text("a");
+        let (outbox, metrics, mut client, tracker) = writer(Arc::clone(&pacer)).await;
+        let [a, b] = ["a", "b"].map(Frame::text);
         until_parked(&outbox).await;
         outbox.try_push(&a).expect("open");
         assert_eq!(outbox.pending_bytes(), a.len(), "queued: batching beats a write per frame");
         read_exactly(&mut client, &[&a]).await;
         assert_eq!(metrics.writes.load(Relaxed), 1, "the writer wrote it");
+        assert!(!outbox.is_writer_idle(), "still busy: the writer waits for the next push");
+        assert_eq!(tracker.len(), 1);
+
+        while pacer.adjust(0.0) > Duration::ZERO {}
+        outbox.try_push(&b).expect("open");
+        read_exactly(&mut client, &[&b]).await;
         until_parked(&outbox).await;
-        assert_eq!(tracker.len(), 0, "with its queue empty the writer task ended");
+        assert_eq!(tracker.len(), 0, "quiet again, its queue empty: the writer task ended");
         close(&outbox, tracker).await;
     }
 
