@@ -13,7 +13,8 @@
 //! Per session there is one driver task ([`driver`]). A WebSocket session's
 //! write half is held by its outbox: a push writes it directly when it can,
 //! and a writer task, started only while something is left to write, writes
-//! the rest of the pre-built frames with `writev` and then ends; a
+//! the rest of the pre-built frames with `writev` and then ends (while the
+//! broker is busy it waits for the next push instead); a
 //! long-polling session's frames leave in the answers to its `GET`s
 //! ([`polling`]).
 

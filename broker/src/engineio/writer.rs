@@ -4,9 +4,10 @@
 //! Each turn drains everything queued in the outbox and writes it with as
 //! few `writev` calls as the kernel allows. Frames are pre-built and shared:
 //! nothing is copied or encoded here. When the broker is busy, the
-//! [`WritePacer`](super::WritePacer) spaces a connection's writes so that each carries more.
-//! Once the queue is empty the task ends: an idle connection has no writer
-//! (see [`Outbox`]'s doc); the two never write at once.
+//! [`WritePacer`](super::WritePacer) spaces a connection's writes so that each carries more,
+//! and the task waits for the connection's next push rather than ending.
+//! Otherwise, once the queue is empty the task ends: an idle connection has
+//! no writer (see [`Outbox`]'s doc); the two never write at once.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
