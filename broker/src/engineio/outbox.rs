@@ -254,17 +254,19 @@ impl Outbox {
         }
         state.pending_bytes += rest.len();
         state.queue.push_back(rest);
-        let start = claim_writer(&mut state);
-        drop(state);
-        self.start_writer(start);
+        self.unlock_and_start_writer(state, true);
         if was_empty {
             self.inner.ready.notify_one();
         }
         Ok(())
     }
 
-    /// Starts the writer task `start` claimed, if any.
-    fn start_writer(&self, start: Option<WriterStart>) {
+    /// Claims a writer task when `wanted` (frames were queued or the outbox
+    /// closed) and none runs, releases the lock, then starts the task: never
+    /// spawned under the lock, which the task takes at once.
+    fn unlock_and_start_writer(&self, mut state: parking_lot::MutexGuard<'_, State>, wanted: bool) {
+        let start = if wanted { claim_writer(&mut state) } else { None };
+        drop(state);
         if let Some(WriterStart(direct, last_write)) = start {
             let spawn = direct.start;
             spawn(self.clone(), direct, last_write);
@@ -323,9 +325,7 @@ impl Outbox {
         }
         let wake = was_empty && !state.queue.is_empty();
         // The writer takes these: no push may write ahead of them.
-        let start = if wake { claim_writer(&mut state) } else { None };
-        drop(state);
-        self.start_writer(start);
+        self.unlock_and_start_writer(state, wake);
         if wake {
             self.inner.ready.notify_one();
         }
@@ -354,9 +354,7 @@ impl Outbox {
         let mut state = self.inner.state.lock();
         state.direct = Some(direct);
         let pending = !state.queue.is_empty() || state.close.is_some();
-        let start = if pending { claim_writer(&mut state) } else { None };
-        drop(state);
-        self.start_writer(start);
+        self.unlock_and_start_writer(state, pending);
     }
 
     /// Takes the socket back (the writer task closing it): no push writes
@@ -387,11 +385,9 @@ impl Outbox {
         self.announce_close(state);
     }
 
-    fn announce_close(&self, mut state: parking_lot::MutexGuard<'_, State>) {
-        let start = claim_writer(&mut state);
-        drop(state);
+    fn announce_close(&self, state: parking_lot::MutexGuard<'_, State>) {
         self.inner.is_closed.store(true, Ordering::Release);
-        self.start_writer(start);
+        self.unlock_and_start_writer(state, true);
         self.inner.closing.notify_waiters();
         self.inner.ready.notify_one();
     }
