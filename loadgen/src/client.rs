@@ -102,6 +102,7 @@ pub struct Target {
     pub namespace: Namespace,
     auth: AuthMode,
     read_buffer: usize,
+    delayed_ack: bool,
     connect_timeout: Duration,
     transport: TransportMode,
     /// Mints each client's JWT.
@@ -152,6 +153,7 @@ impl Target {
             namespace: Namespace::new(&options.namespace),
             auth: options.auth,
             read_buffer: options.ws_read_buffer.max(256),
+            delayed_ack: options.delayed_ack,
             connect_timeout: options.connect_timeout,
             transport: options.transport,
             minter: TokenMinter::new(options.secret(), options.sub_base, options.token_ttl)
@@ -532,6 +534,8 @@ pub struct WsConnection {
     /// The server closed (or the stream ended); sticky.
     closed: bool,
     eof: bool,
+    /// `--delayed-ack`: quick ACKs off again after each read.
+    delayed_ack: bool,
     /// The code of the server's WebSocket close, if it sent one.
     close_code: Option<u16>,
     /// pingInterval + pingTimeout, from the Engine.IO open.
@@ -650,6 +654,7 @@ impl WsConnection {
             mask_state: RandomState::new().hash_one(id) | 1,
             closed: false,
             eof: false,
+            delayed_ack: target.delayed_ack,
             close_code: None,
             heartbeat: None,
             pings: 0,
@@ -801,6 +806,12 @@ impl WsConnection {
             return Ok(());
         }
         let read = self.stream.read_buf(self.reader.read_buffer()).await?;
+        if self.delayed_ack {
+            // Best effort: the option only shapes when ACKs go out. The
+            // kernel leaves this mode whenever the delayed-ACK timer fires,
+            // hence once per read rather than once per connection.
+            let _ = self.stream.set_quickack(false);
+        }
         self.eof = read == 0;
         Ok(())
     }

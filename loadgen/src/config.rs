@@ -97,6 +97,15 @@ pub struct TargetOptions {
     /// connections cheap; it grows only while a larger frame is read)
     #[arg(long, default_value_t = 4096, global = true)]
     pub ws_read_buffer: usize,
+    /// After each WebSocket read, turn TCP quick ACKs off again
+    /// (`TCP_QUICKACK` 0, Linux): a read that empties the socket then no
+    /// longer sends an ACK of its own, whose loopback processing (the
+    /// server's side of it included) runs on loadgen's core. The ACKs come
+    /// later instead, fewer, from the delayed-ACK timer or the receive path,
+    /// some of them on the server's core: it changes what the server pays
+    /// per delivery. Off by default; see bench/PROFILE.md
+    #[arg(long, global = true)]
+    pub delayed_ack: bool,
 }
 
 impl Default for TargetOptions {
@@ -114,6 +123,7 @@ impl Default for TargetOptions {
             source_ips: 0,
             connect_timeout: Duration::from_secs(10),
             ws_read_buffer: 4096,
+            delayed_ack: false,
         }
     }
 }

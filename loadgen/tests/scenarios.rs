@@ -256,6 +256,30 @@ async fn broadcast_without_acks_still_adds_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_with_delayed_acks_delivers_every_message_once() {
+    let broker = Broker::start().await;
+    let config = BroadcastConfig {
+        clients: 20,
+        rooms: 2,
+        publishers: 1,
+        rate: 20.0,
+        duration: Duration::from_secs(1),
+        size: 64,
+        connect_rate: 0.0,
+        no_ack: false,
+        ..BroadcastConfig::default()
+    };
+    let target = TargetOptions { delayed_ack: true, ..broker.target(AuthMode::Payload) };
+    let report =
+        loadgen::run(&Scenario::Broadcast(config), &target, &options()).await.expect("scenario runs");
+    assert!(!report.loss, "{:?}", report.loss_reasons);
+    let messages = report.messages.expect("messages are tallied");
+    let owed = 2 * 10 * 20;
+    assert_eq!((messages.expected, messages.unique, messages.duplicated), (owed, owed, 0));
+    assert_eq!(count(&report, "message"), owed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_scenario_tells_every_observer_about_every_leaver() {
     // An abrupt leaver's rooms hear `user_left` when its recovery window
     // closes: a short one, well within the drain. A broker per run: the
