@@ -80,7 +80,7 @@ pub fn service() -> Service {
 struct EngineEcho;
 
 impl Application for EngineEcho {
-    fn open(&self, session: &Session) -> Box<dyn SessionHandler> {
+    fn open(self: Arc<Self>, session: &Session) -> Box<dyn SessionHandler> {
         Box::new(EchoSession { session: session.clone() })
     }
 }

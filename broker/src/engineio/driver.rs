@@ -618,7 +618,7 @@ mod tests {
     struct Recorders;
 
     impl Application for Recorders {
-        fn open(&self, _: &Session) -> Box<dyn SessionHandler> {
+        fn open(self: Arc<Self>, _: &Session) -> Box<dyn SessionHandler> {
             Box::new(Recorder::default())
         }
     }

@@ -178,8 +178,10 @@ pub struct Session {
 
 /// The layer above Engine.IO: makes a handler for each new session.
 pub trait Application: Send + Sync + 'static {
-    /// Called once per session, after the open packet is queued.
-    fn open(&self, session: &Session) -> Box<dyn SessionHandler>;
+    /// Called once per session, after the open packet is queued. Takes the
+    /// application by `Arc`, so that a handler can share it instead of
+    /// copying what it needs: the handler lives as long as its session.
+    fn open(self: Arc<Self>, session: &Session) -> Box<dyn SessionHandler>;
 }
 
 /// Per-session callbacks, all run on the session's reader task, one at a time.
@@ -286,7 +288,7 @@ pub fn serve(
     // A fresh outbox is empty and open: this push cannot fail. It mostly
     // writes the socket at once; what it cannot write starts a writer.
     let _ = session.outbox.try_push_bytes(&Bytes::from(head));
-    let handler = engine.app.open(&session);
+    let handler = Arc::clone(&engine.app).open(&session);
 
     let mut guard = SessionGuard::new(session, handler, &engine.metrics, opened);
     let mut link = if let Some(reader) = reader::open(read_half, read_ahead, &engine.settings) {
@@ -383,7 +385,7 @@ pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'st
         max_payload: settings.max_payload,
         upgradable: true,
     });
-    let handler = engine.app.open(&session);
+    let handler = Arc::clone(&engine.app).open(&session);
     let mut guard = SessionGuard::new(session, handler, &engine.metrics, opened);
     let (mut link, engine) = (link, engine.clone());
     engine.tracker.clone().spawn(async move {

@@ -64,7 +64,7 @@ impl Handler for TestHandler {
 
 struct Harness {
     handler: Arc<TestHandler>,
-    io: SocketIo,
+    io: Arc<SocketIo>,
     session: Box<dyn SessionHandler>,
     outbox: Outbox,
 }
@@ -78,14 +78,14 @@ impl Harness {
     fn with_recovery(window: std::time::Duration) -> Self {
         let handler = Arc::new(TestHandler::default());
         let limits = PacketLimits { recovery_window: window, ..PacketLimits::default() };
-        let io = SocketIo::with_limits(
+        let io = Arc::new(SocketIo::with_limits(
             vec![("/t".to_owned(), Arc::clone(&handler) as Arc<dyn Handler>)],
             Arc::new(Metrics::default()),
             limits,
-        );
+        ));
         let outbox = Outbox::new(1 << 20);
         let session = Session { sid: Sid::random(), handshake: Arc::default(), outbox: outbox.clone() };
-        Self { handler, session: io.open(&session), io, outbox }
+        Self { handler, session: Arc::clone(&io).open(&session), io, outbox }
     }
 
     /// Another session on the same server.
@@ -94,8 +94,8 @@ impl Harness {
         let session = Session { sid: Sid::random(), handshake: Arc::default(), outbox: outbox.clone() };
         Self {
             handler: Arc::clone(&self.handler),
-            session: self.io.open(&session),
-            io: self.io.clone(),
+            session: Arc::clone(&self.io).open(&session),
+            io: Arc::clone(&self.io),
             outbox,
         }
     }

@@ -300,8 +300,8 @@ impl SocketIo {
 }
 
 impl Application for SocketIo {
-    fn open(&self, session: &Session) -> Box<dyn SessionHandler> {
-        Box::new(connection::Connection::new(self.clone(), session.clone()))
+    fn open(self: Arc<Self>, session: &Session) -> Box<dyn SessionHandler> {
+        Box::new(connection::Connection::new(self, session.clone()))
     }
 }
 
