@@ -40,7 +40,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::OptionFuture;
 
 use crate::admission::Admission;
-use crate::engineio::{self, Engine, Handshake, PollingError};
+use crate::engineio::{self, Engine, Handshake, PollingError, Query};
 use crate::metrics::Limit;
 use crate::socketio::SocketIo;
 
@@ -525,7 +525,7 @@ async fn engine_request(
     state: &HttpState,
 ) -> Result<Response<Full<Bytes>>, HandshakeError> {
     let query = parse_query(request.uri().query().unwrap_or(""))?;
-    let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let param = |name: &str| query.get(name);
     if param("EIO") != Some("4") {
         return Err(HandshakeError::UnsupportedProtocolVersion);
     }
@@ -559,7 +559,7 @@ async fn engine_request(
         let permit = state.admission.admit(remote.ip()).map_err(|_| HandshakeError::TooManyConnections)?;
         let handshake = Handshake {
             authorization: bearer_authorization(request.headers()),
-            origin: origin.map(str::to_owned),
+            origin: origin.map(Box::from),
             remote: Some(remote),
             query,
         };
@@ -606,7 +606,7 @@ fn check_upgrade<B>(
     state: &HttpState,
 ) -> Result<(Handshake, String, Option<String>), HandshakeError> {
     let query = parse_query(request.uri().query().unwrap_or(""))?;
-    let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let param = |name: &str| query.get(name);
     if param("EIO") != Some("4") {
         return Err(HandshakeError::UnsupportedProtocolVersion);
     }
@@ -622,7 +622,7 @@ fn check_upgrade<B>(
     let key = websocket_key(request).ok_or(HandshakeError::BadRequest)?;
     let handshake = Handshake {
         authorization: bearer_authorization(headers),
-        origin: origin.map(str::to_owned),
+        origin: origin.map(Box::from),
         remote: Some(remote),
         query,
     };
@@ -631,12 +631,12 @@ fn check_upgrade<B>(
 
 /// The `Authorization` header if it holds a bearer token. Only that is kept
 /// for the session's life, not any other credentials a client happens to send.
-fn bearer_authorization(headers: &HeaderMap) -> Option<String> {
+fn bearer_authorization(headers: &HeaderMap) -> Option<Box<str>> {
     header_str(headers, header::AUTHORIZATION)
         .filter(|value| {
             value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
         })
-        .map(str::to_owned)
+        .map(Box::from)
 }
 
 /// Decodes a query string strictly: a percent-encoded byte sequence that is
@@ -645,7 +645,7 @@ fn bearer_authorization(headers: &HeaderMap) -> Option<String> {
 ///
 /// # Errors
 /// [`HandshakeError::BadRequest`] for invalid UTF-8.
-pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, HandshakeError> {
+pub fn parse_query(query: &str) -> Result<Query, HandshakeError> {
     let decode = |part: &str| -> Result<String, HandshakeError> {
         let spaced = part.replace('+', " ");
         percent_encoding::percent_decode_str(&spaced)
@@ -653,14 +653,16 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, HandshakeError>
             .map(std::borrow::Cow::into_owned)
             .map_err(|_| HandshakeError::BadRequest)
     };
-    query
+    let pairs = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             Ok((decode(key)?, decode(value)?))
         })
-        .collect()
+        .collect::<Result<Vec<_>, HandshakeError>>()?;
+    Query::from_pairs(pairs.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .ok_or(HandshakeError::BadRequest)
 }
 
 #[allow(clippy::expect_used, reason = "a fixed status and headers; the accept key is base64")]
@@ -750,4 +752,44 @@ fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::from(body))
         .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_decode_in_order_and_the_first_value_wins() {
+        let query = parse_query("EIO=4&transport=websocket&room%20Id=a+b%26c&flag&EIO=3&=x").expect("valid");
+        let pairs: Vec<(&str, &str)> = query.iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("EIO", "4"),
+                ("transport", "websocket"),
+                ("room Id", "a b&c"),
+                ("flag", ""),
+                ("EIO", "3"),
+                ("", "x")
+            ]
+        );
+        assert_eq!(query.get("EIO"), Some("4"));
+        assert_eq!(query.get("room Id"), Some("a b&c"));
+        assert_eq!(query.get("flag"), Some(""));
+        assert_eq!(query.get("token"), None);
+    }
+
+    #[test]
+    fn an_empty_query_has_no_pairs() {
+        for text in ["", "&", "&&"] {
+            let query = parse_query(text).expect("valid");
+            assert_eq!(query.iter().count(), 0);
+            assert_eq!(query, Query::default());
+        }
+    }
+
+    #[test]
+    fn a_query_that_is_not_utf8_is_refused() {
+        assert!(matches!(parse_query("token=%ff"), Err(HandshakeError::BadRequest)));
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use broker::auth::{Authenticator, TokenDigest};
 use broker::config::Config;
-use broker::conn::Handshake;
+use broker::conn::{Handshake, Query};
 use broker::gateway::{self, ChatLimits, ChatRequest};
 use broker::http;
 use broker::protocol::json::{self, JsonError};
@@ -234,7 +234,7 @@ pub fn http_head(bytes: &[u8]) -> String {
         }
     }
     if let Some(value) = header_value(bytes, "authorization") {
-        let handshake = Handshake { authorization: Some(value.to_owned()), ..Handshake::default() };
+        let handshake = Handshake { authorization: Some(value.into()), ..Handshake::default() };
         if let Some(token) = handshake.bearer_token() {
             assert!(!token.is_empty() && value.contains(token), "bearer token {token:?} not from {value:?}");
             outcome.push_str(", bearer");
@@ -245,7 +245,7 @@ pub fn http_head(bytes: &[u8]) -> String {
 
 /// A query that decodes never decodes to U+FFFD unless it said so: invalid
 /// UTF-8 is refused, not replaced.
-fn check_query(query: &str, pairs: &[(String, String)]) {
+fn check_query(query: &str, pairs: &Query) {
     let said_so = query.contains('\u{FFFD}') || query.to_ascii_lowercase().contains("%ef%bf%bd");
     let replaced = pairs.iter().any(|(key, value)| key.contains('\u{FFFD}') || value.contains('\u{FFFD}'));
     assert!(said_so || !replaced, "{query:?} decoded with a replacement character: {pairs:?}");
@@ -290,8 +290,7 @@ fn authenticator() -> &'static Authenticator {
 #[must_use]
 pub fn token(query: &str, authorization: Option<&str>, connect: Option<&str>) -> String {
     let Ok(query) = http::parse_query(query) else { return "query: refused".to_owned() };
-    let handshake =
-        Handshake { query, authorization: authorization.map(str::to_owned), ..Handshake::default() };
+    let handshake = Handshake { query, authorization: authorization.map(Box::from), ..Handshake::default() };
     let mut input = connect.unwrap_or("").as_bytes().to_vec();
     let mut buffers = Buffers::default();
     let auth = match connect.map(|_| json::parse(&mut input, &mut buffers, max_depth())) {

@@ -403,12 +403,12 @@ impl Socket {
             .handshake
             .query
             .iter()
-            .filter(|(key, _)| key != "token")
-            .map(|(key, value)| (key.clone(), serde_json::Value::from(value.as_str())))
+            .filter(|(key, _)| *key != "token")
+            .map(|(key, value)| (key.to_owned(), serde_json::Value::from(value)))
             .collect();
         let mut headers = serde_json::Map::new();
         if let Some(origin) = &self.handshake.origin {
-            headers.insert("origin".to_owned(), origin.as_str().into());
+            headers.insert("origin".to_owned(), origin.as_ref().into());
         }
         let handshake = serde_json::json!({
             "headers": headers,
