@@ -521,7 +521,7 @@ async fn route(request: Request<Incoming>, remote: SocketAddr, state: &HttpState
 async fn engine_request(
     request: Request<Incoming>,
     remote: SocketAddr,
-    engine: &Engine,
+    engine: &Arc<Engine>,
     state: &HttpState,
 ) -> Result<Response<Full<Bytes>>, HandshakeError> {
     let query = parse_query(request.uri().query().unwrap_or(""))?;

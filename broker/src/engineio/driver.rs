@@ -13,7 +13,9 @@
 //! and the probed WebSocket promoted, its socket attached to the same outbox:
 //! nothing queued is lost, repeated or reordered by the switch.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +23,7 @@ use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::debug;
 
@@ -134,6 +136,9 @@ pub(super) fn run<'a>(
     engine: &'a Engine,
     opened: Instant,
 ) -> impl Future<Output = CloseReason> + 'a {
+    // Made before the future, so that the future holds the heartbeat and
+    // not `opened` besides.
+    let mut heartbeat = Heartbeat::new(&engine.settings, opened);
     // An async block, not an `async fn`: see `engineio::drive`.
     async move {
         // No locals for `engine.settings` or `session.outbox`: each would be
@@ -141,7 +146,6 @@ pub(super) fn run<'a>(
         // One timer serves the heartbeat, the handler's deadline and the
         // upgrade's: every timer is state in this task, and there are as many
         // tasks as clients.
-        let mut heartbeat = Heartbeat::new(&engine.settings, opened);
         let timer = sleep_until(next_wake(&heartbeat, handler.deadline(), link));
         tokio::pin!(timer);
 
@@ -150,11 +154,7 @@ pub(super) fn run<'a>(
                 biased;
                 () = session.outbox.closed() => Wake::OutboxClosed,
                 () = engine.shutdown.cancelled() => Wake::Shutdown,
-                message = next_message(link.websocket.as_mut()) => Wake::WebSocket(message),
-                inbound = next_inbound(link.polling.as_mut()) => Wake::Polling(inbound),
-                message = next_message(link.probe.as_mut().map(|probe| &mut probe.reader)) => Wake::Probe(message),
-                () = &mut timer => Wake::Timer,
-                done = std::future::poll_fn(|cx| handler.poll_work(cx)) => Wake::Work(done),
+                wake = std::future::poll_fn(|cx| poll_sources(cx, link, timer.as_mut(), handler)) => wake,
             };
             let step = match wake {
                 Wake::OutboxClosed => Err(match session.outbox.close_reason() {
@@ -247,18 +247,36 @@ fn next_wake(heartbeat: &Heartbeat<'_>, deadline: Option<Instant>, link: &Link) 
     wake
 }
 
-async fn next_message(reader: Option<&mut WsReader>) -> Option<Result<Message, WsError>> {
-    match reader {
-        Some(reader) => reader.next().await,
-        None => std::future::pending().await,
+/// Polls, in this order, the session's WebSocket, its long-polling inbox, a
+/// probed WebSocket, the timer and the handler's own work; the first ready
+/// one is the wake. One poll function rather than a `select!` branch each:
+/// a branch's future is state in every session's task while it waits, and
+/// these need none beyond what the link, the timer and the handler hold.
+fn poll_sources(
+    cx: &mut Context<'_>,
+    link: &mut Link,
+    timer: Pin<&mut Sleep>,
+    handler: &mut dyn SessionHandler,
+) -> Poll<Wake> {
+    if let Some(reader) = link.websocket.as_mut()
+        && let Poll::Ready(message) = reader.poll_next_unpin(cx)
+    {
+        return Poll::Ready(Wake::WebSocket(message));
     }
-}
-
-async fn next_inbound(polling: Option<&mut PollingLink>) -> Option<Inbound> {
-    match polling {
-        Some(polling) => polling.inbox.recv().await,
-        None => std::future::pending().await,
+    if let Some(polling) = link.polling.as_mut()
+        && let Poll::Ready(inbound) = polling.inbox.poll_recv(cx)
+    {
+        return Poll::Ready(Wake::Polling(inbound));
     }
+    if let Some(probe) = link.probe.as_mut()
+        && let Poll::Ready(message) = probe.reader.poll_next_unpin(cx)
+    {
+        return Poll::Ready(Wake::Probe(message));
+    }
+    if timer.poll(cx).is_ready() {
+        return Poll::Ready(Wake::Timer);
+    }
+    handler.poll_work(cx).map(Wake::Work)
 }
 
 /// After the transport failed (the outbox closed as a transport error: a
@@ -425,12 +443,8 @@ fn attach_probe(
         return;
     }
     let (read_half, write_half) = stream.into_split();
-    let Some(reader) = reader::open(read_half, read_ahead, settings) else {
-        abandon_probe(link, "the upgrading WebSocket could not be read");
-        return;
-    };
     link.probe = Some(Box::new(Probe {
-        reader,
+        reader: reader::open(read_half, read_ahead, settings),
         write_half,
         probed: false,
         deadline: Instant::now() + UPGRADE_TIMEOUT,

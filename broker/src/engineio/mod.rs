@@ -339,49 +339,43 @@ pub fn serve(
     let _ = session.outbox.try_push_bytes(&Bytes::from(head));
     let handler = Arc::clone(&engine.app).open(&session);
 
-    let mut guard = SessionGuard::new(session, handler, &engine.metrics, opened);
-    let mut link = if let Some(reader) = reader::open(read_half, read_ahead, &engine.settings) {
-        driver::Link::websocket(reader)
-    } else {
-        error!(sid = %guard.session.sid, "the WebSocket reader could not be made; closing the session");
-        // The driver sees the outbox closed and ends at once.
-        guard.close(CloseReason::InternalError);
-        driver::Link::default()
-    };
+    let mut guard = SessionGuard::new(session, handler, engine, opened);
+    let mut link = driver::Link::websocket(reader::open(read_half, read_ahead, &guard.engine.settings));
 
     // Boxed and returned as it is, not awaited in another async block: the
     // caller's task then holds only the pointer, and the session's state is
     // one allocation that holds each of its values once. An async block, not
     // an `async fn`: its captures are its state, where an async fn's
     // arguments are held twice (as passed, and moved into its body).
-    Box::pin(async move { drive(&mut guard, &mut link, &engine).await })
+    Box::pin(async move { drive(&mut guard, &mut link).await })
 }
 
 /// Runs a session's driver to its end, then cleans up. A panic anywhere on
 /// the session's path (decoders, handlers) is caught here: it costs this
 /// session only, which is then cleaned up like any other.
 #[allow(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
-fn drive<'a>(
-    guard: &'a mut SessionGuard,
-    link: &'a mut driver::Link,
-    engine: &'a Engine,
-) -> impl Future<Output = ()> + 'a {
+fn drive<'a>(guard: &'a mut SessionGuard, link: &'a mut driver::Link) -> impl Future<Output = ()> + 'a {
     // An async block, not an `async fn`: an async fn's future holds each
     // argument twice (as passed, and moved into its body), for its whole life.
     async move {
-        let SessionGuard { session, handler, opened, .. } = &mut *guard;
-        let opened = *opened;
         // Inline, not boxed: this future is already part of the session's one
         // allocation, and a box of its own would cost a second one per session.
-        // Made in place: a future bound to a name first and then moved into
-        // the awaited one would be held twice in this one's state.
-        let outcome = AssertUnwindSafe(driver::run(session, link, handler.as_mut(), engine, opened))
-            .catch_unwind()
-            .await;
+        // Made in place, from the guard's fields and no locals: a future bound
+        // to a name first and then moved into the awaited one would be held
+        // twice in this one's state, and each local one more slot.
+        let outcome = AssertUnwindSafe(driver::run(
+            &guard.session,
+            link,
+            guard.handler.as_mut(),
+            &guard.engine,
+            guard.opened,
+        ))
+        .catch_unwind()
+        .await;
         let (reason, lingers) = match outcome {
             Ok(reason) => (reason, true),
             Err(panic) => {
-                Metrics::add(&engine.metrics.session_panics, 1);
+                Metrics::add(&guard.engine.metrics.session_panics, 1);
                 error!(
                     sid = %guard.session.sid,
                     remote = ?guard.session.handshake.remote,
@@ -393,11 +387,11 @@ fn drive<'a>(
         };
         guard.close(reason);
         if reason == CloseReason::SlowConsumer {
-            Metrics::add(&engine.metrics.slow_consumers, 1);
+            Metrics::add(&guard.engine.metrics.slow_consumers, 1);
             warn!(
                 sid = %guard.session.sid,
                 remote = ?guard.session.handshake.remote,
-                limit_bytes = engine.settings.outbox_bytes,
+                limit_bytes = guard.engine.settings.outbox_bytes,
                 "slow consumer cut off: its outbox went over the byte budget"
             );
         }
@@ -407,7 +401,7 @@ fn drive<'a>(
             // writer, timers) would be part of every session's task from its
             // start, though only closing sessions need it. Measured with 10k
             // idle clients: RSS per connection 8.2 KiB inline, 6.2 KiB boxed.
-            Box::pin(driver::linger(link, reason, &guard.session, engine)).await;
+            Box::pin(driver::linger(link, reason, &guard.session, &guard.engine)).await;
         }
     }
 }
@@ -417,7 +411,7 @@ fn drive<'a>(
 /// long as the session (the HTTP side's admission permit: a polling session
 /// between two requests holds no connection, yet counts as one).
 #[must_use]
-pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'static) -> String {
+pub fn open_polling(engine: &Arc<Engine>, handshake: Handshake, hold: impl Send + 'static) -> String {
     let session = new_session(engine, handshake);
     let settings = &engine.settings;
     // A GET is held at most until the next ping is due; the heartbeat queues
@@ -425,7 +419,8 @@ pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'st
     let max_wait = settings.ping_interval + settings.ping_timeout;
     let (shared, inbox) = PollingSession::new(session.outbox.clone(), max_wait);
     let registered = engine.sessions.insert(session.sid, Arc::clone(&shared));
-    let link = driver::Link::polling(driver::PollingLink::new(shared, inbox, &engine.metrics), registered);
+    let mut link =
+        driver::Link::polling(driver::PollingLink::new(shared, inbox, &engine.metrics), registered);
     let opened = Instant::now();
     let open = engineio::encode_open(&OpenParams {
         sid: &session.sid.to_string(),
@@ -435,10 +430,9 @@ pub fn open_polling(engine: &Engine, handshake: Handshake, hold: impl Send + 'st
         upgradable: true,
     });
     let handler = Arc::clone(&engine.app).open(&session);
-    let mut guard = SessionGuard::new(session, handler, &engine.metrics, opened);
-    let (mut link, engine) = (link, engine.clone());
-    engine.tracker.clone().spawn(async move {
-        drive(&mut guard, &mut link, &engine).await;
+    let mut guard = SessionGuard::new(session, handler, Arc::clone(engine), opened);
+    engine.tracker.spawn(async move {
+        drive(&mut guard, &mut link).await;
         drop(hold);
     });
     open
@@ -514,7 +508,9 @@ fn open_frame(session: &Session, settings: &EngineSettings, upgradable: bool) ->
 struct SessionGuard {
     session: Session,
     handler: Box<dyn SessionHandler>,
-    metrics: Arc<Metrics>,
+    /// The session's one handle on the engine: the futures that drive the
+    /// session borrow it from here rather than hold a copy of their own.
+    engine: Arc<Engine>,
     /// When the open packet was made: the heartbeat counts from it. Kept
     /// here, once, rather than passed down to the driver through every
     /// future on the way, each of which would hold a copy.
@@ -523,13 +519,8 @@ struct SessionGuard {
 }
 
 impl SessionGuard {
-    fn new(
-        session: Session,
-        handler: Box<dyn SessionHandler>,
-        metrics: &Arc<Metrics>,
-        opened: Instant,
-    ) -> Self {
-        Self { session, handler, metrics: Arc::clone(metrics), opened, closed: false }
+    fn new(session: Session, handler: Box<dyn SessionHandler>, engine: Arc<Engine>, opened: Instant) -> Self {
+        Self { session, handler, engine, opened, closed: false }
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -538,13 +529,14 @@ impl SessionGuard {
         }
         // Close the outbox first: whatever on_close does, the writer ends.
         self.session.outbox.close(reason);
-        self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let metrics = &self.engine.metrics;
+        metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if reason == CloseReason::MessageTooBig {
-            self.metrics.refuse(crate::metrics::Limit::Payload);
+            metrics.refuse(crate::metrics::Limit::Payload);
         }
         let handler = &mut self.handler;
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(reason))) {
-            Metrics::add(&self.metrics.session_panics, 1);
+            Metrics::add(&metrics.session_panics, 1);
             error!(sid = %self.session.sid, panic = panic_message(panic.as_ref()), "session cleanup panicked");
         }
     }

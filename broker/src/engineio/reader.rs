@@ -9,16 +9,15 @@
 use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use futures_util::StreamExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use futures_util::{Stream, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{CloseReason, EngineSettings};
@@ -28,7 +27,11 @@ use super::{CloseReason, EngineSettings};
 /// about 300 bytes) and a larger message grows the buffer only while it is
 /// read. Measured with 10k idle clients (RSS per connection): 4096 cost
 /// 11.4 KB and 1024 cost 8.2 KB early on; after later savings, 1024 cost
-/// 4.9 KB and 512 cost 4.4 KB.
+/// 4.9 KB and 512 cost 4.4 KB. Less does not help: once a frame's header is
+/// parsed, tungstenite reserves the frame's length on top of what it already
+/// holds, so a buffer that takes the CONNECT (about 230 bytes with the load
+/// generator's tokens) without growing needs the header plus twice the
+/// payload; 256 grows to 512 on the first CONNECT.
 const READ_BUFFER_BYTES: usize = 512;
 
 /// How long a closed session keeps reading and discarding what the client
@@ -37,34 +40,62 @@ const READ_BUFFER_BYTES: usize = 512;
 /// the error, the DISCONNECT and the close frame that explain the close.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// A session's WebSocket, read side only.
-pub(super) type WsReader = WebSocketStream<ReadOnly>;
+/// A session's WebSocket, read side only: tungstenite's protocol state over
+/// the socket's read half, a [`Stream`] of the messages the client sends.
+///
+/// Not tokio-tungstenite's `WebSocketStream`: that one lets a reader and a
+/// writer on two tasks share the socket, and keeps two shared waker proxies
+/// to tell them apart, two more allocations per connection. Here only the
+/// session's own task reads, so the waker it last polled with is enough.
+pub(super) struct WsReader {
+    socket: WebSocket<ReadOnly>,
+    /// The stream ended (the client closed, or an error was returned): it
+    /// yields nothing more.
+    ended: bool,
+}
+
+impl Stream for WsReader {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let reader = &mut *self;
+        if reader.ended {
+            return Poll::Ready(None);
+        }
+        reader.socket.get_mut().poll_with(cx.waker());
+        match reader.socket.read() {
+            Ok(message) => Poll::Ready(Some(Ok(message))),
+            // The read half was pending: it wakes the waker just set.
+            Err(WsError::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            Err(WsError::AlreadyClosed | WsError::ConnectionClosed) => {
+                reader.ended = true;
+                Poll::Ready(None)
+            }
+            Err(error) => {
+                reader.ended = true;
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+}
 
 /// Starts reading WebSocket frames from `read_half`, after `read_ahead`
 /// (bytes the HTTP layer read past the upgrade request).
-///
-/// Made here, not awaited in the session's future: that future would keep
-/// the arguments' slots (and the constructor's state) for its whole life.
-/// tokio-tungstenite's constructor is an `async fn` that completes on its
-/// first poll (it only registers the waker it is polled with, which every
-/// read replaces), so polling it once with no waker is enough; `None` if a
-/// later version ever made it wait.
-pub(super) fn open(
-    read_half: OwnedReadHalf,
-    read_ahead: Vec<u8>,
-    settings: &EngineSettings,
-) -> Option<WsReader> {
+pub(super) fn open(read_half: OwnedReadHalf, read_ahead: Vec<u8>, settings: &EngineSettings) -> WsReader {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload));
-    WebSocketStream::from_partially_read(ReadOnly(read_half), read_ahead, Role::Server, Some(config))
-        .now_or_never()
+    let read_only = ReadOnly { read_half, waker: None };
+    WsReader {
+        socket: WebSocket::from_partially_read(read_only, read_ahead, Role::Server, Some(config)),
+        ended: false,
+    }
 }
 
 /// Discards input until the client closes its side or [`LINGER`] passes.
 pub(super) async fn linger(reader: WsReader) {
-    let mut read_half = reader.into_inner().0;
+    let mut read_half = reader.socket.into_inner().read_half;
     // On the heap: an array here would be part of every session's task.
     let mut sink = vec![0u8; 512];
     let _ =
@@ -111,21 +142,47 @@ pub(super) fn try_next(reader: &mut WsReader) -> Option<Option<Result<Message, W
     tokio::task::unconstrained(reader.next()).now_or_never()
 }
 
-/// The read half, presented to tungstenite as a full duplex stream whose
-/// writes go nowhere (see the module doc).
-pub(super) struct ReadOnly(OwnedReadHalf);
+/// The read half, presented to tungstenite as a blocking-style stream that
+/// says `WouldBlock` when tokio's read would be pending, and whose writes go
+/// nowhere (see the module doc).
+pub(super) struct ReadOnly {
+    read_half: OwnedReadHalf,
+    /// The waker of the last poll of the [`WsReader`]: a pending read wakes it.
+    waker: Option<Waker>,
+}
 
-impl AsyncRead for ReadOnly {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
-        if polled.is_pending() && READING_NOW.get() {
-            return read_now(&self.0, buf);
+impl ReadOnly {
+    /// Reads from here on wake `waker` when they are pending.
+    fn poll_with(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|held| held.will_wake(waker)) {
+            self.waker = Some(waker.clone());
         }
-        polled
+    }
+}
+
+impl io::Read for ReadOnly {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut cx = Context::from_waker(self.waker.as_ref().unwrap_or(Waker::noop()));
+        let mut buf = ReadBuf::new(buf);
+        let mut polled = Pin::new(&mut self.read_half).poll_read(&mut cx, &mut buf);
+        if polled.is_pending() && READING_NOW.get() {
+            polled = read_now(&self.read_half, &mut buf);
+        }
+        match polled {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(error)) => Err(error),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl io::Write for ReadOnly {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -151,18 +208,4 @@ fn read_now(read_half: &OwnedReadHalf, buf: &mut ReadBuf<'_>) -> Poll<io::Result
 #[cfg(not(unix))]
 fn read_now(_: &OwnedReadHalf, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
     Poll::Pending
-}
-
-impl AsyncWrite for ReadOnly {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
 }
