@@ -80,7 +80,7 @@ impl fmt::Debug for Sid {
 /// URL-safe base64 characters. Only its client learns it; with it, and the
 /// same user's valid token, a dropped client recovers its session.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pid(u128);
+pub struct Pid([u8; 16]);
 
 impl Pid {
     /// A fresh random id.
@@ -93,13 +93,13 @@ impl Pid {
     /// anything else.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        decode_id(text).map(|bytes| Self(u128::from_be_bytes(bytes)))
+        decode_id(text).map(Self)
     }
 }
 
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_id(f, &self.0.to_be_bytes())
+        write_id(f, &self.0)
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 
 use ahash::RandomState;
 
@@ -37,7 +38,8 @@ pub struct Socket {
     rooms: Mutex<JoinedRooms>,
     data: Box<dyn Any + Send + Sync>,
     expires_at: Option<Instant>,
-    acks: Mutex<PendingAcks>,
+    /// Boxed when the first server ack is asked for: most sockets never ask.
+    acks: Mutex<Option<Box<PendingAcks>>>,
 }
 
 /// The rooms a socket is in, in the order it joined them: membership,
@@ -48,10 +50,25 @@ pub struct Socket {
 pub(super) struct JoinedRooms {
     /// Room to its join sequence number and the room's first offset owed
     /// to this socket (what came before the join is not for it).
-    by_room: HashMap<RoomId, (u64, u64), RandomState>,
+    by_room: HashMap<RoomId, (u64, u64), ProcessKeys>,
     /// Join sequence number to room: the join order.
     by_order: BTreeMap<u64, RoomId>,
     next: u64,
+}
+
+/// ahash keyed once per process, for the room map every socket holds: a
+/// `RandomState` of its own would be 32 bytes in every socket, idle or not.
+/// The keys stay random (unknown to clients, who name the rooms).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ProcessKeys;
+
+impl BuildHasher for ProcessKeys {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        static KEYS: OnceLock<RandomState> = OnceLock::new();
+        KEYS.get_or_init(RandomState::new).build_hasher()
+    }
 }
 
 impl JoinedRooms {
@@ -325,6 +342,7 @@ impl Socket {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut acks = self.acks.lock();
+            let acks = acks.get_or_insert_default();
             let id = acks.next_id;
             acks.next_id += 1;
             acks.waiting.push((id, tx));
@@ -337,6 +355,7 @@ impl Socket {
     /// Resolves a server ack the client answered. Unknown ids are ignored.
     pub(super) fn resolve_ack(&self, id: u64, answer: serde_json::Value) {
         let mut acks = self.acks.lock();
+        let Some(acks) = acks.as_mut() else { return };
         if let Some(position) = acks.waiting.iter().position(|(waiting, _)| *waiting == id) {
             let (_, tx) = acks.waiting.swap_remove(position);
             let _ = tx.send(answer);
