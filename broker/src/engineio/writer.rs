@@ -18,10 +18,11 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::outbox::DirectWrite;
-use super::{Drained, Engine, Outbox};
+use super::{Drained, Engine, Outbox, WritePacer};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
@@ -37,13 +38,25 @@ const MAX_SLICES: usize = 512;
 /// and once the outbox closes a writer sends what is queued, the close frame,
 /// and shuts the socket down.
 pub(super) fn attach(socket: OwnedWriteHalf, outbox: &Outbox, engine: &Engine) {
-    outbox.attach_writer(DirectWrite {
-        socket: Arc::new(socket),
-        pacer: Arc::clone(&engine.pacer),
-        metrics: Arc::clone(&engine.metrics),
-        tracker: engine.tracker.clone(),
-        start,
-    });
+    attach_with(
+        socket,
+        outbox,
+        Arc::clone(&engine.pacer),
+        Arc::clone(&engine.metrics),
+        engine.tracker.clone(),
+    );
+}
+
+/// [`attach`] with the engine's parts given one by one (the tests have no
+/// engine).
+fn attach_with(
+    socket: OwnedWriteHalf,
+    outbox: &Outbox,
+    pacer: Arc<WritePacer>,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+) {
+    outbox.attach_writer(DirectWrite { socket: Arc::new(socket), pacer, metrics, tracker, start });
 }
 
 /// Spawns a writer task (tracked, so shutdown waits for its close frame).
@@ -268,10 +281,9 @@ mod tests {
 
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
-    use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::engineio::{CloseReason, WritePacer};
+    use crate::engineio::CloseReason;
 
     /// An outbox with one end of a loopback connection attached; the other
     /// end is returned, and the tracker of its writer tasks.
@@ -283,13 +295,7 @@ mod tests {
         let outbox = Outbox::new(1 << 20);
         let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
-        outbox.attach_writer(DirectWrite {
-            socket: Arc::new(write),
-            pacer,
-            metrics: Arc::clone(&metrics),
-            tracker: tracker.clone(),
-            start,
-        });
+        attach_with(write, &outbox, pacer, Arc::clone(&metrics), tracker.clone());
         (outbox, metrics, client, tracker)
     }
 
