@@ -52,7 +52,6 @@ const POLLING_LINGER: Duration = Duration::from_secs(2);
 const MAX_MESSAGES_LEFT: usize = 64;
 
 /// The transports of one session.
-#[derive(Default)]
 pub(super) struct Link {
     /// The WebSocket the session runs on: from the start, or since the upgrade.
     websocket: Option<WsReader>,

@@ -311,8 +311,8 @@ pub struct Engine {
 }
 
 /// Starts one WebSocket session on an upgraded connection: attaches the
-/// socket to the session's outbox, sends the open packet, and returns the future that drives the session
-/// until it closes.
+/// socket to the session's outbox, sends the open packet, and returns the
+/// future that drives the session until it closes.
 ///
 /// `read_ahead` holds bytes the HTTP layer read past the upgrade request.
 /// `response_head` is the `101` head: the open packet is appended to it, so

@@ -67,7 +67,8 @@ pub struct Outbox {
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
-    /// Wakes a long-polling `GET`: frames were queued or the outbox closed.
+    /// Frames were queued or the outbox closed: wakes a long-polling `GET`,
+    /// or a WebSocket's writer waiting while the broker is busy.
     ready: Notify,
     /// Wakes everyone waiting in [`Outbox::closed`].
     closing: Notify,

@@ -367,7 +367,7 @@ mod tests {
     }
 
     /// Lets the writer task run until it has ended.
-    async fn until_parked(outbox: &Outbox) {
+    async fn until_no_writer(outbox: &Outbox) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while !outbox.is_writer_idle() {
                 tokio::task::yield_now().await;
@@ -381,7 +381,7 @@ mod tests {
     async fn a_push_to_an_idle_writer_writes_the_socket_itself() {
         let (outbox, metrics, mut client, tracker) = writer(Arc::new(WritePacer::new(Duration::ZERO))).await;
         let [a, b] = ["a", "b"].map(Frame::text);
-        until_parked(&outbox).await;
+        until_no_writer(&outbox).await;
         outbox.try_push(&a).expect("open");
         // No await since the push: the writer task has not run, yet the frame left.
         assert_eq!(outbox.pending_bytes(), 0, "nothing queued");
@@ -398,7 +398,7 @@ mod tests {
         while pacer.adjust(1.0) < Duration::from_millis(30) {}
         let (outbox, metrics, mut client, tracker) = writer(Arc::clone(&pacer)).await;
         let [a, b] = ["a", "b"].map(Frame::text);
-        until_parked(&outbox).await;
+        until_no_writer(&outbox).await;
         outbox.try_push(&a).expect("open");
         assert_eq!(outbox.pending_bytes(), a.len(), "queued: batching beats a write per frame");
         read_exactly(&mut client, &[&a]).await;
@@ -409,7 +409,7 @@ mod tests {
         while pacer.adjust(0.0) > Duration::ZERO {}
         outbox.try_push(&b).expect("open");
         read_exactly(&mut client, &[&b]).await;
-        until_parked(&outbox).await;
+        until_no_writer(&outbox).await;
         assert_eq!(tracker.len(), 0, "quiet again, its queue empty: the writer task ended");
         close(&outbox, tracker).await;
     }
