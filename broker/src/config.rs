@@ -84,7 +84,7 @@ pub struct Config {
     pub outbox_bytes: usize,
     /// Longest wait between one connection's writes while the broker is busy
     /// (see `engineio::WritePacer`); 0 writes every frame as it comes. Defaults
-    /// to 30 ms.
+    /// to 40 ms.
     pub max_write_delay: Duration,
     /// Sustained events per second one connection may send; 0 turns the limit
     /// off. Defaults to 100.
@@ -166,7 +166,7 @@ impl Default for Config {
             max_message_length: 4096,
             max_room_id_length: 128,
             outbox_bytes: 1 << 20,
-            max_write_delay: Duration::from_millis(30),
+            max_write_delay: Duration::from_millis(40),
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
             max_head_bytes: 16 * 1024,
@@ -271,7 +271,7 @@ pub struct Overrides {
     /// Outbound queue bound per connection in bytes; over it the client is cut off [default: 1048576]
     #[arg(long, env = "BROKER_OUTBOX_BYTES", global = true)]
     pub outbox_bytes: Option<usize>,
-    /// Longest wait between a connection's writes while the broker is busy, in ms; 0 = never wait [default: 30]
+    /// Longest wait between a connection's writes while the broker is busy, in ms; 0 = never wait [default: 40]
     #[arg(long, env = "BROKER_MAX_WRITE_DELAY_MS", global = true)]
     pub max_write_delay_ms: Option<u64>,
     /// Sustained events per second per connection, 0 = unlimited [default: 100]
@@ -572,7 +572,7 @@ mod tests {
         let file: Overrides = toml::from_str("max_write_delay_ms = 0\n").expect("valid toml");
         let config = Overrides::default().or(file).apply(Config::default()).expect("valid");
         assert_eq!(config.max_write_delay, Duration::ZERO, "0 turns pacing off");
-        assert_eq!(Config::default().max_write_delay, Duration::from_millis(30));
+        assert_eq!(Config::default().max_write_delay, Duration::from_millis(40));
         let too_long = Overrides { max_write_delay_ms: Some(5_000), ..Overrides::default() };
         assert!(matches!(too_long.apply(Config::default()), Err(ConfigError::Invalid(_))));
     }

@@ -15,6 +15,15 @@
 //! no frame waits; as the workers approach [`TARGET_BUSY`], the delay grows
 //! (up to the configured maximum) until batching brings them back under it.
 //! Connections that receive less than one frame per `delay` never wait.
+//!
+//! While the workers are saturated ([`SATURATED`]) the delay rises four
+//! times as fast as it falls. When load steps up from idle, every frame is
+//! written alone until the delay catches up, and a saturated runtime falls
+//! behind by the whole time that takes: with the rise as slow as the fall
+//! (0.3 s to the maximum, after an idle sample of up to 0.25 s) a step to
+//! 121 k deliveries/s stalled the runtime for 250 ms and the p99 never
+//! recovered within the run. Below saturation the rise stays gentle, so the
+//! busy moments of a lightly loaded broker do not delay its frames.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,18 +38,28 @@ use crate::metrics::Metrics;
 pub const TICK: Duration = Duration::from_millis(20);
 
 /// How often it samples them while they are idle (no delay, and busy under
-/// half the target), so that an idle broker does not wake 50 times a second.
-/// A burst is noticed within this, and paced from the next [`TICK`] on.
-pub const IDLE_TICK: Duration = Duration::from_millis(250);
+/// half the target), so that an idle broker wakes 20 rather than 50 times a
+/// second. A burst is noticed within this, and paced from the next [`TICK`]
+/// on; 250 ms let a step from idle to saturation run unpaced long enough to
+/// stall the runtime.
+pub const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// The share of time the workers may be busy before writes are delayed.
 pub const TARGET_BUSY: f64 = 0.75;
 
+/// The busy share from which the workers count as saturated: work is
+/// arriving faster than they finish it.
+pub const SATURATED: f64 = 0.95;
+
 /// Delay change per tick, in units of the maximum delay, for each unit of
-/// busy share above (or below) the target: saturated workers raise a zero
-/// delay to the maximum in about 16 ticks (0.3 s); idle workers bring the
-/// maximum back to zero in 6.
+/// busy share above (or below) the target: workers just short of
+/// [`SATURATED`] raise a zero delay to the maximum in 20 ticks (0.4 s); idle
+/// workers bring the maximum back to zero in 6 (0.12 s).
 const GAIN: f64 = 0.25;
+
+/// [`GAIN`] while the workers are saturated: they raise a zero delay to the
+/// maximum in 4 ticks (80 ms).
+const SATURATED_GAIN: f64 = 1.0;
 
 /// The delay every connection writer applies between its writes.
 #[derive(Debug)]
@@ -66,7 +85,8 @@ impl WritePacer {
     /// share (0 to 1) to [`TARGET_BUSY`]; returns the new delay.
     pub fn adjust(&self, busy: f64) -> Duration {
         let current = self.delay_us.load(Relaxed) as f64;
-        let step = (busy - TARGET_BUSY) * GAIN * self.max_us as f64;
+        let gain = if busy >= SATURATED { SATURATED_GAIN } else { GAIN };
+        let step = (busy - TARGET_BUSY) * gain * self.max_us as f64;
         let next = (current + step).clamp(0.0, self.max_us as f64) as u64;
         self.delay_us.store(next, Relaxed);
         Duration::from_micros(next)
@@ -173,6 +193,19 @@ mod tests {
         assert_eq!(pacer.next_tick(TARGET_BUSY / 2.0), TICK, "getting busy: watch closely");
         pacer.adjust(1.0);
         assert_eq!(pacer.next_tick(0.0), TICK, "a delay to bring back to zero: watch closely");
+    }
+
+    #[test]
+    fn saturated_workers_raise_the_delay_faster_than_idle_ones_lower_it() {
+        let pacer = WritePacer::new(Duration::from_millis(40));
+        let ticks = |busy: f64, done: fn(Duration) -> bool| (1..=100).find(|_| done(pacer.adjust(busy)));
+        let up = ticks(1.0, |delay| delay == Duration::from_millis(40)).expect("reaches the maximum");
+        let down = ticks(0.0, |delay| delay.is_zero()).expect("back to zero");
+        assert_eq!(
+            (up, down),
+            (4, 6),
+            "a saturating burst is paced within 80 ms; the delay lets go over 120 ms"
+        );
     }
 
     #[test]
