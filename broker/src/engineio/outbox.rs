@@ -481,6 +481,7 @@ impl DirectWrite {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let written = self.socket.try_write(bytes)?;
+        self.pacer.note_unpaced_write();
         Metrics::add(&self.metrics.writes, 1);
         Metrics::add(&self.metrics.bytes_out, written as u64);
         if written == bytes.len() {
