@@ -23,8 +23,9 @@
 //! (0.3 s to the maximum, after an idle sample of up to 0.25 s) a step to
 //! 121 k deliveries/s stalled the runtime for 250 ms and the p99 never
 //! recovered within the run. For the same reason a burst of unpaced writes
-//! wakes an idle pacer without waiting for its next sample. Below saturation the rise stays gentle, so the
-//! busy moments of a lightly loaded broker do not delay its frames.
+//! wakes an idle pacer without waiting for its next sample. Below
+//! saturation the rise stays gentle, so the busy moments of a lightly loaded
+//! broker do not delay its frames.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -47,9 +48,10 @@ pub const TICK: Duration = Duration::from_millis(20);
 pub const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Unpaced writes since the last sample that wake an idle pacer at once:
-/// about 50 ms of a core's work at 12 µs a write. A steady load that is
-/// paced no faster than [`IDLE_TICK`] never reaches it (16 k writes/s and
-/// more would), a step to saturation reaches it within about 50 ms.
+/// about 50 ms of a core's work at 12 µs a write. A steady load under 16 k
+/// unpaced writes/s does not reach it within one [`IDLE_TICK`]; a step to
+/// saturation reaches it within about 50 ms. Counted where a frame is written
+/// straight from the push (`DirectWrite`), which is how an idle broker writes.
 pub const BURST_WRITES: u64 = 4000;
 
 /// The share of time the workers may be busy before writes are delayed.
