@@ -94,7 +94,7 @@ impl WritePacer {
         }
     }
 
-    /// Counts one write made without delay; the [`BURST_WRITES`]th since
+    /// Counts one write made without delay; the `BURST_WRITES`th since
     /// the last sample wakes the pacer.
     pub fn note_unpaced_write(&self) {
         if self.unpaced_writes.fetch_add(1, Relaxed) + 1 == BURST_WRITES {
