@@ -206,6 +206,15 @@ pub(super) fn run<'a>(
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
+            // Each wake handled is a unit of tokio's cooperative budget, so
+            // the task hands its worker back after at most 128 of them. A
+            // WebSocket read takes a unit only when it reaches the socket,
+            // and one read can hold several messages: a client whose
+            // messages piled up (each a broadcast to a room) kept its worker
+            // for seconds, starving every other task there — timers, the
+            // pacer, the metrics endpoint — and hiding the worker's busy time
+            // from the pacer until the poll ended.
+            tokio::task::coop::consume_budget().await;
         };
         // Stop taking frames before anything else can be queued.
         session.outbox.close(reason);
@@ -697,6 +706,68 @@ mod tests {
         let (texts, reason, _) = post_then_close(b"41/chat,\x1e1", CloseReason::TransportError).await;
         assert_eq!(texts, ["1/chat,"]);
         assert_eq!(reason, CloseReason::ClientClosed, "the Engine.IO close after it");
+    }
+
+    /// Counts the text packets it is handed, and notes how many had been
+    /// handled when another task first ran.
+    struct Counter {
+        handled: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl SessionHandler for Counter {
+        fn on_text(&mut self, _: &str) -> Result<(), CloseReason> {
+            self.handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        fn on_binary(&mut self, _: Bytes) -> Result<(), CloseReason> {
+            Ok(())
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn on_deadline(&mut self) -> Result<(), CloseReason> {
+            Ok(())
+        }
+        fn on_shutdown(&mut self) {}
+        fn on_close(&mut self, _: CloseReason) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pile_of_client_messages_does_not_hold_the_worker() {
+        use tokio::io::AsyncWriteExt as _;
+        const MESSAGES: usize = 2000;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client =
+            tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        // Masked client frames carrying the Engine.IO message `4x`, all sent
+        // before the session runs: one read takes dozens of them.
+        let frame = [0x81, 0x82, 0, 0, 0, 0, b'4', b'x'];
+        let pile: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * MESSAGES).collect();
+        client.write_all(&pile).await.expect("send the pile");
+        client.shutdown().await.expect("then close");
+
+        let engine = engine();
+        let session = Session {
+            sid: Sid::random(),
+            handshake: Arc::new(Handshake::default()),
+            outbox: Outbox::new(1 << 20),
+        };
+        let (read_half, _write_half) = server.into_split();
+        let mut link = Link::websocket(reader::open(read_half, Vec::new(), &engine.settings));
+        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut handler = Counter { handled: Arc::clone(&handled) };
+        // Ready to run from the start; on this one thread it runs only when
+        // the session's task hands the thread back.
+        let witness = tokio::spawn({
+            let handled = Arc::clone(&handled);
+            async move { handled.load(std::sync::atomic::Ordering::Relaxed) }
+        });
+        let ended = run(&session, &mut link, &mut handler, &engine, Instant::now()).await;
+        assert_eq!(ended, CloseReason::TransportError, "the client went away after its pile");
+        assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), MESSAGES, "every message handled");
+        let seen = witness.await.expect("the other task ran");
+        assert!(seen < MESSAGES, "the other task ran only after all {MESSAGES} messages");
     }
 
     #[tokio::test]
