@@ -629,13 +629,18 @@ mod tests {
     use crate::engineio::{Application, Handshake, Outbox, Registry, WritePacer};
     use crate::ids::Sid;
 
-    /// Records the text packets it is handed.
+    /// Records the text packets it is handed, and counts them where another
+    /// task can read the count.
     #[derive(Default)]
-    struct Recorder(Vec<String>);
+    struct Recorder {
+        texts: Vec<String>,
+        handled: Arc<std::sync::atomic::AtomicUsize>,
+    }
 
     impl SessionHandler for Recorder {
         fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
-            self.0.push(text.to_owned());
+            self.texts.push(text.to_owned());
+            self.handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         }
         fn on_binary(&mut self, _: Bytes) -> Result<(), CloseReason> {
@@ -708,7 +713,7 @@ mod tests {
         drop(link);
         let answered =
             tokio::time::timeout(Duration::from_secs(5), post).await.expect("the POST is answered");
-        (handler.0, ended, answered.expect("the POST task ends") == Ok(()))
+        (handler.texts, ended, answered.expect("the POST task ends") == Ok(()))
     }
 
     #[tokio::test]
@@ -720,30 +725,6 @@ mod tests {
         let (texts, reason, _) = post_then_close(b"41/chat,\x1e1", CloseReason::TransportError).await;
         assert_eq!(texts, ["1/chat,"]);
         assert_eq!(reason, CloseReason::ClientClosed, "the Engine.IO close after it");
-    }
-
-    /// Counts the text packets it is handed, and notes how many had been
-    /// handled when another task first ran.
-    struct Counter {
-        handled: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl SessionHandler for Counter {
-        fn on_text(&mut self, _: &str) -> Result<(), CloseReason> {
-            self.handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        }
-        fn on_binary(&mut self, _: Bytes) -> Result<(), CloseReason> {
-            Ok(())
-        }
-        fn deadline(&self) -> Option<Instant> {
-            None
-        }
-        fn on_deadline(&mut self) -> Result<(), CloseReason> {
-            Ok(())
-        }
-        fn on_shutdown(&mut self) {}
-        fn on_close(&mut self, _: CloseReason) {}
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -769,8 +750,8 @@ mod tests {
         };
         let (read_half, _write_half) = server.into_split();
         let mut link = Link::websocket(reader::open(read_half, Vec::new(), &engine.settings));
-        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut handler = Counter { handled: Arc::clone(&handled) };
+        let mut handler = Recorder::default();
+        let handled = Arc::clone(&handler.handled);
         // Ready to run from the start; on this one thread it runs only when
         // the session's task hands the thread back.
         let witness = tokio::spawn({
