@@ -274,6 +274,7 @@ fn poll_sources(
     wake
 }
 
+/// [`poll_sources`] without the budget: the first ready source, in its order.
 fn poll_each_source(
     cx: &mut Context<'_>,
     link: &mut Link,
