@@ -267,39 +267,26 @@ fn poll_sources(
     handler: &mut dyn SessionHandler,
 ) -> Poll<Wake> {
     let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-    let wake = poll_each_source(cx, link, timer, handler);
-    if wake.is_ready() {
-        budget.made_progress();
-    }
-    wake
-}
-
-/// [`poll_sources`] without the budget: the first ready source, in its order.
-fn poll_each_source(
-    cx: &mut Context<'_>,
-    link: &mut Link,
-    timer: Pin<&mut Sleep>,
-    handler: &mut dyn SessionHandler,
-) -> Poll<Wake> {
-    if let Some(reader) = link.websocket.as_mut()
+    let wake = if let Some(reader) = link.websocket.as_mut()
         && let Poll::Ready(message) = reader.poll_next_unpin(cx)
     {
-        return Poll::Ready(Wake::WebSocket(message));
-    }
-    if let Some(polling) = link.polling.as_mut()
+        Wake::WebSocket(message)
+    } else if let Some(polling) = link.polling.as_mut()
         && let Poll::Ready(inbound) = polling.inbox.poll_recv(cx)
     {
-        return Poll::Ready(Wake::Polling(inbound));
-    }
-    if let Some(probe) = link.probe.as_mut()
+        Wake::Polling(inbound)
+    } else if let Some(probe) = link.probe.as_mut()
         && let Poll::Ready(message) = probe.reader.poll_next_unpin(cx)
     {
-        return Poll::Ready(Wake::Probe(message));
-    }
-    if timer.poll(cx).is_ready() {
-        return Poll::Ready(Wake::Timer);
-    }
-    handler.poll_work(cx).map(Wake::Work)
+        Wake::Probe(message)
+    } else if timer.poll(cx).is_ready() {
+        Wake::Timer
+    } else {
+        // Pending: dropping `budget` gives the unit back.
+        Wake::Work(std::task::ready!(handler.poll_work(cx)))
+    };
+    budget.made_progress();
+    Poll::Ready(wake)
 }
 
 /// After the transport failed (the outbox closed as a transport error: a
